@@ -1,0 +1,280 @@
+//! The command set, shared by both dialects: parse a request object, then apply it.
+//!
+//! Parsing never touches the database; applying never looks at JSON framing. How replies
+//! are wrapped (v1 bare, v2 `{"result": ...}`) is the protocol module's business.
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::history::{self, FetchOpts};
+use crate::pubsub::Subscriber;
+use crate::value::number_json;
+
+/// One request.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Get { key: String },
+    Put { key: String, value: Json, time: Option<f64> },
+    Last { key: String },
+    Keys { include_value: bool },
+    Define { keys: Vec<Definition> },
+    Sub { key: String },
+    Unsub { key: String },
+    Fetch { key: String, opts: FetchOpts },
+    Stats,
+    Ping(Json),
+    /// `increment`, or `decrement` (with the step negated).
+    Add { key: String, step: f64, decrement: bool },
+    Delete { key: String },
+    /// A request name Komoku does not know.
+    Unknown(String),
+}
+
+/// One key of a `define`.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub key: String,
+    pub type_name: Option<String>,
+    pub opts: Map<String, Json>,
+}
+
+/// What a command answers, before the dialect wraps it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Done, nothing to return (`"ack"` in v1, `"ok"` in v2).
+    Ack,
+    /// A value.
+    Value(Json),
+}
+
+impl Command {
+    /// The request's name, as counted in `stats`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get { .. } => "get",
+            Command::Put { .. } => "put",
+            Command::Last { .. } => "last",
+            Command::Keys { .. } => "keys",
+            Command::Define { .. } => "define",
+            Command::Sub { .. } => "sub",
+            Command::Unsub { .. } => "unsub",
+            Command::Fetch { .. } => "fetch",
+            Command::Stats => "stats",
+            Command::Ping(_) => "ping",
+            Command::Add { decrement: true, .. } => "decrement",
+            Command::Add { .. } => "increment",
+            Command::Delete { .. } => "delete",
+            Command::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Reads one request object: `{"<name>": <args>}`, optionally with `"query_id"`.
+    pub fn parse(request: &Map<String, Json>) -> Result<Command> {
+        let mut names = request.iter().filter(|(k, _)| k.as_str() != "query_id");
+        let (name, args) = match (names.next(), names.next()) {
+            (Some(one), None) => one,
+            (None, _) => return Ok(Command::Unknown(String::new())),
+            (Some(_), Some(_)) => return Err(Error::query("a request holds exactly one command")),
+        };
+        Ok(match name.as_str() {
+            "get" => Command::Get { key: key_arg(args)? },
+            "put" => Command::Put {
+                key: key_arg(args)?,
+                value: args.get("value").cloned().ok_or_else(|| Error::query("put needs a value"))?,
+                time: optional_number(args, "time")?,
+            },
+            "last" => Command::Last { key: key_arg(args)? },
+            "keys" => Command::Keys {
+                include_value: match args.get("include") {
+                    None | Some(Json::Null) => false,
+                    Some(Json::Array(items)) => items.iter().any(|i| i == "value"),
+                    Some(_) => return Err(Error::query("keys.include must be a list")),
+                },
+            },
+            "define" => Command::Define { keys: definitions(args)? },
+            "sub" => Command::Sub { key: key_arg(args)? },
+            "unsub" => Command::Unsub { key: key_arg(args)? },
+            "fetch" => Command::Fetch {
+                key: key_arg(args)?,
+                opts: match args.get("opts") {
+                    None | Some(Json::Null) => FetchOpts::default(),
+                    Some(Json::Object(o)) => FetchOpts::parse(o)?,
+                    Some(_) => return Err(Error::query("fetch.opts must be an object")),
+                },
+            },
+            "stats" => Command::Stats,
+            "ping" => Command::Ping(args.clone()),
+            "increment" | "decrement" => {
+                let step = optional_number(args, "step")?.unwrap_or(1.0);
+                let decrement = name == "decrement";
+                Command::Add {
+                    key: key_arg(args)?,
+                    step: if decrement { -step } else { step },
+                    decrement,
+                }
+            }
+            "delete" => Command::Delete { key: key_arg(args)? },
+            other => Command::Unknown(other.to_string()),
+        })
+    }
+
+    /// Applies the command for the connection whose push side is `me`.
+    pub async fn apply(self, db: &Db, me: &Subscriber) -> Result<Reply> {
+        db.stats().count(self.name());
+        match self {
+            Command::Get { key } => Ok(Reply::Value(db.latest(&key).await.map_or(Json::Null, |p| p.value.to_json()))),
+            Command::Put { key, value, time } => db.put(&key, &value, time).await.map(|()| Reply::Ack),
+            Command::Last { key } => Ok(Reply::Value(
+                db.latest(&key)
+                    .await
+                    .map_or(Json::Null, |p| json!({"value": p.value.to_json(), "time": number_json(p.time)})),
+            )),
+            Command::Keys { include_value } => {
+                let mut out = Map::new();
+                for (name, listing) in db.list().await {
+                    let mut entry = Map::new();
+                    entry.insert("type".into(), Json::String(listing.def.type_name));
+                    if !listing.def.opts.is_empty() {
+                        entry.insert("opts".into(), Json::Object(listing.def.opts));
+                    }
+                    if include_value {
+                        entry.insert("value".into(), listing.latest.map_or(Json::Null, |p| p.value.to_json()));
+                    }
+                    out.insert(name, Json::Object(entry));
+                }
+                Ok(Reply::Value(Json::Object(out)))
+            }
+            Command::Define { keys } => {
+                for d in keys {
+                    db.define(&d.key, d.type_name.as_deref(), d.opts).await?;
+                }
+                Ok(Reply::Ack)
+            }
+            Command::Sub { key } => {
+                crate::store::check_key_name(&key)?;
+                db.pubsub().subscribe(&key, me.clone());
+                Ok(Reply::Ack)
+            }
+            Command::Unsub { key } => {
+                db.pubsub().unsubscribe(&key, me.conn);
+                Ok(Reply::Ack)
+            }
+            Command::Fetch { key, opts } => history::fetch(db, &key, opts).await.map(Reply::Value),
+            Command::Stats => Ok(Reply::Value(stats(db))),
+            Command::Ping(payload) => Ok(Reply::Value(json!({ "pong": payload }))),
+            Command::Add { key, step, .. } => db.add(&key, step).await.map(|()| Reply::Ack),
+            Command::Delete { key } => db.delete(&key).await.map(|_| Reply::Ack),
+            Command::Unknown(name) => Err(Error::query(format!("unknown request {name:?}"))),
+        }
+    }
+}
+
+fn stats(db: &Db) -> Json {
+    let ops: Map<String, Json> = db.stats().ops().into_iter().map(|(k, v)| (k.to_string(), Json::from(v))).collect();
+    json!({
+        "keys_count": db.key_count(),
+        "uptime": db.stats().uptime_secs(),
+        "ops_count": ops,
+        "change_notifications_count": db.pubsub().count(),
+        "pushes_sent": db.pubsub().pushes_sent(),
+        "disk_bytes": db.store().disk_space().unwrap_or(0),
+        "types": db.registry().all().iter().map(|p| json!({
+            "name": p.info.name,
+            "version": p.info.version,
+            "source": p.source.display().to_string(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn key_arg(args: &Json) -> Result<String> {
+    match args.get("key") {
+        Some(Json::String(k)) => Ok(k.clone()),
+        Some(_) => Err(Error::query("key must be a string")),
+        None => Err(Error::query("missing key")),
+    }
+}
+
+fn optional_number(args: &Json, name: &str) -> Result<Option<f64>> {
+    match args.get(name) {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|n| n.is_finite())
+            .map(Some)
+            .ok_or_else(|| Error::query(format!("{name} must be a number"))),
+    }
+}
+
+/// `{"foo": {"type": "uptime", "max_time": 77}}`, options flat or nested under `opts`.
+fn definitions(args: &Json) -> Result<Vec<Definition>> {
+    let Json::Object(keys) = args else {
+        return Err(Error::query("define takes an object of key definitions"));
+    };
+    keys.iter()
+        .map(|(key, spec)| {
+            let Json::Object(spec) = spec else {
+                return Err(Error::query(format!("definition of {key:?} must be an object")));
+            };
+            let mut opts = Map::new();
+            let mut type_name = None;
+            for (name, v) in spec {
+                match (name.as_str(), v) {
+                    ("type", Json::String(t)) => type_name = Some(t.clone()),
+                    ("type", _) => return Err(Error::query("type must be a string")),
+                    ("opts", Json::Object(nested)) => opts.extend(nested.clone()),
+                    ("opts", Json::Null) => {}
+                    ("opts", _) => return Err(Error::query("opts must be an object")),
+                    _ => {
+                        opts.insert(name.clone(), v.clone());
+                    }
+                }
+            }
+            Ok(Definition {
+                key: key.clone(),
+                type_name,
+                opts,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Command> {
+        let json: Json = serde_json::from_str(text).map_err(|e| Error::InvalidJson(e.to_string()))?;
+        Command::parse(json.as_object().ok_or_else(|| Error::query("not an object"))?)
+    }
+
+    #[test]
+    fn define_reads_flat_and_nested_options() -> Result<()> {
+        let Command::Define { keys } = parse(r#"{"define": {"a": {"type": "uptime", "max_time": 7, "opts": {"min_resolution": 1}}}}"#)? else {
+            panic!("not a define");
+        };
+        assert_eq!(keys[0].type_name.as_deref(), Some("uptime"));
+        assert_eq!(Json::Object(keys[0].opts.clone()), json!({"max_time": 7, "min_resolution": 1}));
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_shapes_are_invalid_queries_not_panics() {
+        for bad in [
+            r#"{"get": {"key": 5}}"#,
+            r#"{"get": 5}"#,
+            r#"{"put": {"key": "a"}}"#,
+            r#"{"put": {"key": "a", "value": 1, "time": "x"}}"#,
+            r#"{"fetch": {"key": "a", "opts": {"step": "5q"}}}"#,
+            r#"{"get": {"key": "a"}, "put": {"key": "a", "value": 1}}"#,
+        ] {
+            assert_eq!(parse(bad).map_err(|e| e.code().to_string()).err().as_deref(), Some("invalid_query"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_requests_are_recognised_as_such() -> Result<()> {
+        assert!(matches!(parse(r#"{"frobnicate": {}}"#)?, Command::Unknown(n) if n == "frobnicate"));
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! Configuration: defaults that just run, a TOML file, and command-line overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugins::Limits;
+use crate::store::Durability;
+
+/// Everything a server needs to start. Every field has a default (see each).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect (v1 at `/`, v2 at `/v2`). Default = `127.0.0.1:7373`.
+    pub listen: SocketAddr,
+    /// An extra listener that speaks v2 on every path. Default = none.
+    pub v2_listen: Option<SocketAddr>,
+    /// Where the database lives. Default = `./data`.
+    pub data_dir: PathBuf,
+    /// Where plugin components are loaded from; they add types or replace built-in ones by
+    /// name. Default = `./plugins`; a missing directory just means no extra types.
+    pub plugins_dir: PathBuf,
+    /// Load the built-in types compiled into the binary. Default = true.
+    pub builtin_types: bool,
+    /// When an acknowledged write is on disk: `"sync"` (default: fsynced before the ack;
+    /// survives kill -9 and power loss) or a number of milliseconds (acked once handed to the
+    /// OS; fsynced at least that often, so a power loss can lose that window).
+    pub durability: DurabilityConfig,
+    /// Wall-clock budget of one plugin call, in milliseconds. Default = 500.
+    pub plugin_deadline_ms: u64,
+    /// Memory one plugin instance may use, in MiB. Default = 64.
+    pub plugin_memory_mib: usize,
+    /// Largest websocket message accepted, in bytes. Default = 1 MiB.
+    pub max_frame_bytes: usize,
+    /// Pushes queued for one connection before it counts as too slow and is dropped.
+    /// Default = 10 000.
+    pub push_queue: usize,
+}
+
+/// `durability = "sync"` or `durability = 50` (milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DurabilityConfig {
+    Named(DurabilityName),
+    IntervalMs(u64),
+}
+
+/// The named durability modes.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityName {
+    Sync,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7373)),
+            v2_listen: None,
+            data_dir: PathBuf::from("data"),
+            plugins_dir: PathBuf::from("plugins"),
+            builtin_types: true,
+            durability: DurabilityConfig::Named(DurabilityName::Sync),
+            plugin_deadline_ms: 500,
+            plugin_memory_mib: 64,
+            max_frame_bytes: 1 << 20,
+            push_queue: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; fields it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// The storage durability mode.
+    pub fn durability(&self) -> Durability {
+        match self.durability {
+            DurabilityConfig::Named(DurabilityName::Sync) => Durability::Sync,
+            DurabilityConfig::IntervalMs(ms) => Durability::Interval(Duration::from_millis(ms.max(1))),
+        }
+    }
+
+    /// The plugin sandbox limits.
+    pub fn plugin_limits(&self) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(self.plugin_deadline_ms.max(1)),
+            memory_bytes: self.plugin_memory_mib.max(1) << 20,
+            ..Limits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads() -> anyhow::Result<()> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../komoku.example.toml");
+        let config = Config::from_file(&path)?;
+        assert_eq!(config.listen, Config::default().listen);
+        assert_eq!(config.durability(), Durability::Sync);
+        Ok(())
+    }
+
+    #[test]
+    fn interval_durability_parses() -> anyhow::Result<()> {
+        let config: Config = toml::from_str("durability = 20")?;
+        assert_eq!(config.durability(), Durability::Interval(Duration::from_millis(20)));
+        assert!(toml::from_str::<Config>("listn = \"x\"").is_err(), "unknown fields are refused");
+        Ok(())
+    }
+}

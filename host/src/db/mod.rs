@@ -1,0 +1,443 @@
+//! The database: keys, their latest values, and every change to them.
+//!
+//! Each key has a slot holding its definition, the options its plugin completed, its latest
+//! point and its pending automatic value. Operations on one key are serialised by the slot's
+//! lock, which is held while the plugin decides and the write is *queued* — not while it is
+//! fsynced — so one key's operations are applied in order while many keys' writes share an
+//! fsync. A change is published by the writer thread once it is durable, in write order.
+
+mod scheduler;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::plugins::{Operation, Plugin, Registry, Scheduled};
+use crate::pubsub::PubSub;
+use crate::stats::Stats;
+use crate::store::{KeyDef, Store, Write, WriteBatch, Writer, check_key_name};
+use crate::value::{Input, Point, Time, Value, now};
+
+use scheduler::Scheduler;
+
+/// Everything known about one key.
+#[derive(Default)]
+struct KeyState {
+    /// `None` while the key does not exist (never created, or deleted).
+    def: Option<KeyDef>,
+    /// The options as the plugin completed them (JSON object text).
+    effective: String,
+    latest: Option<Point>,
+    schedule: Option<Scheduled>,
+}
+
+type Slot = Arc<Mutex<KeyState>>;
+
+/// A key as `keys` lists it.
+#[derive(Debug, Clone)]
+pub struct KeyListing {
+    pub def: KeyDef,
+    pub latest: Option<Point>,
+}
+
+/// The shared state of a running Komoku.
+pub struct Db {
+    store: Store,
+    writer: Writer,
+    registry: Arc<Registry>,
+    pubsub: Arc<PubSub>,
+    stats: Stats,
+    keys: RwLock<HashMap<String, Slot>>,
+    scheduler: Scheduler,
+}
+
+impl Db {
+    /// Loads every key from the store, re-arms pending automatic values (writing, at their
+    /// past time, those that fell due while the server was down) and starts the scheduler.
+    pub async fn open(store: Store, writer: Writer, registry: Arc<Registry>) -> Result<Arc<Db>> {
+        let db = Arc::new(Db {
+            store: store.clone(),
+            writer,
+            registry,
+            pubsub: Arc::new(PubSub::default()),
+            stats: Stats::default(),
+            keys: RwLock::new(HashMap::new()),
+            scheduler: Scheduler::default(),
+        });
+        let defs = tokio::task::spawn_blocking(move || {
+            let defs = store.load_defs()?;
+            defs.into_iter()
+                .map(|(name, def)| {
+                    let latest = store.last_point(&name)?;
+                    Ok((name, def, latest))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("loading keys: {e}")))??;
+
+        let count = defs.len();
+        for (name, def, latest) in defs {
+            let mut state = KeyState {
+                def: Some(def),
+                latest,
+                ..KeyState::default()
+            };
+            match db.plugin_of(&state) {
+                Ok(plugin) => {
+                    state.effective = plugin.check_options(&opts_json(&state))?;
+                    if let Some(latest) = &state.latest {
+                        state.schedule = plugin.reschedule(&state.effective, latest)?;
+                    }
+                }
+                Err(e) => tracing::warn!(key = %name, error = %e, "key's type is not loaded; its data is kept"),
+            }
+            if let Some(s) = &state.schedule {
+                db.scheduler.arm(&name, s.at);
+            }
+            db.slots_mut()?.insert(name, Arc::new(Mutex::new(state)));
+        }
+        tracing::info!(keys = count, "keys loaded");
+        tokio::spawn(scheduler::run(Arc::downgrade(&db)));
+        Ok(db)
+    }
+
+    /// The subscription registry.
+    pub fn pubsub(&self) -> &Arc<PubSub> {
+        &self.pubsub
+    }
+
+    /// Operation counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The loaded key types.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn slots_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<String, Slot>>> {
+        self.keys.write().map_err(|_| Error::Storage("key table lock poisoned".into()))
+    }
+
+    fn slot(&self, name: &str) -> Option<Slot> {
+        self.keys.read().ok()?.get(name).cloned()
+    }
+
+    fn slot_or_new(&self, name: &str) -> Result<Slot> {
+        if let Some(slot) = self.slot(name) {
+            return Ok(slot);
+        }
+        Ok(self.slots_mut()?.entry(name.to_string()).or_default().clone())
+    }
+
+    fn plugin_of(&self, state: &KeyState) -> Result<Arc<Plugin>> {
+        let def = state.def.as_ref().ok_or_else(|| Error::UnknownKey(String::new()))?;
+        self.registry.get(&def.type_name)
+    }
+
+    /// Sets a key's value (a `put`). A key that does not exist is created with the type that
+    /// claims the value most strongly. `time` defaults to now.
+    pub async fn put(&self, name: &str, value: &Json, time: Option<Time>) -> Result<()> {
+        let input = Input::from_json(value).ok_or_else(|| Error::Refused {
+            code: "invalid_value".into(),
+            message: "a value must be a JSON scalar (number, string, boolean or null)".into(),
+        })?;
+        self.operate(name, Operation::Set(input), time).await
+    }
+
+    /// Adds `step` to a key's value (`increment`/`decrement`). A missing key is created as
+    /// a `counter`.
+    pub async fn add(&self, name: &str, step: f64) -> Result<()> {
+        if !step.is_finite() {
+            return Err(Error::query("step must be a finite number"));
+        }
+        self.operate(name, Operation::Add(step), None).await
+    }
+
+    async fn operate(&self, name: &str, op: Operation, time: Option<Time>) -> Result<()> {
+        check_key_name(name)?;
+        if let Some(t) = time {
+            if !t.is_finite() {
+                return Err(Error::query("time must be a finite number of seconds"));
+            }
+        }
+        let slot = self.slot_or_new(name)?;
+        let mut state = slot.lock().await;
+        let mut writes = Vec::with_capacity(2);
+
+        let plugin = if state.def.is_some() {
+            self.plugin_of(&state)?
+        } else {
+            let plugin = match &op {
+                Operation::Set(input) => self.registry.guess(input)?.ok_or_else(|| Error::Refused {
+                    code: "invalid_value".into(),
+                    message: "no key type accepts this value for a new key".into(),
+                })?,
+                Operation::Add(_) => self.registry.get("counter")?,
+            };
+            let def = KeyDef {
+                type_name: plugin.info.name.clone(),
+                opts: Map::new(),
+            };
+            let effective = plugin.check_options("{}")?;
+            writes.push(Write::Def {
+                key: name.to_string(),
+                def: def.clone(),
+            });
+            // Only kept if the operation succeeds (below).
+            *state = KeyState {
+                def: Some(def),
+                effective,
+                ..KeyState::default()
+            };
+            plugin
+        };
+        let created = !writes.is_empty();
+
+        let time = time.unwrap_or_else(|| next_time(now(), state.latest.as_ref()));
+        let outcome = match plugin.apply(&state.effective, state.latest.as_ref(), &op, time) {
+            Ok(o) => o,
+            Err(e) => {
+                if created {
+                    state.def = None;
+                }
+                return Err(e);
+            }
+        };
+        if let Value::Number(n) = outcome.value {
+            if !n.is_finite() {
+                if created {
+                    state.def = None;
+                }
+                return Err(Error::PluginFailed {
+                    plugin: plugin.info.name.clone(),
+                    message: "apply returned a number that is not finite".into(),
+                });
+            }
+        }
+
+        // A point older than the latest one fills in history; it changes nothing current.
+        let backfill = state.latest.as_ref().is_some_and(|l| time < l.time);
+        let point = Point {
+            time,
+            value: outcome.value,
+        };
+        let mut after = None;
+        if outcome.store {
+            writes.push(Write::Point {
+                key: name.to_string(),
+                point: point.clone(),
+            });
+            if !backfill {
+                let previous = state.latest.replace(point.clone());
+                if previous.as_ref().is_none_or(|p| p.value != point.value) {
+                    after = Some(self.publisher(name, &point, previous.as_ref()));
+                }
+            }
+        }
+        if !backfill {
+            self.set_schedule(name, &mut state, outcome.schedule);
+        }
+        let done = (!writes.is_empty()).then(|| self.writer.submit(WriteBatch { writes, after }));
+        drop(state);
+        match done {
+            Some(done) => done.await.unwrap_or(Err(Error::ShuttingDown)),
+            None => Ok(()),
+        }
+    }
+
+    fn set_schedule(&self, name: &str, state: &mut KeyState, schedule: Option<Scheduled>) {
+        if state.schedule == schedule {
+            return;
+        }
+        if let Some(old) = &state.schedule {
+            self.scheduler.disarm(name, old.at);
+        }
+        if let Some(new) = &schedule {
+            self.scheduler.arm(name, new.at);
+        }
+        state.schedule = schedule;
+    }
+
+    /// A hook that publishes a change once it is durable.
+    fn publisher(&self, name: &str, point: &Point, previous: Option<&Point>) -> Box<dyn FnOnce() + Send> {
+        let previous = previous.map_or(Json::Null, |p| p.value.to_json());
+        let frame = json!({"pub": {
+            "key": name,
+            "value": point.value.to_json(),
+            "time": crate::value::number_json(point.time),
+            "previous": previous,
+            "previous_value": previous,
+        }})
+        .to_string();
+        let pubsub = self.pubsub.clone();
+        let name = name.to_string();
+        Box::new(move || pubsub.publish(&name, frame.into()))
+    }
+
+    /// Writes a key's due automatic value, if it is still pending for `at`.
+    async fn fire(&self, name: &str, at: Time) -> Result<()> {
+        let Some(slot) = self.slot(name) else { return Ok(()) };
+        let mut state = slot.lock().await;
+        let Some(scheduled) = state.schedule.clone().filter(|s| s.at == at) else {
+            return Ok(());
+        };
+        let plugin = self.plugin_of(&state)?;
+        let point = Point {
+            time: scheduled.at,
+            value: scheduled.value,
+        };
+        let previous = state.latest.replace(point.clone());
+        let after = previous
+            .as_ref()
+            .is_none_or(|p| p.value != point.value)
+            .then(|| self.publisher(name, &point, previous.as_ref()));
+        state.schedule = None;
+        let next = plugin.reschedule(&state.effective, &point)?;
+        self.set_schedule(name, &mut state, next.filter(|n| n.at > at));
+        let done = self.writer.submit(WriteBatch {
+            writes: vec![Write::Point {
+                key: name.to_string(),
+                point,
+            }],
+            after,
+        });
+        drop(state);
+        done.await.unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Creates a key or updates its options. Options are merged over the key's current ones
+    /// and validated by its type; a different type than the key has is refused.
+    pub async fn define(&self, name: &str, type_name: Option<&str>, opts: Map<String, Json>) -> Result<()> {
+        check_key_name(name)?;
+        let slot = self.slot_or_new(name)?;
+        let mut state = slot.lock().await;
+        let mut def = match (&state.def, type_name) {
+            (Some(def), Some(t)) if def.type_name != t => {
+                return Err(Error::TypeMismatch {
+                    key: name.to_string(),
+                    existing: def.type_name.clone(),
+                    requested: t.to_string(),
+                });
+            }
+            (Some(def), _) => def.clone(),
+            (None, Some(t)) => KeyDef {
+                type_name: t.to_string(),
+                opts: Map::new(),
+            },
+            (None, None) => return Err(Error::query(format!("key {name:?} does not exist; define needs its type"))),
+        };
+        let plugin = self.registry.get(&def.type_name)?;
+        def.opts.extend(opts);
+        let effective = plugin.check_options(&Json::Object(def.opts.clone()).to_string())?;
+        let schedule = match &state.latest {
+            Some(latest) => plugin.reschedule(&effective, latest)?,
+            None => None,
+        };
+        let done = self.writer.submit(WriteBatch {
+            writes: vec![Write::Def {
+                key: name.to_string(),
+                def: def.clone(),
+            }],
+            after: None,
+        });
+        state.def = Some(def);
+        state.effective = effective;
+        self.set_schedule(name, &mut state, schedule);
+        drop(state);
+        done.await.unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Removes a key with all its history. Its subscribers stay subscribed.
+    pub async fn delete(&self, name: &str) -> Result<bool> {
+        let Some(slot) = self.slot(name) else { return Ok(false) };
+        let mut state = slot.lock().await;
+        if state.def.is_none() {
+            return Ok(false);
+        }
+        self.set_schedule(name, &mut state, None);
+        *state = KeyState::default();
+        let done = self.writer.submit(WriteBatch {
+            writes: vec![Write::DeleteKey { key: name.to_string() }],
+            after: None,
+        });
+        drop(state);
+        done.await.unwrap_or(Err(Error::ShuttingDown))?;
+        Ok(true)
+    }
+
+    /// The latest point of a key, if it exists and has one.
+    pub async fn latest(&self, name: &str) -> Option<Point> {
+        let slot = self.slot(name)?;
+        let state = slot.lock().await;
+        state.def.as_ref()?;
+        state.latest.clone()
+    }
+
+    /// A key's definition, its effective options and its plugin.
+    pub async fn describe(&self, name: &str) -> Result<(KeyDef, String, Arc<Plugin>)> {
+        let slot = self.slot(name).ok_or_else(|| Error::UnknownKey(name.to_string()))?;
+        let state = slot.lock().await;
+        let def = state.def.clone().ok_or_else(|| Error::UnknownKey(name.to_string()))?;
+        let plugin = self.registry.get(&def.type_name)?;
+        Ok((def, state.effective.clone(), plugin))
+    }
+
+    /// Every existing key, by name.
+    pub async fn list(&self) -> BTreeMap<String, KeyListing> {
+        let slots: Vec<(String, Slot)> = self
+            .keys
+            .read()
+            .map(|k| k.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
+            .unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (name, slot) in slots {
+            let state = slot.lock().await;
+            if let Some(def) = &state.def {
+                out.insert(
+                    name,
+                    KeyListing {
+                        def: def.clone(),
+                        latest: state.latest.clone(),
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// How many keys exist.
+    pub fn key_count(&self) -> usize {
+        // Slots of deleted keys linger with no definition; count only live ones.
+        let slots: Vec<Slot> = self.keys.read().map(|k| k.values().cloned().collect()).unwrap_or_default();
+        slots
+            .iter()
+            .filter(|s| s.try_lock().map_or(true, |st| st.def.is_some()))
+            .count()
+    }
+}
+
+fn opts_json(state: &KeyState) -> String {
+    state
+        .def
+        .as_ref()
+        .map_or_else(|| "{}".to_string(), |d| Json::Object(d.opts.clone()).to_string())
+}
+
+/// A server-assigned time for a key's next point: now, but always after its latest point, so
+/// two puts in the same instant both keep their place in history.
+fn next_time(now: Time, latest: Option<&Point>) -> Time {
+    match latest {
+        Some(l) if now <= l.time => l.time.next_up(),
+        _ => now,
+    }
+}

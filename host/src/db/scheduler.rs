@@ -1,0 +1,99 @@
+//! Automatic values (an uptime key going false `max_time` after its last `true`): one
+//! ordered set of `(due time, key)` and one task, however many keys are armed.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::Db;
+use crate::value::{Time, now, time_to_sortable};
+
+/// Most automatic values written concurrently when many fall due at once.
+const FIRE_CONCURRENCY: usize = 256;
+
+#[derive(Default)]
+pub(super) struct Scheduler {
+    queue: Mutex<BTreeSet<([u8; 8], String)>>,
+    wake: Arc<Notify>,
+}
+
+impl Scheduler {
+    /// Arms `name` for `at`.
+    pub(super) fn arm(&self, name: &str, at: Time) {
+        let mut became_first = false;
+        if let Ok(mut q) = self.queue.lock() {
+            let entry = (time_to_sortable(at), name.to_string());
+            became_first = q.first().is_none_or(|first| entry < *first);
+            q.insert(entry);
+        }
+        if became_first {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Disarms `name` for `at` (a no-op if it was not armed for it).
+    pub(super) fn disarm(&self, name: &str, at: Time) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.remove(&(time_to_sortable(at), name.to_string()));
+        }
+    }
+
+    /// Removes and returns every entry due by `t`, or how long until the next one.
+    fn take_due(&self, t: Time) -> (Vec<(Time, String)>, Option<Time>) {
+        let Ok(mut q) = self.queue.lock() else {
+            return (Vec::new(), None);
+        };
+        let mut due = Vec::new();
+        while let Some((at, _)) = q.first() {
+            let at = crate::value::time_from_sortable(*at);
+            if at > t {
+                return (due, Some(at));
+            }
+            if let Some((_, name)) = q.pop_first() {
+                due.push((at, name));
+            }
+        }
+        (due, None)
+    }
+}
+
+/// The scheduler task: sleeps until the earliest due time, writes what fell due, repeats.
+/// Ends when the database is dropped.
+pub(super) async fn run(db: Weak<Db>) {
+    loop {
+        let Some(strong) = db.upgrade() else { return };
+        let (due, next) = strong.scheduler.take_due(now());
+        if !due.is_empty() {
+            let mut running = JoinSet::new();
+            for (at, name) in due {
+                if running.len() >= FIRE_CONCURRENCY {
+                    running.join_next().await;
+                }
+                let db = strong.clone();
+                running.spawn(async move {
+                    if let Err(e) = db.fire(&name, at).await {
+                        tracing::error!(key = %name, error = %e, "automatic value not written");
+                    }
+                });
+            }
+            while running.join_next().await.is_some() {}
+            continue;
+        }
+        let wait = next.map(|at| Duration::from_secs_f64((at - now()).max(0.0)));
+        let notify = strong.scheduler.wake.clone();
+        let wake = notify.notified();
+        drop(strong);
+        match wait {
+            Some(wait) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = wake => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}

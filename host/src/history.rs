@@ -1,0 +1,334 @@
+//! `fetch`: a key's history as the v1 clients read it.
+//!
+//! Raw points, single points (`last`, `previous`), per-step buckets summarised and rendered
+//! by the key's plugin, and boolean timespans. A value holds from its time until the next
+//! point; buckets are half-open `[start, start + step)` aligned to the epoch.
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::value::{Point, Time, Value, now, number_json};
+
+/// Most raw points one `fetch` returns unless the request sets `limit`.
+pub const MAX_POINTS: usize = 10_000;
+/// Most buckets one stepped `fetch` returns.
+pub const MAX_BUCKETS: usize = 10_000;
+/// Most points one stepped `fetch` reads.
+pub const MAX_SCANNED: usize = 2_000_000;
+/// Points handed to a plugin per `summarize` call.
+const SUMMARIZE_CHUNK: usize = 20_000;
+
+/// What `fetch` was asked for.
+#[derive(Debug, Default, Clone)]
+pub struct FetchOpts {
+    pub since: Option<Time>,
+    pub until: Option<Time>,
+    /// Bucket length in seconds.
+    pub step: Option<f64>,
+    pub single: Option<Single>,
+    pub timespans: bool,
+    pub limit: Option<usize>,
+}
+
+/// `single` fetches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Single {
+    Last,
+    Previous,
+}
+
+impl FetchOpts {
+    /// Reads the `opts` object of a v1 `fetch`.
+    pub fn parse(opts: &Map<String, Json>) -> Result<FetchOpts> {
+        let mut out = FetchOpts::default();
+        for (name, v) in opts {
+            match name.as_str() {
+                "since" => out.since = Some(time_arg(name, v)?),
+                "until" => out.until = Some(time_arg(name, v)?),
+                "step" => out.step = Some(parse_step(v)?),
+                "single" => {
+                    out.single = Some(match v.as_str() {
+                        Some("last") => Single::Last,
+                        Some("previous") => Single::Previous,
+                        _ => return Err(Error::query("single must be \"last\" or \"previous\"")),
+                    })
+                }
+                "as" => match v.as_str() {
+                    Some("timespans") => out.timespans = true,
+                    _ => return Err(Error::query("as must be \"timespans\"")),
+                },
+                "limit" => {
+                    out.limit = Some(
+                        v.as_u64()
+                            .filter(|n| *n > 0)
+                            .and_then(|n| usize::try_from(n).ok())
+                            .ok_or_else(|| Error::query("limit must be a positive integer"))?,
+                    )
+                }
+                other => return Err(Error::query(format!("unknown fetch option {other:?}"))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn time_arg(name: &str, v: &Json) -> Result<Time> {
+    v.as_f64()
+        .filter(|t| t.is_finite())
+        .ok_or_else(|| Error::query(format!("{name} must be a time in seconds since the epoch")))
+}
+
+/// `"5M"` → 300 seconds. Units: `S` second, `M` minute, `H` hour, `d` day, `w` week,
+/// `m` month (31 days), `y` year (365 days). A bare number is seconds.
+pub fn parse_step(v: &Json) -> Result<f64> {
+    let bad = || Error::query("step must look like \"5M\": a count and one of S M H d w m y");
+    let seconds = match v {
+        Json::Number(n) => n.as_f64().ok_or_else(bad)?,
+        Json::String(s) => {
+            let unit = s.chars().last().ok_or_else(bad)?;
+            let count: f64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+            let unit_secs = match unit {
+                'S' => 1.0,
+                'M' => 60.0,
+                'H' => 3600.0,
+                'd' => 86_400.0,
+                'w' => 7.0 * 86_400.0,
+                'm' => 31.0 * 86_400.0,
+                'y' => 365.0 * 86_400.0,
+                _ => return Err(bad()),
+            };
+            count * unit_secs
+        }
+        _ => return Err(bad()),
+    };
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(seconds)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Answers a v1 `fetch`.
+pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
+    let Ok((_, effective, plugin)) = db.describe(key).await else {
+        // A key that does not exist has no history.
+        return Ok(if opts.single.is_some() { Json::Null } else { json!([]) });
+    };
+    let store = db.store().clone();
+    let key = key.to_string();
+    let current = db.latest(&key).await;
+
+    if let Some(single) = opts.single {
+        let Some(current) = current else { return Ok(Json::Null) };
+        return match single {
+            Single::Last => Ok(point_row(&current)),
+            Single::Previous => {
+                let found = blocking(move || {
+                    // Walk back from the newest point to the first that differs.
+                    let mut until = current.time;
+                    loop {
+                        let page = store.range_rev(&key, f64::NEG_INFINITY, until, 1024)?;
+                        let Some(last) = page.last() else { return Ok(None) };
+                        let next_until = last.time.next_down();
+                        if let Some(p) = page.into_iter().find(|p| p.value != current.value) {
+                            return Ok(Some(p));
+                        }
+                        until = next_until;
+                    }
+                })
+                .await?;
+                Ok(found.as_ref().map_or(Json::Null, point_row))
+            }
+        };
+    }
+
+    let until = opts.until.unwrap_or_else(now);
+    if opts.timespans {
+        let since = opts.since.unwrap_or(until - 86_400.0);
+        let (carried, points) = blocking(move || {
+            Ok((store.point_before(&key, since)?, store.range(&key, since, until)?))
+        })
+        .await?;
+        return Ok(timespans(since, carried.as_ref(), &points));
+    }
+
+    let Some(step) = opts.step else {
+        let since = opts.since.unwrap_or(f64::NEG_INFINITY);
+        let cap = opts.limit.unwrap_or(MAX_POINTS);
+        let mut newest = blocking(move || store.range_rev(&key, since, until, cap + 1)).await?;
+        if newest.len() > cap {
+            if opts.limit.is_none() {
+                return Err(Error::LimitExceeded(format!(
+                    "more than {MAX_POINTS} points in range: narrow since/until or set limit"
+                )));
+            }
+            newest.truncate(cap);
+        }
+        newest.reverse();
+        return Ok(Json::Array(newest.iter().map(point_row).collect()));
+    };
+
+    // Stepped: buckets from `since` (default: the key's first point) to `until`.
+    let since = match opts.since {
+        Some(s) => s,
+        None => {
+            let store = store.clone();
+            let key = key.clone();
+            match blocking(move || Ok(store.range(&key, f64::NEG_INFINITY, until)?.into_iter().next())).await? {
+                Some(first) => first.time,
+                None => return Ok(json!([])),
+            }
+        }
+    };
+    let first = (since / step).floor() * step;
+    let buckets = ((until - first) / step).ceil().max(1.0);
+    if buckets > MAX_BUCKETS as f64 {
+        return Err(Error::LimitExceeded(format!(
+            "{buckets} buckets requested, at most {MAX_BUCKETS}: use a larger step or a shorter range"
+        )));
+    }
+    let mut edges: Vec<Time> = (0..=buckets as usize).map(|i| first + i as f64 * step).collect();
+    // The last bucket ends now at the latest: the future is not known yet.
+    if let Some(last) = edges.last_mut() {
+        *last = last.min(now().max(until));
+    }
+    let end = *edges.last().unwrap_or(&first);
+    let (carried, points) = {
+        let key = key.clone();
+        blocking(move || {
+            let points = store.range(&key, first, end)?;
+            if points.len() > MAX_SCANNED {
+                return Err(Error::LimitExceeded(format!("more than {MAX_SCANNED} points to summarise")));
+            }
+            Ok((store.point_before(&key, first)?, points))
+        })
+        .await?
+    };
+    let points: Vec<Point> = points.into_iter().filter(|p| p.time < end).collect();
+    let summaries = tokio::task::spawn_blocking(move || summarize_chunked(&plugin, &effective, &edges, carried, &points).map(|s| (s, edges, plugin, effective)))
+        .await
+        .map_err(|e| Error::Storage(format!("summarising: {e}")))?;
+    let (summaries, edges, plugin, effective) = summaries?;
+    let rendered = plugin.render(&effective, &summaries, &[])?;
+    let rows = rendered
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .zip(&edges)
+                .filter(|(v, _)| !v.is_null())
+                .map(|(v, start)| json!([number_json(*start), v]))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json::Array(rows))
+}
+
+/// Summarises buckets, never handing the plugin more than [`SUMMARIZE_CHUNK`] points per
+/// call: consecutive buckets are grouped, and a bucket with more points than that is split
+/// into sub-buckets whose summaries are merged.
+fn summarize_chunked(
+    plugin: &crate::plugins::Plugin,
+    options: &str,
+    edges: &[Time],
+    mut carried: Option<Point>,
+    points: &[Point],
+) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(edges.len().saturating_sub(1));
+    let mut i = 0; // first bucket not yet summarised
+    let mut p = 0; // first point not yet consumed
+    while i + 1 < edges.len() {
+        // Grow a group of buckets while its points fit in one call.
+        let mut j = i;
+        let mut q = p;
+        while j + 1 < edges.len() {
+            let end = points[q..].partition_point(|pt| pt.time < edges[j + 1]) + q;
+            if end - p > SUMMARIZE_CHUNK && j > i {
+                break;
+            }
+            q = end;
+            j += 1;
+            if q - p > SUMMARIZE_CHUNK {
+                break;
+            }
+        }
+        let group = &points[p..q];
+        if group.len() <= SUMMARIZE_CHUNK {
+            out.extend(plugin.summarize(options, &edges[i..=j], carried.as_ref(), group)?);
+        } else {
+            // One bucket (i, j = i + 1) too full for one call: split at point boundaries.
+            let mut parts = Vec::new();
+            let mut start = edges[i];
+            let mut c = carried.clone();
+            for (k, chunk) in group.chunks(SUMMARIZE_CHUNK).enumerate() {
+                // Each sub-bucket ends where the next chunk's first point starts.
+                let stop = group.get((k + 1) * SUMMARIZE_CHUNK).map_or(edges[j], |next| next.time);
+                parts.extend(plugin.summarize(options, &[start, stop], c.as_ref(), chunk)?);
+                c = chunk.last().cloned();
+                start = stop;
+            }
+            out.push(plugin.merge(options, &parts)?);
+        }
+        if let Some(last) = group.last() {
+            carried = Some(last.clone());
+        }
+        i = j;
+        p = q;
+    }
+    Ok(out)
+}
+
+fn point_row(p: &Point) -> Json {
+    json!([number_json(p.time), p.value.to_json()])
+}
+
+/// `[[start, duration], ...]` of the periods during which the key was `true`; the open one
+/// has duration `null`.
+fn timespans(since: Time, carried: Option<&Point>, points: &[Point]) -> Json {
+    let mut spans = Vec::new();
+    let mut open: Option<Time> = carried.filter(|p| p.value == Value::Bool(true)).map(|_| since);
+    for p in points {
+        let on = p.value == Value::Bool(true);
+        match (open, on) {
+            (None, true) => open = Some(p.time),
+            (Some(start), false) => {
+                spans.push(json!([number_json(start), number_json(p.time - start)]));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = open {
+        spans.push(json!([number_json(start), Json::Null]));
+    }
+    Json::Array(spans)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_in_every_unit() {
+        for (s, secs) in [("5S", 5.0), ("5M", 300.0), ("6H", 21_600.0), ("1d", 86_400.0), ("2w", 1_209_600.0), ("1m", 2_678_400.0), ("1y", 31_536_000.0)] {
+            assert_eq!(parse_step(&json!(s)).ok(), Some(secs), "{s}");
+        }
+        for bad in ["", "M", "5", "5x", "-1M", "0M"] {
+            assert!(parse_step(&json!(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timespans_close_on_false_and_leave_the_last_open() {
+        let p = |time, b| Point { time, value: Value::Bool(b) };
+        let spans = timespans(100.0, Some(&p(50.0, true)), &[p(110.0, false), p(120.0, true), p(125.0, true), p(130.0, false), p(140.0, true)]);
+        assert_eq!(spans, json!([[100, 10], [120, 10], [140, null]]));
+    }
+}

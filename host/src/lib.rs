@@ -1,0 +1,32 @@
+//! Komoku: a key-value database for typed home and server data that keeps every change and
+//! pushes changes to subscribers. Key types are WebAssembly component plugins.
+//!
+//! Map of the modules, from the wire inwards:
+//!
+//! - [`server`]: websocket listeners, one task per connection, shutdown in order;
+//! - [`protocol`]: frames to requests and replies, in the v1 (Ruby) and v2 dialects;
+//! - [`cmd`]: the command set both dialects share: parse, then apply;
+//! - [`history`]: `fetch`, a key's past as points, buckets and timespans;
+//! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler);
+//! - [`pubsub`]: who is subscribed to what, bounded push queues;
+//! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
+//! - [`store`]: fjall on disk, the group-commit writer thread;
+//! - [`value`]: values, times and their encodings;
+//! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see.
+
+pub mod cmd;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod history;
+pub mod plugins;
+pub mod protocol;
+pub mod pubsub;
+pub mod server;
+pub mod stats;
+pub mod store;
+pub mod value;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::Server;

@@ -1,0 +1,358 @@
+//! The wasmtime side of a plugin: compile, instantiate under limits, call with a deadline.
+//!
+//! A plugin is hostile until proven otherwise. Every call gets an epoch deadline, every
+//! instance a memory cap; an instance whose call failed in any way (trap, deadline, memory,
+//! malformed output) is thrown away and the next call gets a fresh one from the
+//! pre-instantiated component, so one bad call never poisons the next.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+use super::bindings::{KeyType, KeyTypePre, wit};
+use crate::error::{Error, Result};
+use crate::value::{Input, Point, Time, Value};
+
+/// How often the engine's epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Sandbox limits for every plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock budget of one call. Default = 500 ms.
+    pub deadline: Duration,
+    /// Linear memory one instance may grow to. Default = 64 MiB.
+    pub memory_bytes: usize,
+    /// Idle instances kept per plugin for reuse. Default = 16.
+    pub pool_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_millis(500),
+            memory_bytes: 64 << 20,
+            pool_size: 16,
+        }
+    }
+}
+
+/// The shared wasmtime engine, with a thread that advances its epoch.
+pub(super) fn engine() -> Result<Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    static TICKER: AtomicBool = AtomicBool::new(false);
+    if let Some(engine) = ENGINE.get() {
+        return Ok(engine.clone());
+    }
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(|e| Error::Storage(format!("wasm engine: {e}")))?;
+    let engine = ENGINE.get_or_init(|| engine).clone();
+    if !TICKER.swap(true, Ordering::SeqCst) {
+        let ticking = engine.weak();
+        std::thread::Builder::new()
+            .name("komoku-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticking.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| Error::Storage(format!("cannot start the epoch thread: {e}")))?;
+    }
+    Ok(engine)
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// JSON object.
+    pub default_options: String,
+}
+
+/// What a client asked a key to do.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    Set(Input),
+    Add(f64),
+}
+
+/// A value to be written by the host at `at` unless something else happens to the key first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduled {
+    pub at: Time,
+    pub value: Value,
+}
+
+/// The plugin's decision on one operation.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub value: Value,
+    pub store: bool,
+    pub schedule: Option<Scheduled>,
+}
+
+struct StoreData {
+    limits: StoreLimits,
+}
+
+struct Instance {
+    store: Store<StoreData>,
+    bindings: KeyType,
+}
+
+/// One loaded plugin: a compiled component ready to instantiate, and idle instances.
+pub struct Plugin {
+    pub info: PluginInfo,
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    engine: Engine,
+    pre: KeyTypePre<StoreData>,
+    limits: Limits,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl Plugin {
+    /// Compiles, links and smoke-tests a component (its `info()` is called once).
+    pub fn load(path: &Path, bytes: &[u8], limits: Limits) -> Result<Plugin> {
+        let started = Instant::now();
+        let engine = engine()?;
+        let file = path.display().to_string();
+        let refuse = |what: &str, e: wasmtime::Error| Error::PluginFailed {
+            plugin: file.clone(),
+            message: format!("{what}: {e:#}"),
+        };
+        let component = Component::new(&engine, bytes).map_err(|e| refuse("not a valid component", e))?;
+        let linker: Linker<StoreData> = Linker::new(&engine);
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| refuse("does not match the komoku:types world this host serves (rebuild it against wit/ of this Komoku)", e))?;
+        let pre = KeyTypePre::new(instance_pre).map_err(|e| {
+            refuse("does not export the key-type world of komoku:types (rebuild it against wit/ of this Komoku)", e)
+        })?;
+        let mut plugin = Plugin {
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                default_options: String::new(),
+            },
+            source: path.to_path_buf(),
+            loaded_at: SystemTime::now(),
+            engine,
+            pre,
+            limits,
+            idle: Mutex::new(Vec::new()),
+        };
+        plugin.info = plugin.call("info", |b, s| b.call_info(s)).map(|i| PluginInfo {
+            name: i.name,
+            version: i.version,
+            description: i.description,
+            default_options: i.default_options,
+        })?;
+        if plugin.info.name.is_empty() {
+            return Err(Error::PluginFailed {
+                plugin: file,
+                message: "info() returned an empty type name".into(),
+            });
+        }
+        tracing::info!(
+            type_name = %plugin.info.name,
+            version = %plugin.info.version,
+            file = %path.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "loaded key type"
+        );
+        Ok(plugin)
+    }
+
+    fn instantiate(&self) -> wasmtime::Result<Instance> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, StoreData { limits });
+        store.limiter(|data| &mut data.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        store.epoch_deadline_trap();
+        let bindings = self.pre.instantiate(&mut store)?;
+        Ok(Instance { store, bindings })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    /// Runs one export on an idle (or new) instance. A failed instance is dropped.
+    fn call<R>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&KeyType, &mut Store<StoreData>) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut instance = match pooled {
+            Some(i) => i,
+            None => self.instantiate().map_err(|e| self.failed(what, e))?,
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        match f(&instance.bindings, &mut instance.store) {
+            Ok(r) => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    if idle.len() < self.limits.pool_size {
+                        idle.push(instance);
+                    }
+                }
+                Ok(r)
+            }
+            Err(e) => Err(self.failed(what, e)),
+        }
+    }
+
+    fn failed(&self, what: &str, e: wasmtime::Error) -> Error {
+        let message = format!("{what}: {e:#}");
+        tracing::warn!(
+            type_name = %self.info.name,
+            version = %self.info.version,
+            error = %message,
+            "plugin call failed; instance discarded"
+        );
+        Error::PluginFailed {
+            plugin: format!("{} {}", self.info.name, self.info.version),
+            message,
+        }
+    }
+
+    /// How strongly the type claims a new key first put with `sample`.
+    pub fn guess(&self, sample: &Input) -> Result<u8> {
+        let sample = input_to_wit(sample);
+        self.call("guess", |b, s| b.call_guess(s, &sample))
+    }
+
+    /// Validates options and returns them complete (JSON object text).
+    pub fn check_options(&self, options: &str) -> Result<String> {
+        self.call("check-options", |b, s| b.call_check_options(s, options))?
+            .map_err(refused)
+    }
+
+    /// Applies one operation at `time` given the latest stored point.
+    pub fn apply(&self, options: &str, previous: Option<&Point>, op: &Operation, time: Time) -> Result<Outcome> {
+        let previous = previous.map(point_to_wit);
+        let op = match op {
+            Operation::Set(input) => wit::Operation::Set(input_to_wit(input)),
+            Operation::Add(step) => wit::Operation::Add(*step),
+        };
+        let outcome = self
+            .call("apply", |b, s| b.call_apply(s, options, previous.as_ref(), &op, time))?
+            .map_err(refused)?;
+        Ok(Outcome {
+            value: value_from_wit(outcome.value),
+            store: outcome.store,
+            schedule: outcome.schedule.map(scheduled_from_wit),
+        })
+    }
+
+    /// The pending automatic value given the latest point.
+    pub fn reschedule(&self, options: &str, latest: &Point) -> Result<Option<Scheduled>> {
+        let latest = point_to_wit(latest);
+        Ok(self
+            .call("reschedule", |b, s| b.call_reschedule(s, options, &latest))?
+            .map(scheduled_from_wit))
+    }
+
+    /// Summaries of the buckets between consecutive `edges`.
+    pub fn summarize(&self, options: &str, edges: &[Time], carried: Option<&Point>, points: &[Point]) -> Result<Vec<Vec<u8>>> {
+        let carried = carried.map(point_to_wit);
+        let points: Vec<wit::Point> = points.iter().map(point_to_wit).collect();
+        let summaries = self.call("summarize", |b, s| {
+            b.call_summarize(s, options, edges, carried.as_ref(), &points)
+        })?;
+        let expected = edges.len().saturating_sub(1);
+        if summaries.len() != expected {
+            return Err(Error::PluginFailed {
+                plugin: format!("{} {}", self.info.name, self.info.version),
+                message: format!("summarize returned {} summaries for {expected} buckets", summaries.len()),
+            });
+        }
+        Ok(summaries)
+    }
+
+    /// Merges summaries of adjacent buckets.
+    pub fn merge(&self, options: &str, parts: &[Vec<u8>]) -> Result<Vec<u8>> {
+        self.call("merge", |b, s| b.call_merge(s, options, parts))
+    }
+
+    /// Renders summaries as a JSON array, one element per summary.
+    pub fn render(&self, options: &str, summaries: &[Vec<u8>], figures: &[String]) -> Result<serde_json::Value> {
+        let text = self
+            .call("render", |b, s| b.call_render(s, options, summaries, figures))?
+            .map_err(refused)?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::PluginFailed {
+            plugin: format!("{} {}", self.info.name, self.info.version),
+            message: format!("render returned invalid JSON: {e}"),
+        })?;
+        match json.as_array() {
+            Some(rows) if rows.len() == summaries.len() => Ok(json),
+            _ => Err(Error::PluginFailed {
+                plugin: format!("{} {}", self.info.name, self.info.version),
+                message: format!("render must return a JSON array of {} elements", summaries.len()),
+            }),
+        }
+    }
+}
+
+fn refused(r: wit::Refusal) -> Error {
+    Error::Refused {
+        code: r.code,
+        message: r.message,
+    }
+}
+
+fn input_to_wit(input: &Input) -> wit::Input {
+    match input {
+        Input::Null => wit::Input::Null,
+        Input::Bool(b) => wit::Input::Boolean(*b),
+        Input::Number(n) => wit::Input::Number(*n),
+        Input::Text(t) => wit::Input::Text(t.clone()),
+    }
+}
+
+fn value_to_wit(value: &Value) -> wit::Value {
+    match value {
+        Value::Bool(b) => wit::Value::Boolean(*b),
+        Value::Number(n) => wit::Value::Number(*n),
+        Value::Text(t) => wit::Value::Text(t.clone()),
+    }
+}
+
+fn value_from_wit(value: wit::Value) -> Value {
+    match value {
+        wit::Value::Boolean(b) => Value::Bool(b),
+        wit::Value::Number(n) => Value::Number(n),
+        wit::Value::Text(t) => Value::Text(t),
+    }
+}
+
+fn point_to_wit(p: &Point) -> wit::Point {
+    wit::Point {
+        time: p.time,
+        value: value_to_wit(&p.value),
+    }
+}
+
+fn scheduled_from_wit(s: wit::Scheduled) -> Scheduled {
+    Scheduled {
+        at: s.at,
+        value: value_from_wit(s.value),
+    }
+}

@@ -1,0 +1,99 @@
+//! The wire: JSON text frames, one request (or an array of requests) per frame, answered in
+//! one of two dialects. v1 is what the Ruby client speaks (bare replies, `"ack"`); v2 wraps
+//! every reply in `{"result": ...}` or `{"error": ...}` and echoes `query_id`. Both dialects
+//! run the same [`Command`]s.
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::cmd::{Command, Reply};
+use crate::db::Db;
+use crate::error::Error;
+use crate::pubsub::Subscriber;
+
+/// Most requests in one array frame.
+pub const MAX_BATCH: usize = 10_000;
+
+/// How replies are encoded on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Ruby-compatible: bare values, `"ack"`, `{"error": code}`, `"err"` for unknown requests.
+    V1,
+    /// Wrapped: `{"result": X}` / `{"error": code}`, with `query_id` echoed.
+    V2,
+}
+
+impl Dialect {
+    /// The dialect a websocket path asks for: `/v2` is v2, everything else v1.
+    pub fn for_path(path: &str) -> Dialect {
+        if path.trim_end_matches('/') == "/v2" {
+            Dialect::V2
+        } else {
+            Dialect::V1
+        }
+    }
+}
+
+/// Answers one frame's payload with the reply frame's JSON.
+pub async fn answer(db: &Db, me: &Subscriber, dialect: Dialect, payload: &[u8]) -> Json {
+    let request: Json = match serde_json::from_slice(payload) {
+        Ok(j) => j,
+        Err(e) => return encode(dialect, Err(Error::InvalidJson(e.to_string())), None),
+    };
+    match request {
+        Json::Array(requests) => {
+            if requests.len() > MAX_BATCH {
+                let e = Error::LimitExceeded(format!("at most {MAX_BATCH} requests per frame"));
+                return encode(dialect, Err(e), None);
+            }
+            let mut replies = Vec::with_capacity(requests.len());
+            for request in requests {
+                replies.push(answer_one(db, me, dialect, request).await);
+            }
+            Json::Array(replies)
+        }
+        request => answer_one(db, me, dialect, request).await,
+    }
+}
+
+async fn answer_one(db: &Db, me: &Subscriber, dialect: Dialect, request: Json) -> Json {
+    let Json::Object(request) = request else {
+        return encode(dialect, Err(Error::query("a request is a JSON object")), None);
+    };
+    let query_id = request.get("query_id").cloned();
+    let command = match Command::parse(&request) {
+        Ok(c) => c,
+        Err(e) => return encode(dialect, Err(e), query_id),
+    };
+    if let (Command::Unknown(name), Dialect::V1) = (&command, dialect) {
+        tracing::debug!(request = %name, "unknown request");
+        db.stats().count("unknown");
+        return Json::String("err".into());
+    }
+    let result = command.apply(db, me).await;
+    if let Err(e) = &result {
+        tracing::debug!(error = %e, "request failed");
+    }
+    encode(dialect, result, query_id)
+}
+
+fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>) -> Json {
+    match dialect {
+        Dialect::V1 => match result {
+            Ok(Reply::Ack) => Json::String("ack".into()),
+            Ok(Reply::Value(v)) => v,
+            Err(e) => json!({ "error": e.code() }),
+        },
+        Dialect::V2 => {
+            let mut out = Map::new();
+            match result {
+                Ok(Reply::Ack) => out.insert("result".into(), Json::String("ok".into())),
+                Ok(Reply::Value(v)) => out.insert("result".into(), v),
+                Err(e) => out.insert("error".into(), Json::String(e.code().to_string())),
+            };
+            if let Some(id) = query_id {
+                out.insert("query_id".into(), id);
+            }
+            Json::Object(out)
+        }
+    }
+}

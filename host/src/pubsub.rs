@@ -1,0 +1,99 @@
+//! Subscriptions: which connections want pushes for which keys.
+//!
+//! A push is built once per change and handed to every subscriber's bounded outgoing queue.
+//! A subscriber whose queue is full (it reads too slowly) is cut off — its connection is
+//! told to close — instead of letting the server's memory grow.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Identifies one client connection.
+pub type ConnId = u64;
+
+/// The push side of one connection.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub conn: ConnId,
+    /// Ready JSON text frames.
+    pub tx: mpsc::Sender<Arc<str>>,
+    /// Cancelled when the connection fell behind and must close.
+    pub kick: CancellationToken,
+}
+
+/// Key → subscribers.
+#[derive(Default)]
+pub struct PubSub {
+    subs: RwLock<HashMap<String, HashMap<ConnId, Subscriber>>>,
+    next_conn: AtomicU64,
+    pushes_sent: AtomicU64,
+}
+
+impl PubSub {
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Subscribes a connection to a key (a key that does not exist yet is fine).
+    pub fn subscribe(&self, key: &str, sub: Subscriber) {
+        if let Ok(mut subs) = self.subs.write() {
+            subs.entry(key.to_string()).or_default().insert(sub.conn, sub);
+        }
+    }
+
+    /// Ends one subscription.
+    pub fn unsubscribe(&self, key: &str, conn: ConnId) {
+        if let Ok(mut subs) = self.subs.write() {
+            if let Some(set) = subs.get_mut(key) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    subs.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Ends every subscription of a connection (it disconnected).
+    pub fn drop_connection(&self, conn: ConnId) {
+        if let Ok(mut subs) = self.subs.write() {
+            subs.retain(|_, set| {
+                set.remove(&conn);
+                !set.is_empty()
+            });
+        }
+    }
+
+    /// How many subscriptions exist right now.
+    pub fn count(&self) -> usize {
+        self.subs.read().map(|s| s.values().map(HashMap::len).sum()).unwrap_or(0)
+    }
+
+    /// Total pushes queued since start.
+    pub fn pushes_sent(&self) -> u64 {
+        self.pushes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Queues `frame` for every subscriber of `key`. Never blocks.
+    pub fn publish(&self, key: &str, frame: Arc<str>) {
+        let Ok(subs) = self.subs.read() else { return };
+        let Some(set) = subs.get(key) else { return };
+        for sub in set.values() {
+            match sub.tx.try_send(frame.clone()) {
+                Ok(()) => {
+                    self.pushes_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !sub.kick.is_cancelled() {
+                        tracing::warn!(conn = sub.conn, key, "subscriber reads too slowly; disconnecting it");
+                        sub.kick.cancel();
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}

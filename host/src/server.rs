@@ -1,0 +1,221 @@
+//! The websocket server: accept loop, one task per connection, orderly shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::plugins::Registry;
+use crate::protocol::{self, Dialect};
+use crate::pubsub::Subscriber;
+use crate::store::Store;
+
+/// How long shutdown waits for connections to finish their current request.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-connection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_frame_bytes: usize,
+    pub push_queue: usize,
+}
+
+/// A running server.
+pub struct Server {
+    /// Where the main listener is bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Where the v2-only listener is bound, if configured.
+    pub v2_addr: Option<SocketAddr>,
+    db: Arc<Db>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Opens the database, loads the plugins, binds the listeners and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        let store = Store::open(&config.data_dir)?;
+        let shutdown = CancellationToken::new();
+        let fatal = shutdown.clone();
+        let writer = store.writer(config.durability(), move |e| {
+            tracing::error!(error = %e, "storage failed: shutting down rather than acknowledge writes that may not be durable");
+            fatal.cancel();
+        });
+        let registry = Arc::new(Registry::new(&config.plugins_dir, config.plugin_limits()));
+        let registry_ = registry.clone();
+        let builtin = config.builtin_types;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            if builtin {
+                registry_.load_builtin()?;
+            }
+            registry_.load_dir()?;
+            Ok(())
+        })
+        .await??;
+        let db = Db::open(store, writer, registry).await?;
+
+        let limits = ConnectionLimits {
+            max_frame_bytes: config.max_frame_bytes,
+            push_queue: config.push_queue.max(1),
+        };
+        let tasks = TaskTracker::new();
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        tasks.spawn(run(listener, None, db.clone(), limits, shutdown.clone(), tasks.clone()));
+        let v2_addr = match config.v2_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                let addr = listener.local_addr()?;
+                tasks.spawn(run(listener, Some(Dialect::V2), db.clone(), limits, shutdown.clone(), tasks.clone()));
+                Some(addr)
+            }
+            None => None,
+        };
+        tracing::info!(%local_addr, v2 = ?v2_addr, data = %config.data_dir.display(), "komoku listening");
+        Ok(Server {
+            local_addr,
+            v2_addr,
+            db,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The database behind the server.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// Cancelled when the server stops (asked to, or after a fatal storage error).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, closes connections (waiting a bounded time for requests in
+    /// flight), then makes everything written durable.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait()).await.is_err() {
+            tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; closing anyway");
+        }
+        let store = self.db.store().clone();
+        tokio::task::spawn_blocking(move || store.persist()).await??;
+        tracing::info!("komoku stopped");
+        Ok(())
+    }
+}
+
+/// Accepts connections until `shutdown`. `dialect` forces one dialect on every path.
+pub async fn run(
+    listener: TcpListener,
+    dialect: Option<Dialect>,
+    db: Arc<Db>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let db = db.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = serve(stream, dialect, db, limits, shutdown).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One connection: requests are answered in order; pushes go out between replies, never
+/// before the reply to the request that caused them.
+async fn serve(
+    stream: TcpStream,
+    dialect: Option<Dialect>,
+    db: Arc<Db>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut path = String::from("/");
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_frame_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes));
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |req: &Request, resp: Response| {
+            path = req.uri().path().to_string();
+            Ok(resp)
+        },
+        Some(ws_config),
+    )
+    .await?;
+    let dialect = dialect.unwrap_or_else(|| Dialect::for_path(&path));
+    let (mut sink, mut incoming) = ws.split();
+
+    let (tx, mut pushes) = mpsc::channel::<Arc<str>>(limits.push_queue);
+    let me = Subscriber {
+        conn: db.pubsub().next_conn_id(),
+        tx,
+        kick: CancellationToken::new(),
+    };
+    tracing::debug!(conn = me.conn, ?dialect, "connected");
+
+    let result = async {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }))).await.ok();
+                    return Ok(());
+                }
+                _ = me.kick.cancelled() => {
+                    tracing::warn!(conn = me.conn, "closing a subscriber that fell behind");
+                    sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "too slow: push queue full".into() }))).await.ok();
+                    return Ok(());
+                }
+                frame = incoming.next() => {
+                    let payload = match frame {
+                        Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                        Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                        Some(Ok(Message::Close(_))) | None => return Ok(()),
+                        Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
+                        Some(Err(e)) => return Err(anyhow::Error::from(e)),
+                    };
+                    let reply = protocol::answer(&db, &me, dialect, &payload).await;
+                    sink.send(Message::text(reply.to_string())).await?;
+                }
+                Some(push) = pushes.recv() => {
+                    sink.send(Message::text(push.to_string())).await?;
+                }
+            }
+        }
+    }
+    .await;
+    db.pubsub().drop_connection(me.conn);
+    tracing::debug!(conn = me.conn, "disconnected");
+    result
+}

@@ -1,0 +1,183 @@
+//! Persistent storage in fjall.
+//!
+//! Two keyspaces:
+//! - `defs`: key name → the key's definition (type and the options clients gave), as JSON;
+//! - `points`: `u16 BE name length ‖ name ‖ sortable time` → encoded value. A key's history
+//!   is therefore one prefix, and a prefix scan returns it in time order.
+//!
+//! Writes go through one writer thread ([`writer`]) that commits whatever has queued up as
+//! one batch and fsyncs it once (group commit), so an acknowledged write survives `kill -9`
+//! without one fsync per put. Reads are synchronous fjall calls; async callers run them on
+//! the blocking pool.
+
+mod writer;
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::value::{Point, Time, Value, time_from_sortable, time_to_sortable};
+
+pub use writer::{Durability, Write, WriteBatch, Writer};
+
+/// The longest key name accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// What is stored about a key besides its points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyDef {
+    /// The key type's name (a plugin's `info().name`).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The options clients set with `define`, merged over earlier ones. Defaults are not
+    /// stored: they come from the plugin, so a new plugin version's defaults apply.
+    #[serde(default)]
+    pub opts: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The fjall database and its keyspaces.
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    defs: Keyspace,
+    points: Keyspace,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        // We persist the journal ourselves (group commit in the writer thread).
+        let db = Database::builder(dir).manual_journal_persist(true).open()?;
+        let defs = db.keyspace("defs", KeyspaceCreateOptions::default)?;
+        let points = db.keyspace("points", KeyspaceCreateOptions::default)?;
+        Ok(Store { db, defs, points })
+    }
+
+    /// Starts the writer thread for this store.
+    pub fn writer(&self, durability: Durability, on_fatal: impl Fn(&Error) + Send + 'static) -> Writer {
+        Writer::start(self.clone(), durability, Box::new(on_fatal))
+    }
+
+    /// Every key definition.
+    pub fn load_defs(&self) -> Result<Vec<(String, KeyDef)>> {
+        let mut out = Vec::new();
+        for guard in self.defs.iter() {
+            let (k, v) = guard.into_inner()?;
+            let name = String::from_utf8(k.to_vec())
+                .map_err(|_| Error::Storage("a key name on disk is not UTF-8".into()))?;
+            let def: KeyDef = serde_json::from_slice(&v)
+                .map_err(|e| Error::Storage(format!("definition of {name:?} is unreadable: {e}")))?;
+            out.push((name, def));
+        }
+        Ok(out)
+    }
+
+    /// The newest point of a key.
+    pub fn last_point(&self, name: &str) -> Result<Option<Point>> {
+        match self.points.prefix(key_prefix(name)).next_back() {
+            Some(guard) => {
+                let (k, v) = guard.into_inner()?;
+                decode_point(&k, &v).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Points of a key with `since <= time <= until`, oldest first.
+    pub fn range(&self, name: &str, since: Time, until: Time) -> Result<Vec<Point>> {
+        self.range_iter(name, since, until).collect()
+    }
+
+    /// Points of a key with `since <= time <= until`, newest first, at most `limit`.
+    pub fn range_rev(&self, name: &str, since: Time, until: Time, limit: usize) -> Result<Vec<Point>> {
+        self.range_iter(name, since, until).rev().take(limit).collect()
+    }
+
+    /// The newest point strictly before `t`.
+    pub fn point_before(&self, name: &str, t: Time) -> Result<Option<Point>> {
+        let (lo, hi) = (point_key(name, f64::NEG_INFINITY), point_key(name, t));
+        match self.points.range(lo..hi).next_back() {
+            Some(guard) => {
+                let (k, v) = guard.into_inner()?;
+                decode_point(&k, &v).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn range_iter(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+    ) -> impl DoubleEndedIterator<Item = Result<Point>> + use<> {
+        let (lo, hi) = (point_key(name, since), point_key(name, until));
+        self.points.range(lo..=hi).map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            decode_point(&k, &v)
+        })
+    }
+
+    /// Fsyncs the journal: everything committed so far survives a power loss.
+    pub fn persist(&self) -> Result<()> {
+        Ok(self.db.persist(fjall::PersistMode::SyncAll)?)
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn disk_space(&self) -> Result<u64> {
+        Ok(self.db.disk_space()?)
+    }
+}
+
+/// `u16 BE length ‖ name`: the prefix of all of a key's points.
+fn key_prefix(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + name.len() + 8);
+    // Key names are capped at MAX_KEY_LEN, far below u16::MAX.
+    k.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn point_key(name: &str, time: Time) -> Vec<u8> {
+    let mut k = key_prefix(name);
+    k.extend_from_slice(&time_to_sortable(time));
+    k
+}
+
+fn decode_point(k: &[u8], v: &[u8]) -> Result<Point> {
+    let corrupt = || Error::Storage("a stored point is unreadable".into());
+    let time_bytes: [u8; 8] = k.get(k.len().saturating_sub(8)..).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    Ok(Point {
+        time: time_from_sortable(time_bytes),
+        value: Value::decode(v).ok_or_else(corrupt)?,
+    })
+}
+
+/// Checks a key name against the documented limits.
+pub fn check_key_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidKey("a key name cannot be empty".into()));
+    }
+    if name.len() > MAX_KEY_LEN {
+        return Err(Error::InvalidKey(format!(
+            "a key name is at most {MAX_KEY_LEN} bytes, this one has {}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_of_different_names_never_overlap() {
+        // "ab" must not see "abc"'s points: the length prefix differs.
+        assert!(!point_key("abc", 1.0).starts_with(&key_prefix("ab")));
+    }
+}

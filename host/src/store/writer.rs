@@ -1,0 +1,196 @@
+//! The one writer thread: group commit.
+//!
+//! Callers queue [`WriteBatch`]es. The thread takes the first one, then everything else
+//! already queued (up to [`MAX_GROUP`]), commits them as one fjall batch and, with
+//! [`Durability::Sync`], fsyncs the journal once for the whole group. Only then does it run
+//! each batch's `after` hook (publishing the change) and wake its caller, in queue order.
+//!
+//! A failed commit or fsync is fatal: the thread reports it once through `on_fatal` (the
+//! server shuts down rather than lie about durability) and refuses every later write.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fjall::PersistMode;
+use tokio::sync::oneshot;
+
+use super::{KeyDef, Store, key_prefix, point_key};
+use crate::error::{Error, Result};
+use crate::value::Point;
+
+/// Most batches committed together.
+const MAX_GROUP: usize = 4096;
+
+/// When an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Durability {
+    /// Default. A write is acknowledged after the journal is fsynced: it survives `kill -9`
+    /// and power loss (as far as the disk honours fsync).
+    Sync,
+    /// A write is acknowledged once in the journal's buffer; the journal is fsynced at least
+    /// this often. A crash of the machine may lose up to this window; `kill -9` of the
+    /// process loses nothing that was acknowledged (the buffer is flushed to the OS on commit).
+    Interval(Duration),
+}
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Add (or overwrite, at the same time) one point of a key.
+    Point { key: String, point: Point },
+    /// Create or replace a key's definition.
+    Def { key: String, def: KeyDef },
+    /// Remove a key's definition and all of its points.
+    DeleteKey { key: String },
+}
+
+/// Writes committed atomically together, and what to do once they are durable.
+pub struct WriteBatch {
+    pub writes: Vec<Write>,
+    /// Runs on the writer thread after the batch is durable, before later batches' hooks.
+    pub after: Option<Box<dyn FnOnce() + Send>>,
+}
+
+struct Job {
+    batch: WriteBatch,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Handle to the writer thread. Cloning shares the thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(super) fn start(store: Store, durability: Durability, on_fatal: Box<dyn Fn(&Error) + Send>) -> Writer {
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("komoku-writer".into())
+            .spawn(move || run(store, durability, on_fatal, rx))
+            .expect("the OS can start one more thread at start-up");
+        Writer { tx }
+    }
+
+    /// Queues a batch; the returned receiver resolves when it is durable (or failed).
+    /// Batches are applied in the order they were queued.
+    pub fn submit(&self, batch: WriteBatch) -> oneshot::Receiver<Result<()>> {
+        let (done, rx) = oneshot::channel();
+        if let Err(mpsc::SendError(job)) = self.tx.send(Job { batch, done }) {
+            let _ = job.done.send(Err(Error::ShuttingDown));
+        }
+        rx
+    }
+
+    /// Queues a batch and waits until it is durable.
+    pub async fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.submit(batch).await.unwrap_or(Err(Error::ShuttingDown))
+    }
+}
+
+fn run(store: Store, durability: Durability, on_fatal: Box<dyn Fn(&Error) + Send>, rx: mpsc::Receiver<Job>) {
+    let mut failed: Option<String> = None;
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let first = match durability {
+            Durability::Sync => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Durability::Interval(every) => {
+                let wait = unsynced_since.map_or(every, |t| every.saturating_sub(t.elapsed()));
+                match rx.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if unsynced_since.take().is_some() && failed.is_none() {
+                            if let Err(e) = store.db.persist(PersistMode::SyncAll) {
+                                fail(&mut failed, &on_fatal, e.into());
+                            }
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+
+        let result = match &failed {
+            Some(why) => Err(Error::Storage(why.clone())),
+            None => commit(&store, &group, durability),
+        };
+        match result {
+            Ok(()) => {
+                if durability != Durability::Sync && unsynced_since.is_none() {
+                    unsynced_since = Some(Instant::now());
+                }
+                for job in group {
+                    if let Some(after) = job.batch.after {
+                        after();
+                    }
+                    let _ = job.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                if failed.is_none() {
+                    fail(&mut failed, &on_fatal, e);
+                }
+                let why = failed.clone().unwrap_or_default();
+                for job in group {
+                    let _ = job.done.send(Err(Error::Storage(why.clone())));
+                }
+            }
+        }
+    }
+    // Every sender is gone: make whatever was committed durable before the thread ends.
+    if failed.is_none() {
+        if let Err(e) = store.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final journal fsync failed");
+        }
+    }
+    tracing::debug!("writer thread stopped");
+}
+
+fn fail(failed: &mut Option<String>, on_fatal: &dyn Fn(&Error), e: Error) {
+    tracing::error!(error = %e, "storage write failed; refusing further writes");
+    on_fatal(&e);
+    *failed = Some(e.to_string());
+}
+
+fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
+    let mut batch = store.db.batch();
+    for job in group {
+        for write in &job.batch.writes {
+            match write {
+                Write::Point { key, point } => {
+                    batch.insert(&store.points, point_key(key, point.time), point.value.encode());
+                }
+                Write::Def { key, def } => {
+                    let json = serde_json::to_vec(def).map_err(|e| Error::Storage(e.to_string()))?;
+                    batch.insert(&store.defs, key.as_bytes(), json);
+                }
+                Write::DeleteKey { key } => {
+                    batch.remove(&store.defs, key.as_bytes());
+                    for guard in store.points.prefix(key_prefix(key)) {
+                        batch.remove(&store.points, guard.key()?);
+                    }
+                }
+            }
+        }
+    }
+    batch.commit()?;
+    if durability == Durability::Sync {
+        store.db.persist(PersistMode::SyncAll)?;
+    } else {
+        // Hand the journal to the OS so a killed process loses nothing acknowledged.
+        store.db.persist(PersistMode::Buffer)?;
+    }
+    Ok(())
+}
