@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::db::Db;
+use crate::db::{Db, Durable};
 use crate::error::{Error, Result};
 use crate::history::{self, FetchOpts};
 use crate::pubsub::Subscriber;
@@ -119,12 +119,22 @@ impl Command {
         })
     }
 
-    /// Applies the command for the connection whose push side is `me`.
+    /// Applies the command for the connection whose push side is `me` and waits until its
+    /// writes are durable.
     pub async fn apply(self, db: &Db, me: &Subscriber) -> Result<Reply> {
+        let (reply, durable) = self.start(db, me).await?;
+        durable.wait().await?;
+        Ok(reply)
+    }
+
+    /// Applies the command, but returns as soon as its writes are queued (in order with every
+    /// other operation on the same keys). The reply may only be sent once the returned
+    /// [`Durable`] resolves; this lets one frame's many puts share an fsync.
+    pub async fn start(self, db: &Db, me: &Subscriber) -> Result<(Reply, Durable)> {
         db.stats().count(self.name());
-        match self {
+        let reply = match self {
             Command::Get { key } => Ok(Reply::Value(db.latest(&key).await.map_or(Json::Null, |p| p.value.to_json()))),
-            Command::Put { key, value, time } => db.put(&key, &value, time).await.map(|()| Reply::Ack),
+            Command::Put { key, value, time } => return Ok((Reply::Ack, db.put(&key, &value, time).await?)),
             Command::Last { key } => Ok(Reply::Value(
                 db.latest(&key)
                     .await
@@ -163,10 +173,11 @@ impl Command {
             Command::Fetch { key, opts } => history::fetch(db, &key, opts).await.map(Reply::Value),
             Command::Stats => Ok(Reply::Value(stats(db))),
             Command::Ping(payload) => Ok(Reply::Value(json!({ "pong": payload }))),
-            Command::Add { key, step, .. } => db.add(&key, step).await.map(|()| Reply::Ack),
+            Command::Add { key, step, .. } => return Ok((Reply::Ack, db.add(&key, step).await?)),
             Command::Delete { key } => db.delete(&key).await.map(|_| Reply::Ack),
             Command::Unknown(name) => Err(Error::query(format!("unknown request {name:?}"))),
-        }
+        };
+        Ok((reply?, Durable::done()))
     }
 }
 

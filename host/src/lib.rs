@@ -12,8 +12,10 @@
 //! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
 //! - [`store`]: fjall on disk, the group-commit writer thread;
 //! - [`value`]: values, times and their encodings;
-//! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see.
+//! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see;
+//! - [`cli`]: the command line (`main.rs` only calls it).
 
+pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod db;

@@ -36,6 +36,26 @@ struct KeyState {
 
 type Slot = Arc<Mutex<KeyState>>;
 
+/// A write that was queued and may not be durable yet. Await [`Durable::wait`] before
+/// acknowledging it.
+#[must_use = "a write is only acknowledged once durable"]
+pub struct Durable(Option<tokio::sync::oneshot::Receiver<Result<()>>>);
+
+impl Durable {
+    /// Nothing to wait for.
+    pub fn done() -> Durable {
+        Durable(None)
+    }
+
+    /// Resolves once the write is on disk as the durability mode promises.
+    pub async fn wait(self) -> Result<()> {
+        match self.0 {
+            Some(rx) => rx.await.unwrap_or(Err(Error::ShuttingDown)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A key as `keys` lists it.
 #[derive(Debug, Clone)]
 pub struct KeyListing {
@@ -145,8 +165,9 @@ impl Db {
     }
 
     /// Sets a key's value (a `put`). A key that does not exist is created with the type that
-    /// claims the value most strongly. `time` defaults to now.
-    pub async fn put(&self, name: &str, value: &Json, time: Option<Time>) -> Result<()> {
+    /// claims the value most strongly. `time` defaults to now. The write is queued in order
+    /// with the key's other operations; await the returned [`Durable`] before acknowledging.
+    pub async fn put(&self, name: &str, value: &Json, time: Option<Time>) -> Result<Durable> {
         let input = Input::from_json(value).ok_or_else(|| Error::Refused {
             code: "invalid_value".into(),
             message: "a value must be a JSON scalar (number, string, boolean or null)".into(),
@@ -156,14 +177,14 @@ impl Db {
 
     /// Adds `step` to a key's value (`increment`/`decrement`). A missing key is created as
     /// a `counter`.
-    pub async fn add(&self, name: &str, step: f64) -> Result<()> {
+    pub async fn add(&self, name: &str, step: f64) -> Result<Durable> {
         if !step.is_finite() {
             return Err(Error::query("step must be a finite number"));
         }
         self.operate(name, Operation::Add(step), None).await
     }
 
-    async fn operate(&self, name: &str, op: Operation, time: Option<Time>) -> Result<()> {
+    async fn operate(&self, name: &str, op: Operation, time: Option<Time>) -> Result<Durable> {
         check_key_name(name)?;
         if let Some(t) = time {
             if !t.is_finite() {
@@ -247,12 +268,7 @@ impl Db {
         if !backfill {
             self.set_schedule(name, &mut state, outcome.schedule);
         }
-        let done = (!writes.is_empty()).then(|| self.writer.submit(WriteBatch { writes, after }));
-        drop(state);
-        match done {
-            Some(done) => done.await.unwrap_or(Err(Error::ShuttingDown)),
-            None => Ok(()),
-        }
+        Ok(Durable((!writes.is_empty()).then(|| self.writer.submit(WriteBatch { writes, after }))))
     }
 
     fn set_schedule(&self, name: &str, state: &mut KeyState, schedule: Option<Scheduled>) {

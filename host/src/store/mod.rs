@@ -127,6 +127,14 @@ impl Store {
         Ok(self.db.persist(fjall::PersistMode::SyncAll)?)
     }
 
+    /// Writes the memtables out as tables and waits, so the journal can be trimmed. For
+    /// measuring disk use; normal operation never needs it.
+    pub fn flush(&self) -> Result<()> {
+        self.defs.rotate_memtable_and_wait()?;
+        self.points.rotate_memtable_and_wait()?;
+        self.persist()
+    }
+
     /// Bytes the database takes on disk.
     pub fn disk_space(&self) -> Result<u64> {
         Ok(self.db.disk_space()?)

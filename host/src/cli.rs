@@ -1,0 +1,117 @@
+//! The command line: flags, config file, logging, signals. The `komoku` binary is a call to
+//! [`main`]; the end-to-end tests build the same call into their own binary to kill it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use crate::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+/// Komoku: a key-value database for typed home and server data.
+///
+/// With no arguments it serves ws://127.0.0.1:7373 (v1 at `/`, v2 at `/v2`) with its data in
+/// ./data and the built-in key types plus any plugins in ./plugins.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file; flags given here override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7373].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Extra listener speaking v2 on every path.
+    #[arg(long)]
+    v2_listen: Option<SocketAddr>,
+    /// Database folder [default: ./data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Plugins folder [default: ./plugins].
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// Durability: "sync" or a number of milliseconds between fsyncs.
+    #[arg(long)]
+    durability: Option<String>,
+}
+
+/// Runs the server as the command line says, until SIGINT/SIGTERM.
+pub fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if args.v2_listen.is_some() {
+        config.v2_listen = args.v2_listen;
+    }
+    if let Some(data) = args.data {
+        config.data_dir = data;
+    }
+    if let Some(plugins) = args.plugins {
+        config.plugins_dir = plugins;
+    }
+    if let Some(d) = &args.durability {
+        config.durability = toml::from_str::<DurabilityArg>(&format!("d = {}", toml_value(d)))
+            .map(|a| a.d)
+            .context("--durability takes \"sync\" or a number of milliseconds")?;
+    }
+
+    let server = Server::start(&config).await?;
+    // Tests and scripts read this line to learn the port.
+    println!("komoku listening on {}", server.local_addr);
+    let stopped = server.shutdown_token();
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
+        _ = stopped.cancelled() => tracing::error!("server stopped itself"),
+    }
+    let fatal = stopped.is_cancelled();
+    server.shutdown().await?;
+    if fatal {
+        anyhow::bail!("stopped after a storage failure");
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct DurabilityArg {
+    d: crate::config::DurabilityConfig,
+}
+
+fn toml_value(s: &str) -> String {
+    if s.parse::<u64>().is_ok() { s.to_string() } else { format!("{s:?}") }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                ctrl_c.await.ok();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
+}

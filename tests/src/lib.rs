@@ -1,0 +1,233 @@
+//! Helpers shared by the end-to-end tests: a real server on 127.0.0.1:0 with a temp data
+//! dir (in-process, or as a process that can be killed), and a websocket client that
+//! speaks like the Ruby one (one request at a time, pushes set aside).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value as Json;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for any one reply or push before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The folder of test-only fixture plugins (trap, ...).
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plugins")
+}
+
+/// Config for a server on port 0 with its data in `data` and plugins in `plugins`.
+pub fn config(data: &Path, plugins: &Path) -> komoku::Config {
+    komoku::Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data.to_path_buf(),
+        plugins_dir: plugins.to_path_buf(),
+        ..komoku::Config::default()
+    }
+}
+
+/// A real server in this process, on a fresh temp data dir, with the built-in types and the
+/// fixture plugins.
+pub struct TestServer {
+    pub server: komoku::Server,
+    pub data: TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub async fn start() -> Result<TestServer> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` adjusted its config.
+    pub async fn start_with(tweak: impl FnOnce(&mut komoku::Config)) -> Result<TestServer> {
+        let data = tempfile::tempdir()?;
+        let mut config = config(data.path(), &fixtures_dir());
+        tweak(&mut config);
+        let server = komoku::Server::start(&config).await?;
+        Ok(TestServer { server, data })
+    }
+
+    /// The v1 URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.server.local_addr)
+    }
+
+    /// The v2 URL.
+    pub fn url_v2(&self) -> String {
+        format!("ws://{}/v2", self.server.local_addr)
+    }
+
+    /// A v1 client.
+    pub async fn client(&self) -> Result<Client> {
+        Client::connect(&self.url()).await
+    }
+
+    /// A v2 client.
+    pub async fn client_v2(&self) -> Result<Client> {
+        Client::connect(&self.url_v2()).await
+    }
+
+    /// Shuts the server down in order and returns its data dir for a restart.
+    pub async fn stop(self) -> Result<TempDir> {
+        self.server.shutdown().await?;
+        Ok(self.data)
+    }
+}
+
+/// A websocket client holding one conversation at a time, like the Ruby client: the next
+/// message that is not a `pub` is the reply; pushes are kept for [`Client::push`].
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pushes: VecDeque<Json>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Client> {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .context("connect timed out")??;
+        Ok(Client {
+            ws,
+            pushes: VecDeque::new(),
+        })
+    }
+
+    /// Sends one text frame.
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// Sends one binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.ws.send(Message::binary(bytes)).await?;
+        Ok(())
+    }
+
+    /// The next message, pushes included, as JSON.
+    pub async fn next_message(&mut self) -> Result<Json> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .context("no message within the wait")?
+                .context("connection closed")??;
+            match msg {
+                Message::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
+                Message::Close(frame) => bail!("server closed the connection: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends `request` and returns the reply (the next message that is not a push).
+    pub async fn request(&mut self, request: Json) -> Result<Json> {
+        self.raw(&request.to_string()).await
+    }
+
+    /// Sends a text frame and returns the reply.
+    pub async fn raw(&mut self, text: &str) -> Result<Json> {
+        self.send_text(text).await?;
+        self.reply().await
+    }
+
+    /// The next message that is not a push.
+    pub async fn reply(&mut self) -> Result<Json> {
+        loop {
+            let msg = self.next_message().await?;
+            if msg.get("pub").is_some() {
+                self.pushes.push_back(msg);
+            } else {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// The next push (waiting up to [`WAIT`]).
+    pub async fn push(&mut self) -> Result<Json> {
+        if let Some(p) = self.pushes.pop_front() {
+            return Ok(p);
+        }
+        let msg = self.next_message().await?;
+        if msg.get("pub").is_none() {
+            bail!("expected a push, got {msg}");
+        }
+        Ok(msg)
+    }
+
+    /// A push if one arrives within `wait`, else `None`.
+    pub async fn maybe_push(&mut self, wait: Duration) -> Result<Option<Json>> {
+        if let Some(p) = self.pushes.pop_front() {
+            return Ok(Some(p));
+        }
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Err(_) => Ok(None),
+            Ok(Some(Ok(Message::Text(t)))) => Ok(Some(serde_json::from_str(t.as_str())?)),
+            Ok(other) => bail!("unexpected while waiting for a push: {other:?}"),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) -> Result<()> {
+        self.ws.close(None).await.ok();
+        Ok(())
+    }
+}
+
+/// The server as a separate process (the real command line), so a test can kill it.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `<bin> --listen 127.0.0.1:0 --data <data> --plugins <fixtures>` and waits for
+    /// its "listening" line. `bin` is `env!("CARGO_BIN_EXE_komoku-e2e")` in a test.
+    pub fn start(bin: &str, data: &Path) -> Result<ServerProcess> {
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--plugins")
+            .arg(fixtures_dir())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("komoku listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .parse()?;
+        Ok(ServerProcess { child, addr })
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
