@@ -188,6 +188,7 @@ fn stats(db: &Db) -> Json {
         "uptime": db.stats().uptime_secs(),
         "ops_count": ops,
         "change_notifications_count": db.pubsub().count(),
+        "data_points_count": db.store().approximate_points(),
         "pushes_sent": db.pubsub().pushes_sent(),
         "disk_bytes": db.store().disk_space().unwrap_or(0),
         "types": db.registry().all().iter().map(|p| json!({

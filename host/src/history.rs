@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::value::{Point, Time, Value, now, number_json};
+use crate::value::{Point, Time, now, number_json};
 
 /// Most raw points one `fetch` returns unless the request sets `limit`.
 pub const MAX_POINTS: usize = 10_000;
@@ -28,6 +28,8 @@ pub struct FetchOpts {
     pub step: Option<f64>,
     pub single: Option<Single>,
     pub timespans: bool,
+    /// With `timespans`: the value whose periods are listed. Default = `true`.
+    pub span_value: Option<Json>,
     pub limit: Option<usize>,
 }
 
@@ -54,6 +56,7 @@ impl FetchOpts {
                         _ => return Err(Error::query("single must be \"last\" or \"previous\"")),
                     })
                 }
+                "value" => out.span_value = Some(v.clone()),
                 "as" => match v.as_str() {
                     Some("timespans") => out.timespans = true,
                     _ => return Err(Error::query("as must be \"timespans\"")),
@@ -150,7 +153,8 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
             Ok((store.point_before(&key, since)?, store.range(&key, since, until)?))
         })
         .await?;
-        return Ok(timespans(since, carried.as_ref(), &points));
+        let wanted = opts.span_value.unwrap_or(Json::Bool(true));
+        return Ok(timespans(&wanted, since, carried.as_ref(), &points));
     }
 
     let Some(step) = opts.step else {
@@ -283,13 +287,14 @@ fn point_row(p: &Point) -> Json {
     json!([number_json(p.time), p.value.to_json()])
 }
 
-/// `[[start, duration], ...]` of the periods during which the key was `true`; the open one
-/// has duration `null`.
-fn timespans(since: Time, carried: Option<&Point>, points: &[Point]) -> Json {
+/// `[[start, duration], ...]` of the periods during which the key held `wanted` (as JSON,
+/// so `true`, `"armed"` or `3`); the open one has duration `null`.
+fn timespans(wanted: &Json, since: Time, carried: Option<&Point>, points: &[Point]) -> Json {
+    let holds = |p: &Point| p.value.to_json() == *wanted;
     let mut spans = Vec::new();
-    let mut open: Option<Time> = carried.filter(|p| p.value == Value::Bool(true)).map(|_| since);
+    let mut open: Option<Time> = carried.filter(|p| holds(p)).map(|_| since);
     for p in points {
-        let on = p.value == Value::Bool(true);
+        let on = holds(p);
         match (open, on) {
             (None, true) => open = Some(p.time),
             (Some(start), false) => {
@@ -314,6 +319,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::Value;
 
     #[test]
     fn steps_parse_in_every_unit() {
@@ -328,7 +334,9 @@ mod tests {
     #[test]
     fn timespans_close_on_false_and_leave_the_last_open() {
         let p = |time, b| Point { time, value: Value::Bool(b) };
-        let spans = timespans(100.0, Some(&p(50.0, true)), &[p(110.0, false), p(120.0, true), p(125.0, true), p(130.0, false), p(140.0, true)]);
+        let spans = timespans(&json!(true), 100.0, Some(&p(50.0, true)), &[p(110.0, false), p(120.0, true), p(125.0, true), p(130.0, false), p(140.0, true)]);
         assert_eq!(spans, json!([[100, 10], [120, 10], [140, null]]));
+        let off = timespans(&json!(false), 100.0, Some(&p(50.0, true)), &[p(110.0, false), p(120.0, true)]);
+        assert_eq!(off, json!([[110, 10]]));
     }
 }

@@ -180,6 +180,6 @@ mod tests {
         assert_eq!(number_json(3.0).to_string(), "3");
         assert_eq!(number_json(-0.5).to_string(), "-0.5");
         assert_eq!(number_json(1432468182.25).to_string(), "1432468182.25");
-        assert_eq!(number_json(1e300).to_string(), "1e300");
+        assert_eq!(number_json(1e300).to_string(), "1e+300");
     }
 }

@@ -31,7 +31,20 @@ struct KeyState {
     /// The options as the plugin completed them (JSON object text).
     effective: String,
     latest: Option<Point>,
+    /// The latest operation that was acknowledged but not stored, when newer than `latest`:
+    /// it still refreshes automatic values.
+    touched: Option<Point>,
     schedule: Option<Scheduled>,
+}
+
+impl KeyState {
+    /// The point automatic values are counted from: the newest operation, stored or not.
+    fn reference(&self) -> Option<&Point> {
+        match (&self.latest, &self.touched) {
+            (Some(l), Some(t)) => Some(if t.time > l.time { t } else { l }),
+            (l, t) => l.as_ref().or(t.as_ref()),
+        }
+    }
 }
 
 type Slot = Arc<Mutex<KeyState>>;
@@ -92,7 +105,8 @@ impl Db {
             defs.into_iter()
                 .map(|(name, def)| {
                     let latest = store.last_point(&name)?;
-                    Ok((name, def, latest))
+                    let touched = store.touched(&name)?;
+                    Ok((name, def, latest, touched))
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -100,17 +114,18 @@ impl Db {
         .map_err(|e| Error::Storage(format!("loading keys: {e}")))??;
 
         let count = defs.len();
-        for (name, def, latest) in defs {
+        for (name, def, latest, touched) in defs {
             let mut state = KeyState {
                 def: Some(def),
                 latest,
+                touched,
                 ..KeyState::default()
             };
             match db.plugin_of(&state) {
                 Ok(plugin) => {
                     state.effective = plugin.check_options(&opts_json(&state))?;
-                    if let Some(latest) = &state.latest {
-                        state.schedule = plugin.reschedule(&state.effective, latest)?;
+                    if let Some(reference) = state.reference() {
+                        state.schedule = plugin.reschedule(&state.effective, reference)?;
                     }
                 }
                 Err(e) => tracing::warn!(key = %name, error = %e, "key's type is not loaded; its data is kept"),
@@ -266,6 +281,16 @@ impl Db {
             }
         }
         if !backfill {
+            if outcome.store {
+                state.touched = None;
+            } else if outcome.schedule != state.schedule {
+                // Not stored, but it moved an automatic value: remember it across restarts.
+                writes.push(Write::Touch {
+                    key: name.to_string(),
+                    point: point.clone(),
+                });
+                state.touched = Some(point);
+            }
             self.set_schedule(name, &mut state, outcome.schedule);
         }
         Ok(Durable((!writes.is_empty()).then(|| self.writer.submit(WriteBatch { writes, after }))))
@@ -355,8 +380,8 @@ impl Db {
         let plugin = self.registry.get(&def.type_name)?;
         def.opts.extend(opts);
         let effective = plugin.check_options(&Json::Object(def.opts.clone()).to_string())?;
-        let schedule = match &state.latest {
-            Some(latest) => plugin.reschedule(&effective, latest)?,
+        let schedule = match state.reference() {
+            Some(reference) => plugin.reschedule(&effective, reference)?,
             None => None,
         };
         let done = self.writer.submit(WriteBatch {

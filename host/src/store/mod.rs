@@ -3,7 +3,10 @@
 //! Two keyspaces:
 //! - `defs`: key name → the key's definition (type and the options clients gave), as JSON;
 //! - `points`: `u16 BE name length ‖ name ‖ sortable time` → encoded value. A key's history
-//!   is therefore one prefix, and a prefix scan returns it in time order.
+//!   is therefore one prefix, and a prefix scan returns it in time order;
+//! - `touched`: key name → the latest operation that was acknowledged but not stored
+//!   (`sortable time ‖ encoded value`), so a refresh that a resolution option skipped still
+//!   counts for automatic values (uptime) after a restart.
 //!
 //! Writes go through one writer thread ([`writer`]) that commits whatever has queued up as
 //! one batch and fsyncs it once (group commit), so an acknowledged write survives `kill -9`
@@ -43,6 +46,7 @@ pub struct Store {
     db: Database,
     defs: Keyspace,
     points: Keyspace,
+    touched: Keyspace,
 }
 
 impl Store {
@@ -54,7 +58,13 @@ impl Store {
         let db = Database::builder(dir).manual_journal_persist(true).open()?;
         let defs = db.keyspace("defs", KeyspaceCreateOptions::default)?;
         let points = db.keyspace("points", KeyspaceCreateOptions::default)?;
-        Ok(Store { db, defs, points })
+        let touched = db.keyspace("touched", KeyspaceCreateOptions::default)?;
+        Ok(Store {
+            db,
+            defs,
+            points,
+            touched,
+        })
     }
 
     /// Starts the writer thread for this store.
@@ -85,6 +95,13 @@ impl Store {
             }
             None => Ok(None),
         }
+    }
+
+    /// The latest acknowledged-but-not-stored operation on a key, if newer than its points.
+    pub fn touched(&self, name: &str) -> Result<Option<Point>> {
+        let Some(v) = self.touched.get(name.as_bytes())? else { return Ok(None) };
+        let (time, value) = v.split_at_checked(8).ok_or_else(|| Error::Storage("a touch record is unreadable".into()))?;
+        decode_point(time, value).map(Some)
     }
 
     /// Points of a key with `since <= time <= until`, oldest first.
@@ -133,6 +150,11 @@ impl Store {
         self.defs.rotate_memtable_and_wait()?;
         self.points.rotate_memtable_and_wait()?;
         self.persist()
+    }
+
+    /// About how many points are stored (cheap; exact after a flush).
+    pub fn approximate_points(&self) -> usize {
+        self.points.approximate_len()
     }
 
     /// Bytes the database takes on disk.

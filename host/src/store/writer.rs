@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{KeyDef, Store, key_prefix, point_key};
 use crate::error::{Error, Result};
-use crate::value::Point;
+use crate::value::{Point, time_to_sortable};
 
 /// Most batches committed together.
 const MAX_GROUP: usize = 4096;
@@ -39,6 +39,8 @@ pub enum Durability {
 pub enum Write {
     /// Add (or overwrite, at the same time) one point of a key.
     Point { key: String, point: Point },
+    /// Record an operation that was acknowledged but not stored (see `touched`).
+    Touch { key: String, point: Point },
     /// Create or replace a key's definition.
     Def { key: String, def: KeyDef },
     /// Remove a key's definition and all of its points.
@@ -172,12 +174,18 @@ fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
                 Write::Point { key, point } => {
                     batch.insert(&store.points, point_key(key, point.time), point.value.encode());
                 }
+                Write::Touch { key, point } => {
+                    let mut v = time_to_sortable(point.time).to_vec();
+                    point.value.encode_into(&mut v);
+                    batch.insert(&store.touched, key.as_bytes(), v);
+                }
                 Write::Def { key, def } => {
                     let json = serde_json::to_vec(def).map_err(|e| Error::Storage(e.to_string()))?;
                     batch.insert(&store.defs, key.as_bytes(), json);
                 }
                 Write::DeleteKey { key } => {
                     batch.remove(&store.defs, key.as_bytes());
+                    batch.remove(&store.touched, key.as_bytes());
                     for guard in store.points.prefix(key_prefix(key)) {
                         batch.remove(&store.points, guard.key()?);
                     }
