@@ -1,0 +1,245 @@
+//! Mergeable summaries of time buckets, and their compact binary encodings.
+//!
+//! A bucket is a half-open time range `[start, end)`. A value holds from its point's time
+//! until the next point or the bucket's end; before the first point, the value in force is
+//! the one carried in from before the bucket, and without one the time is unknown (not
+//! counted). Summaries of adjacent buckets merge, oldest first, into exactly the summary of
+//! their union (up to the state cap of [`StateSummary`]).
+//!
+//! Every encoding starts with a tag byte naming the format (and its version), so a summary
+//! decodes without the key's options, and a changed format gets a new tag:
+//!
+//! | tag | format |
+//! |---|---|
+//! | `N` (0x4E) | [`NumberSummary`] |
+//! | `B` (0x42) | [`StateSummary<bool>`], boolean states |
+//! | `S` (0x53) | [`StateSummary<String>`], text states |
+//! | `L` (0x4C) | [`LogSummary`] |
+//!
+//! Numbers are little-endian IEEE 754 doubles (`f64`), counts are unsigned LEB128
+//! (`varint`), texts are a `varint` byte length then UTF-8. Each format's layout is on its
+//! type.
+
+mod codec;
+mod log;
+mod number;
+mod state;
+
+pub use codec::{DecodeError, Reader, Writer};
+pub use log::LogSummary;
+pub use number::NumberSummary;
+pub use state::{MAX_STATES, State, StateStats, StateSummary};
+
+use crate::cast::number_json;
+use crate::{Json, Point, Value};
+
+/// A mergeable summary of one bucket of a key's history.
+pub trait Summary: Sized {
+    /// The figure names [`Summary::figure`] knows.
+    const FIGURES: &'static [&'static str];
+
+    /// The summary of a bucket where nothing is known (what merging no parts gives).
+    fn empty() -> Self;
+
+    /// Summarises one bucket.
+    fn from_bucket(bucket: &Bucket<'_>) -> Self;
+
+    /// The summary of `self`'s bucket followed by the adjacent, later `next`.
+    fn merge(self, next: Self) -> Self;
+
+    /// The binary encoding.
+    fn encode(&self) -> Vec<u8>;
+
+    /// Reads an encoding back.
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+
+    /// One named figure, `None` for a name this summary does not know.
+    fn figure(&self, name: &str) -> Option<Json>;
+
+    /// The default figure, a bare JSON scalar (`null` when nothing is known).
+    fn default_figure(&self) -> Json;
+}
+
+/// One bucket's share of a `summarize` call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket<'a> {
+    /// The first instant in the bucket.
+    pub start: f64,
+    /// The first instant after the bucket (`>= start`).
+    pub end: f64,
+    /// The value in force at `start`, if known.
+    pub initial: Option<&'a Value>,
+    /// The points in `[start, end)`, in time order.
+    pub points: &'a [Point],
+}
+
+/// Splits a `summarize` call into buckets: `edges` has n+1 ascending times for n buckets,
+/// `carried` is the point in force at `edges[0]`, `points` are sorted by time. Points
+/// before `edges[0]` count as carried, points from `edges[n]` on are ignored, and a
+/// descending edge is treated as an empty bucket.
+pub fn buckets<'a>(
+    edges: &[f64],
+    carried: Option<&'a Point>,
+    points: &'a [Point],
+) -> Vec<Bucket<'a>> {
+    let Some(&first_edge) = edges.first() else {
+        return Vec::new();
+    };
+    let mut initial = carried.map(|p| &p.value);
+    let mut next = 0;
+    while next < points.len() && points[next].time < first_edge {
+        initial = Some(&points[next].value);
+        next += 1;
+    }
+    let mut result = Vec::with_capacity(edges.len().saturating_sub(1));
+    for pair in edges.windows(2) {
+        let (start, end) = (pair[0], pair[1].max(pair[0]));
+        let from = next;
+        while next < points.len() && points[next].time < end {
+            next += 1;
+        }
+        result.push(Bucket {
+            start,
+            end,
+            initial,
+            points: &points[from..next],
+        });
+        if let Some(last) = points[from..next].last() {
+            initial = Some(&last.value);
+        }
+    }
+    result
+}
+
+/// A point as a figure: `{"time": t, "value": v}`.
+pub fn point_json(time: f64, value: Json) -> Json {
+    let mut object = serde_json::Map::new();
+    object.insert("time".to_owned(), number_json(time));
+    object.insert("value".to_owned(), value);
+    Json::Object(object)
+}
+
+/// `numerator / denominator` as a figure, `null` when the denominator is 0.
+pub fn ratio_json(numerator: f64, denominator: f64) -> Json {
+    if denominator > 0.0 {
+        number_json(numerator / denominator)
+    } else {
+        Json::Null
+    }
+}
+
+/// Random histories and the merge property, shared by the summaries' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::testing::XorShift;
+    use std::fmt::Debug;
+
+    /// Random `summarize` arguments with integer times: 1 to 5 buckets (some empty, some of
+    /// zero width), maybe a carried point, up to 15 points (times may repeat).
+    pub(crate) fn random_history(
+        rng: &mut XorShift,
+        mut value: impl FnMut(&mut XorShift) -> Value,
+    ) -> (Vec<f64>, Option<Point>, Vec<Point>) {
+        let mut edges = vec![rng.below(5) as f64];
+        for _ in 0..1 + rng.below(5) {
+            let width = if rng.one_in(5) { 0 } else { rng.below(12) };
+            edges.push(edges[edges.len() - 1] + width as f64);
+        }
+        let (first, last) = (edges[0], edges[edges.len() - 1]);
+        let carried = (!rng.one_in(3)).then(|| Point {
+            time: first - 1.0 - rng.below(3) as f64,
+            value: value(rng),
+        });
+        let mut points = Vec::new();
+        if last > first {
+            for _ in 0..rng.below(16) {
+                let time = first + rng.below((last - first) as u64) as f64;
+                points.push(Point {
+                    time,
+                    value: value(rng),
+                });
+            }
+        }
+        points.sort_by(|a, b| a.time.total_cmp(&b.time));
+        (edges, carried, points)
+    }
+
+    /// Checks on random histories that merging the buckets' summaries, in any grouping,
+    /// equals summarising their union as one bucket.
+    pub(crate) fn check_merge<S: Summary + PartialEq + Debug + Clone>(
+        seed: u64,
+        mut value: impl FnMut(&mut XorShift) -> Value,
+    ) {
+        let mut rng = XorShift::new(seed);
+        for round in 0..2000 {
+            let (edges, carried, points) = random_history(&mut rng, &mut value);
+            let parts: Vec<S> = buckets(&edges, carried.as_ref(), &points)
+                .iter()
+                .map(S::from_bucket)
+                .collect();
+            let union = [edges[0], edges[edges.len() - 1]];
+            let direct = S::from_bucket(&buckets(&union, carried.as_ref(), &points)[0]);
+            let merge_all = |parts: &[S]| {
+                parts
+                    .iter()
+                    .cloned()
+                    .reduce(S::merge)
+                    .unwrap_or_else(S::empty)
+            };
+            assert_eq!(
+                merge_all(&parts),
+                direct,
+                "round {round}: {edges:?} {carried:?} {points:?}"
+            );
+            let split = rng.below(parts.len() as u64 + 1) as usize;
+            let grouped = merge_all(&parts[..split]).merge(merge_all(&parts[split..]));
+            assert_eq!(grouped, direct, "round {round}: grouped at {split}");
+            assert_eq!(
+                S::empty().merge(direct.clone()),
+                direct,
+                "round {round}: empty first"
+            );
+            assert_eq!(
+                S::decode(&direct.encode()).as_ref(),
+                Ok(&direct),
+                "round {round}: encoding"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(time: f64, value: f64) -> Point {
+        Point {
+            time,
+            value: Value::Number(value),
+        }
+    }
+
+    #[test]
+    fn buckets_split_points_and_carry_values() {
+        let carried = point(-5.0, 1.0);
+        let points = [
+            point(-1.0, 2.0),
+            point(0.0, 3.0),
+            point(15.0, 4.0),
+            point(30.0, 5.0),
+        ];
+        let split = buckets(&[0.0, 10.0, 20.0, 30.0], Some(&carried), &points);
+        assert_eq!(split.len(), 3);
+        assert_eq!(split[0].initial, Some(&Value::Number(2.0)));
+        assert_eq!(split[0].points, &points[1..2]);
+        assert_eq!(split[1].initial, Some(&Value::Number(3.0)));
+        assert_eq!(split[1].points, &points[2..3]);
+        assert_eq!(split[2].initial, Some(&Value::Number(4.0)));
+        assert!(
+            split[2].points.is_empty(),
+            "a point at the last edge is outside"
+        );
+        assert!(buckets(&[0.0], None, &points).is_empty());
+    }
+}

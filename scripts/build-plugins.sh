@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Builds the key-type plugins in guest-types/ into wasm components:
+#   plugins/<type>.wasm                        the five built-in types the server ships
+#   tests/fixtures/plugins/trap_fixture.wasm   test-only fixtures
+#
+# Usage: scripts/build-plugins.sh [--check]
+#   --check  build into a temporary directory and exit non-zero, listing the stale files,
+#            if a committed component differs from the fresh build (what CI runs).
+#
+# Toolchain: rustup's wasm32-unknown-unknown target when it is installed, else Debian's
+# rustc-web, cargo-web, rust-web-src and lld-22 (installed here when missing), which build
+# std from source. KOMOKU_WASM_TOOLCHAIN=rustup|debian forces one. The committed components
+# come from the Debian toolchain (what CI machines get); another compiler gives other bytes.
+#
+# The build is reproducible across checkout directories: the repository, target, cargo home
+# and Rust source paths are remapped, and componentizing depends only on the pinned
+# wit-component. Core modules go to <target>/wasm, the componentizer to <target>/debug.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+check=false
+case "${1:-}" in
+    "") ;;
+    --check) check=true ;;
+    *)
+        echo "usage: $0 [--check]" >&2
+        exit 2
+        ;;
+esac
+
+# crate:output, the output relative to the repository root.
+outputs=(
+    komoku-type-numeric:plugins/numeric.wasm
+    komoku-type-counter:plugins/counter.wasm
+    komoku-type-boolean:plugins/boolean.wasm
+    komoku-type-uptime:plugins/uptime.wasm
+    komoku-type-string:plugins/string.wasm
+    komoku-fixture-trap:tests/fixtures/plugins/trap_fixture.wasm
+)
+
+started=$SECONDS
+step() { printf '==> [%4ss] %s\n' "$((SECONDS - started))" "$*"; }
+
+# --- toolchain -------------------------------------------------------------------------
+toolchain=${KOMOKU_WASM_TOOLCHAIN:-auto}
+if [[ $toolchain == auto ]]; then
+    if command -v rustup >/dev/null 2>&1 &&
+        rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+        toolchain=rustup
+    else
+        toolchain=debian
+    fi
+fi
+
+case $toolchain in
+    rustup)
+        step "toolchain: rustup $(rustc --version) with wasm32-unknown-unknown"
+        wasm_env=()
+        wasm_cargo=(cargo build)
+        rust_src="$(rustc --print sysroot)/lib/rustlib/src/rust"
+        ;;
+    debian)
+        packages=(rustc-web cargo-web rust-web-src lld-22)
+        missing=()
+        for package in "${packages[@]}"; do
+            if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+                missing+=("$package")
+            fi
+        done
+        if ((${#missing[@]})); then
+            sudo=()
+            if [[ $(id -u) != 0 ]]; then sudo=(sudo); fi
+            step "installing ${missing[*]} (apt)"
+            "${sudo[@]}" apt-get update
+            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "${missing[@]}"
+        fi
+        step "toolchain: Debian $(/usr/bin/rustc --version), std built from source"
+        # RUSTC_BOOTSTRAP unlocks -Zbuild-std on this stable compiler.
+        wasm_env=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1)
+        wasm_cargo=(/usr/bin/cargo build -Zbuild-std=std,panic_abort)
+        rust_src=/usr/lib/rustlib/src/rust
+        ;;
+    *)
+        echo "KOMOKU_WASM_TOOLCHAIN must be rustup or debian, not $toolchain" >&2
+        exit 2
+        ;;
+esac
+
+target_base=${CARGO_TARGET_DIR:-$root/target}
+wasm_target=$target_base/wasm
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+
+# Remap every absolute path that could reach the modules (the last matching prefix wins,
+# so the more specific ones come later). Encoded flags survive spaces in paths.
+remaps=(
+    "--remap-path-prefix=$root=/komoku"
+    "--remap-path-prefix=$target_base=/target"
+    "--remap-path-prefix=$cargo_home=/cargo"
+    "--remap-path-prefix=$rust_src=/rust-src"
+)
+encoded_rustflags=$(
+    IFS=$'\x1f'
+    echo "${remaps[*]}"
+)
+
+# --- build -----------------------------------------------------------------------------
+crates=()
+for output in "${outputs[@]}"; do
+    crates+=(-p "${output%%:*}")
+done
+
+step "building ${#outputs[@]} guest crates for wasm32-unknown-unknown (profile wasm)"
+env "${wasm_env[@]}" CARGO_ENCODED_RUSTFLAGS="$encoded_rustflags" \
+    "${wasm_cargo[@]}" --locked --profile wasm --target wasm32-unknown-unknown \
+    --target-dir "$wasm_target" "${crates[@]}"
+
+host_cargo=$(command -v cargo || echo /usr/bin/cargo)
+step "building komoku-componentize"
+"$host_cargo" build --locked --quiet -p komoku-componentize
+componentize=$target_base/debug/komoku-componentize
+
+if $check; then
+    out=$(mktemp -d)
+    trap 'rm -rf "$out"' EXIT
+else
+    out=$root
+fi
+
+for output in "${outputs[@]}"; do
+    crate=${output%%:*}
+    file=${output#*:}
+    module=$wasm_target/wasm32-unknown-unknown/wasm/${crate//-/_}.wasm
+    mkdir -p "$(dirname "$out/$file")"
+    "$componentize" "$module" "$out/$file"
+    step "componentized $crate -> $file ($(wc -c <"$out/$file") bytes)"
+done
+
+# --- check -----------------------------------------------------------------------------
+if $check; then
+    stale=()
+    for output in "${outputs[@]}"; do
+        file=${output#*:}
+        if ! cmp -s "$out/$file" "$root/$file"; then
+            stale+=("$file")
+        fi
+    done
+    if ((${#stale[@]})); then
+        echo "stale plugin components (differ from a fresh build):" >&2
+        printf '  %s\n' "${stale[@]}" >&2
+        echo "run scripts/build-plugins.sh and commit the result" >&2
+        exit 1
+    fi
+    step "all ${#outputs[@]} committed components match a fresh build"
+fi
+step "done"
