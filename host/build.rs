@@ -16,14 +16,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => Vec::new(),
     };
     files.sort();
-    let mut out = String::from("/// Built-in key-type components: (file name, bytes).\npub const BUILTIN: &[(&str, &[u8])] = &[\n");
+    let mut out = String::from(
+        "/// Built-in key-type components: (file name, bytes).\npub const BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
-        let name = file.file_name().and_then(|n| n.to_str()).ok_or("plugin file name is not UTF-8")?;
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("plugin file name is not UTF-8")?;
         let path = file.canonicalize()?;
-        writeln!(out, "    ({name:?}, include_bytes!({:?})),", path.display().to_string())?;
+        writeln!(
+            out,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )?;
     }
     out.push_str("];\n");
-    std::fs::write(Path::new(&std::env::var("OUT_DIR")?).join("builtin.rs"), out)?;
+    std::fs::write(
+        Path::new(&std::env::var("OUT_DIR")?).join("builtin.rs"),
+        out,
+    )?;
     Ok(())
 }

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::{Config, Server};
 use anyhow::Context as _;
 use clap::Parser;
-use crate::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
 /// Komoku: a key-value database for typed home and server data.
@@ -46,7 +46,9 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let args = Args::parse();
     let mut config = match &args.config {
@@ -93,20 +95,25 @@ struct DurabilityArg {
 }
 
 fn toml_value(s: &str) -> String {
-    if s.parse::<u64>().is_ok() { s.to_string() } else { format!("{s:?}") }
+    if s.parse::<u64>().is_ok() {
+        s.to_string()
+    } else {
+        format!("{s:?}")
+    }
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                ctrl_c.await.ok();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    ctrl_c.await.ok();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -14,19 +14,46 @@ use crate::value::number_json;
 /// One request.
 #[derive(Debug, Clone)]
 pub enum Command {
-    Get { key: String },
-    Put { key: String, value: Json, time: Option<f64> },
-    Last { key: String },
-    Keys { include_value: bool },
-    Define { keys: Vec<Definition> },
-    Sub { key: String },
-    Unsub { key: String },
-    Fetch { key: String, opts: FetchOpts },
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: Json,
+        time: Option<f64>,
+    },
+    Last {
+        key: String,
+    },
+    Keys {
+        include_value: bool,
+    },
+    Define {
+        keys: Vec<Definition>,
+    },
+    Sub {
+        key: String,
+    },
+    Unsub {
+        key: String,
+    },
+    Fetch {
+        key: String,
+        opts: FetchOpts,
+    },
     Stats,
+    /// The loaded key types and the state of each plugin file.
+    Types,
     Ping(Json),
     /// `increment`, or `decrement` (with the step negated).
-    Add { key: String, step: f64, decrement: bool },
-    Delete { key: String },
+    Add {
+        key: String,
+        step: f64,
+        decrement: bool,
+    },
+    Delete {
+        key: String,
+    },
     /// A request name Komoku does not know.
     Unknown(String),
 }
@@ -61,8 +88,11 @@ impl Command {
             Command::Unsub { .. } => "unsub",
             Command::Fetch { .. } => "fetch",
             Command::Stats => "stats",
+            Command::Types => "types",
             Command::Ping(_) => "ping",
-            Command::Add { decrement: true, .. } => "decrement",
+            Command::Add {
+                decrement: true, ..
+            } => "decrement",
             Command::Add { .. } => "increment",
             Command::Delete { .. } => "delete",
             Command::Unknown(_) => "unknown",
@@ -78,13 +108,20 @@ impl Command {
             (Some(_), Some(_)) => return Err(Error::query("a request holds exactly one command")),
         };
         Ok(match name.as_str() {
-            "get" => Command::Get { key: key_arg(args)? },
+            "get" => Command::Get {
+                key: key_arg(args)?,
+            },
             "put" => Command::Put {
                 key: key_arg(args)?,
-                value: args.get("value").cloned().ok_or_else(|| Error::query("put needs a value"))?,
+                value: args
+                    .get("value")
+                    .cloned()
+                    .ok_or_else(|| Error::query("put needs a value"))?,
                 time: optional_number(args, "time")?,
             },
-            "last" => Command::Last { key: key_arg(args)? },
+            "last" => Command::Last {
+                key: key_arg(args)?,
+            },
             "keys" => Command::Keys {
                 include_value: match args.get("include") {
                     None | Some(Json::Null) => false,
@@ -92,9 +129,15 @@ impl Command {
                     Some(_) => return Err(Error::query("keys.include must be a list")),
                 },
             },
-            "define" => Command::Define { keys: definitions(args)? },
-            "sub" => Command::Sub { key: key_arg(args)? },
-            "unsub" => Command::Unsub { key: key_arg(args)? },
+            "define" => Command::Define {
+                keys: definitions(args)?,
+            },
+            "sub" => Command::Sub {
+                key: key_arg(args)?,
+            },
+            "unsub" => Command::Unsub {
+                key: key_arg(args)?,
+            },
             "fetch" => Command::Fetch {
                 key: key_arg(args)?,
                 opts: match args.get("opts") {
@@ -104,6 +147,7 @@ impl Command {
                 },
             },
             "stats" => Command::Stats,
+            "types" => Command::Types,
             "ping" => Command::Ping(args.clone()),
             "increment" | "decrement" => {
                 let step = optional_number(args, "step")?.unwrap_or(1.0);
@@ -114,7 +158,9 @@ impl Command {
                     decrement,
                 }
             }
-            "delete" => Command::Delete { key: key_arg(args)? },
+            "delete" => Command::Delete {
+                key: key_arg(args)?,
+            },
             other => Command::Unknown(other.to_string()),
         })
     }
@@ -133,13 +179,18 @@ impl Command {
     pub async fn start(self, db: &Db, me: &Subscriber) -> Result<(Reply, Durable)> {
         db.stats().count(self.name());
         let reply = match self {
-            Command::Get { key } => Ok(Reply::Value(db.latest(&key).await.map_or(Json::Null, |p| p.value.to_json()))),
-            Command::Put { key, value, time } => return Ok((Reply::Ack, db.put(&key, &value, time).await?)),
-            Command::Last { key } => Ok(Reply::Value(
+            Command::Get { key } => Ok(Reply::Value(
                 db.latest(&key)
                     .await
-                    .map_or(Json::Null, |p| json!({"value": p.value.to_json(), "time": number_json(p.time)})),
+                    .map_or(Json::Null, |p| p.value.to_json()),
             )),
+            Command::Put { key, value, time } => {
+                return Ok((Reply::Ack, db.put(&key, &value, time).await?));
+            }
+            Command::Last { key } => Ok(Reply::Value(db.latest(&key).await.map_or(
+                Json::Null,
+                |p| json!({"value": p.value.to_json(), "time": number_json(p.time)}),
+            ))),
             Command::Keys { include_value } => {
                 let mut out = Map::new();
                 for (name, listing) in db.list().await {
@@ -149,7 +200,10 @@ impl Command {
                         entry.insert("opts".into(), Json::Object(listing.def.opts));
                     }
                     if include_value {
-                        entry.insert("value".into(), listing.latest.map_or(Json::Null, |p| p.value.to_json()));
+                        entry.insert(
+                            "value".into(),
+                            listing.latest.map_or(Json::Null, |p| p.value.to_json()),
+                        );
                     }
                     out.insert(name, Json::Object(entry));
                 }
@@ -172,6 +226,7 @@ impl Command {
             }
             Command::Fetch { key, opts } => history::fetch(db, &key, opts).await.map(Reply::Value),
             Command::Stats => Ok(Reply::Value(stats(db))),
+            Command::Types => Ok(Reply::Value(types(db))),
             Command::Ping(payload) => Ok(Reply::Value(json!({ "pong": payload }))),
             Command::Add { key, step, .. } => return Ok((Reply::Ack, db.add(&key, step).await?)),
             Command::Delete { key } => db.delete(&key).await.map(|_| Reply::Ack),
@@ -182,7 +237,12 @@ impl Command {
 }
 
 fn stats(db: &Db) -> Json {
-    let ops: Map<String, Json> = db.stats().ops().into_iter().map(|(k, v)| (k.to_string(), Json::from(v))).collect();
+    let ops: Map<String, Json> = db
+        .stats()
+        .ops()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Json::from(v)))
+        .collect();
     json!({
         "keys_count": db.key_count(),
         "uptime": db.stats().uptime_secs(),
@@ -191,12 +251,40 @@ fn stats(db: &Db) -> Json {
         "data_points_count": db.store().approximate_points(),
         "pushes_sent": db.pubsub().pushes_sent(),
         "disk_bytes": db.store().disk_space().unwrap_or(0),
-        "types": db.registry().all().iter().map(|p| json!({
-            "name": p.info.name,
-            "version": p.info.version,
-            "source": p.source.display().to_string(),
-        })).collect::<Vec<_>>(),
     })
+}
+
+fn types(db: &Db) -> Json {
+    let loaded: Map<String, Json> = db
+        .registry()
+        .all()
+        .iter()
+        .map(|p| {
+            let loaded_at = p.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            (
+                p.info.name.clone(),
+                json!({
+                    "version": p.info.version,
+                    "description": p.info.description,
+                    "source": p.source.display().to_string(),
+                    "loaded_at": number_json(loaded_at),
+                    "default_options": serde_json::from_str::<Json>(&p.info.default_options).unwrap_or(Json::Null),
+                }),
+            )
+        })
+        .collect();
+    let files: Map<String, Json> = db
+        .registry()
+        .files()
+        .into_iter()
+        .map(|(path, status)| {
+            (
+                path.display().to_string(),
+                json!({"type": status.type_name, "last_error": status.last_error}),
+            )
+        })
+        .collect();
+    json!({"types": loaded, "files": files})
 }
 
 fn key_arg(args: &Json) -> Result<String> {
@@ -226,7 +314,9 @@ fn definitions(args: &Json) -> Result<Vec<Definition>> {
     keys.iter()
         .map(|(key, spec)| {
             let Json::Object(spec) = spec else {
-                return Err(Error::query(format!("definition of {key:?} must be an object")));
+                return Err(Error::query(format!(
+                    "definition of {key:?} must be an object"
+                )));
             };
             let mut opts = Map::new();
             let mut type_name = None;
@@ -256,17 +346,27 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Command> {
-        let json: Json = serde_json::from_str(text).map_err(|e| Error::InvalidJson(e.to_string()))?;
-        Command::parse(json.as_object().ok_or_else(|| Error::query("not an object"))?)
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| Error::InvalidJson(e.to_string()))?;
+        Command::parse(
+            json.as_object()
+                .ok_or_else(|| Error::query("not an object"))?,
+        )
     }
 
     #[test]
     fn define_reads_flat_and_nested_options() -> Result<()> {
-        let Command::Define { keys } = parse(r#"{"define": {"a": {"type": "uptime", "max_time": 7, "opts": {"min_resolution": 1}}}}"#)? else {
+        let Command::Define { keys } = parse(
+            r#"{"define": {"a": {"type": "uptime", "max_time": 7, "opts": {"min_resolution": 1}}}}"#,
+        )?
+        else {
             panic!("not a define");
         };
         assert_eq!(keys[0].type_name.as_deref(), Some("uptime"));
-        assert_eq!(Json::Object(keys[0].opts.clone()), json!({"max_time": 7, "min_resolution": 1}));
+        assert_eq!(
+            Json::Object(keys[0].opts.clone()),
+            json!({"max_time": 7, "min_resolution": 1})
+        );
         Ok(())
     }
 
@@ -280,13 +380,22 @@ mod tests {
             r#"{"fetch": {"key": "a", "opts": {"step": "5q"}}}"#,
             r#"{"get": {"key": "a"}, "put": {"key": "a", "value": 1}}"#,
         ] {
-            assert_eq!(parse(bad).map_err(|e| e.code().to_string()).err().as_deref(), Some("invalid_query"), "{bad}");
+            assert_eq!(
+                parse(bad)
+                    .map_err(|e| e.code().to_string())
+                    .err()
+                    .as_deref(),
+                Some("invalid_query"),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn unknown_requests_are_recognised_as_such() -> Result<()> {
-        assert!(matches!(parse(r#"{"frobnicate": {}}"#)?, Command::Unknown(n) if n == "frobnicate"));
+        assert!(
+            matches!(parse(r#"{"frobnicate": {}}"#)?, Command::Unknown(n) if n == "frobnicate")
+        );
         Ok(())
     }
 }

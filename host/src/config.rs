@@ -24,6 +24,8 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     /// Load the built-in types compiled into the binary. Default = true.
     pub builtin_types: bool,
+    /// Reload plugins when files in `plugins_dir` change. Default = true.
+    pub hot_reload: bool,
     /// When an acknowledged write is on disk: `"sync"` (default: fsynced before the ack;
     /// survives kill -9 and power loss) or a number of milliseconds (acked once handed to the
     /// OS; fsynced at least that often, so a power loss can lose that window).
@@ -62,6 +64,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             plugins_dir: PathBuf::from("plugins"),
             builtin_types: true,
+            hot_reload: true,
             durability: DurabilityConfig::Named(DurabilityName::Sync),
             plugin_deadline_ms: 500,
             plugin_memory_mib: 64,
@@ -83,7 +86,9 @@ impl Config {
     pub fn durability(&self) -> Durability {
         match self.durability {
             DurabilityConfig::Named(DurabilityName::Sync) => Durability::Sync,
-            DurabilityConfig::IntervalMs(ms) => Durability::Interval(Duration::from_millis(ms.max(1))),
+            DurabilityConfig::IntervalMs(ms) => {
+                Durability::Interval(Duration::from_millis(ms.max(1)))
+            }
         }
     }
 
@@ -113,8 +118,14 @@ mod tests {
     #[test]
     fn interval_durability_parses() -> anyhow::Result<()> {
         let config: Config = toml::from_str("durability = 20")?;
-        assert_eq!(config.durability(), Durability::Interval(Duration::from_millis(20)));
-        assert!(toml::from_str::<Config>("listn = \"x\"").is_err(), "unknown fields are refused");
+        assert_eq!(
+            config.durability(),
+            Durability::Interval(Duration::from_millis(20))
+        );
+        assert!(
+            toml::from_str::<Config>("listn = \"x\"").is_err(),
+            "unknown fields are refused"
+        );
         Ok(())
     }
 }

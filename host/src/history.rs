@@ -116,14 +116,20 @@ pub fn parse_step(v: &Json) -> Result<f64> {
 pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
     let Ok((_, effective, plugin)) = db.describe(key).await else {
         // A key that does not exist has no history.
-        return Ok(if opts.single.is_some() { Json::Null } else { json!([]) });
+        return Ok(if opts.single.is_some() {
+            Json::Null
+        } else {
+            json!([])
+        });
     };
     let store = db.store().clone();
     let key = key.to_string();
     let current = db.latest(&key).await;
 
     if let Some(single) = opts.single {
-        let Some(current) = current else { return Ok(Json::Null) };
+        let Some(current) = current else {
+            return Ok(Json::Null);
+        };
         return match single {
             Single::Last => Ok(point_row(&current)),
             Single::Previous => {
@@ -132,7 +138,9 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
                     let mut until = current.time;
                     loop {
                         let page = store.range_rev(&key, f64::NEG_INFINITY, until, 1024)?;
-                        let Some(last) = page.last() else { return Ok(None) };
+                        let Some(last) = page.last() else {
+                            return Ok(None);
+                        };
                         let next_until = last.time.next_down();
                         if let Some(p) = page.into_iter().find(|p| p.value != current.value) {
                             return Ok(Some(p));
@@ -150,7 +158,10 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
     if opts.timespans {
         let since = opts.since.unwrap_or(until - 86_400.0);
         let (carried, points) = blocking(move || {
-            Ok((store.point_before(&key, since)?, store.range(&key, since, until)?))
+            Ok((
+                store.point_before(&key, since)?,
+                store.range(&key, since, until)?,
+            ))
         })
         .await?;
         let wanted = opts.span_value.unwrap_or(Json::Bool(true));
@@ -179,7 +190,14 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
         None => {
             let store = store.clone();
             let key = key.clone();
-            match blocking(move || Ok(store.range(&key, f64::NEG_INFINITY, until)?.into_iter().next())).await? {
+            match blocking(move || {
+                Ok(store
+                    .range(&key, f64::NEG_INFINITY, until)?
+                    .into_iter()
+                    .next())
+            })
+            .await?
+            {
                 Some(first) => first.time,
                 None => return Ok(json!([])),
             }
@@ -192,7 +210,9 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
             "{buckets} buckets requested, at most {MAX_BUCKETS}: use a larger step or a shorter range"
         )));
     }
-    let mut edges: Vec<Time> = (0..=buckets as usize).map(|i| first + i as f64 * step).collect();
+    let mut edges: Vec<Time> = (0..=buckets as usize)
+        .map(|i| first + i as f64 * step)
+        .collect();
     // The last bucket ends now at the latest: the future is not known yet.
     if let Some(last) = edges.last_mut() {
         *last = last.min(now().max(until));
@@ -203,16 +223,21 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
         blocking(move || {
             let points = store.range(&key, first, end)?;
             if points.len() > MAX_SCANNED {
-                return Err(Error::LimitExceeded(format!("more than {MAX_SCANNED} points to summarise")));
+                return Err(Error::LimitExceeded(format!(
+                    "more than {MAX_SCANNED} points to summarise"
+                )));
             }
             Ok((store.point_before(&key, first)?, points))
         })
         .await?
     };
     let points: Vec<Point> = points.into_iter().filter(|p| p.time < end).collect();
-    let summaries = tokio::task::spawn_blocking(move || summarize_chunked(&plugin, &effective, &edges, carried, &points).map(|s| (s, edges, plugin, effective)))
-        .await
-        .map_err(|e| Error::Storage(format!("summarising: {e}")))?;
+    let summaries = tokio::task::spawn_blocking(move || {
+        summarize_chunked(&plugin, &effective, &edges, carried, &points)
+            .map(|s| (s, edges, plugin, effective))
+    })
+    .await
+    .map_err(|e| Error::Storage(format!("summarising: {e}")))?;
     let (summaries, edges, plugin, effective) = summaries?;
     let rendered = plugin.render(&effective, &summaries, &[])?;
     let rows = rendered
@@ -267,7 +292,9 @@ fn summarize_chunked(
             let mut c = carried.clone();
             for (k, chunk) in group.chunks(SUMMARIZE_CHUNK).enumerate() {
                 // Each sub-bucket ends where the next chunk's first point starts.
-                let stop = group.get((k + 1) * SUMMARIZE_CHUNK).map_or(edges[j], |next| next.time);
+                let stop = group
+                    .get((k + 1) * SUMMARIZE_CHUNK)
+                    .map_or(edges[j], |next| next.time);
                 parts.extend(plugin.summarize(options, &[start, stop], c.as_ref(), chunk)?);
                 c = chunk.last().cloned();
                 start = stop;
@@ -323,7 +350,15 @@ mod tests {
 
     #[test]
     fn steps_parse_in_every_unit() {
-        for (s, secs) in [("5S", 5.0), ("5M", 300.0), ("6H", 21_600.0), ("1d", 86_400.0), ("2w", 1_209_600.0), ("1m", 2_678_400.0), ("1y", 31_536_000.0)] {
+        for (s, secs) in [
+            ("5S", 5.0),
+            ("5M", 300.0),
+            ("6H", 21_600.0),
+            ("1d", 86_400.0),
+            ("2w", 1_209_600.0),
+            ("1m", 2_678_400.0),
+            ("1y", 31_536_000.0),
+        ] {
             assert_eq!(parse_step(&json!(s)).ok(), Some(secs), "{s}");
         }
         for bad in ["", "M", "5", "5x", "-1M", "0M"] {
@@ -333,10 +368,29 @@ mod tests {
 
     #[test]
     fn timespans_close_on_false_and_leave_the_last_open() {
-        let p = |time, b| Point { time, value: Value::Bool(b) };
-        let spans = timespans(&json!(true), 100.0, Some(&p(50.0, true)), &[p(110.0, false), p(120.0, true), p(125.0, true), p(130.0, false), p(140.0, true)]);
+        let p = |time, b| Point {
+            time,
+            value: Value::Bool(b),
+        };
+        let spans = timespans(
+            &json!(true),
+            100.0,
+            Some(&p(50.0, true)),
+            &[
+                p(110.0, false),
+                p(120.0, true),
+                p(125.0, true),
+                p(130.0, false),
+                p(140.0, true),
+            ],
+        );
         assert_eq!(spans, json!([[100, 10], [120, 10], [140, null]]));
-        let off = timespans(&json!(false), 100.0, Some(&p(50.0, true)), &[p(110.0, false), p(120.0, true)]);
+        let off = timespans(
+            &json!(false),
+            100.0,
+            Some(&p(50.0, true)),
+            &[p(110.0, false), p(120.0, true)],
+        );
         assert_eq!(off, json!([[110, 10]]));
     }
 }

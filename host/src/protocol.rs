@@ -57,7 +57,12 @@ pub async fn answer(db: &Db, me: &Subscriber, dialect: Dialect, payload: &[u8]) 
             }
             Json::Array(replies)
         }
-        request => start_one(db, me, dialect, request).await.finish(dialect).await,
+        request => {
+            start_one(db, me, dialect, request)
+                .await
+                .finish(dialect)
+                .await
+        }
     }
 }
 
@@ -86,7 +91,11 @@ impl Started {
 
 async fn start_one(db: &Db, me: &Subscriber, dialect: Dialect, request: Json) -> Started {
     let Json::Object(request) = request else {
-        return Started::Done(encode(dialect, Err(Error::query("a request is a JSON object")), None));
+        return Started::Done(encode(
+            dialect,
+            Err(Error::query("a request is a JSON object")),
+            None,
+        ));
     };
     let query_id = request.get("query_id").cloned();
     let command = match Command::parse(&request) {

@@ -41,18 +41,20 @@ impl PubSub {
     /// Subscribes a connection to a key (a key that does not exist yet is fine).
     pub fn subscribe(&self, key: &str, sub: Subscriber) {
         if let Ok(mut subs) = self.subs.write() {
-            subs.entry(key.to_string()).or_default().insert(sub.conn, sub);
+            subs.entry(key.to_string())
+                .or_default()
+                .insert(sub.conn, sub);
         }
     }
 
     /// Ends one subscription.
     pub fn unsubscribe(&self, key: &str, conn: ConnId) {
-        if let Ok(mut subs) = self.subs.write() {
-            if let Some(set) = subs.get_mut(key) {
-                set.remove(&conn);
-                if set.is_empty() {
-                    subs.remove(key);
-                }
+        if let Ok(mut subs) = self.subs.write()
+            && let Some(set) = subs.get_mut(key)
+        {
+            set.remove(&conn);
+            if set.is_empty() {
+                subs.remove(key);
             }
         }
     }
@@ -69,7 +71,10 @@ impl PubSub {
 
     /// How many subscriptions exist right now.
     pub fn count(&self) -> usize {
-        self.subs.read().map(|s| s.values().map(HashMap::len).sum()).unwrap_or(0)
+        self.subs
+            .read()
+            .map(|s| s.values().map(HashMap::len).sum())
+            .unwrap_or(0)
     }
 
     /// Total pushes queued since start.
@@ -88,7 +93,11 @@ impl PubSub {
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if !sub.kick.is_cancelled() {
-                        tracing::warn!(conn = sub.conn, key, "subscriber reads too slowly; disconnecting it");
+                        tracing::warn!(
+                            conn = sub.conn,
+                            key,
+                            "subscriber reads too slowly; disconnecting it"
+                        );
                         sub.kick.cancel();
                     }
                 }

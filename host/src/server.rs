@@ -9,9 +9,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,6 +41,7 @@ pub struct Server {
     db: Arc<Db>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    _watcher: Option<crate::plugins::PluginWatcher>,
 }
 
 impl Server {
@@ -64,6 +65,11 @@ impl Server {
             Ok(())
         })
         .await??;
+        let watcher = if config.hot_reload {
+            crate::plugins::watch(registry.clone(), shutdown.clone())
+        } else {
+            None
+        };
         let db = Db::open(store, writer, registry).await?;
 
         let limits = ConnectionLimits {
@@ -73,12 +79,26 @@ impl Server {
         let tasks = TaskTracker::new();
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        tasks.spawn(run(listener, None, db.clone(), limits, shutdown.clone(), tasks.clone()));
+        tasks.spawn(run(
+            listener,
+            None,
+            db.clone(),
+            limits,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         let v2_addr = match config.v2_listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr).await?;
                 let addr = listener.local_addr()?;
-                tasks.spawn(run(listener, Some(Dialect::V2), db.clone(), limits, shutdown.clone(), tasks.clone()));
+                tasks.spawn(run(
+                    listener,
+                    Some(Dialect::V2),
+                    db.clone(),
+                    limits,
+                    shutdown.clone(),
+                    tasks.clone(),
+                ));
                 Some(addr)
             }
             None => None,
@@ -90,6 +110,7 @@ impl Server {
             db,
             shutdown,
             tasks,
+            _watcher: watcher,
         })
     }
 
@@ -108,7 +129,10 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; closing anyway");
         }
         let store = self.db.store().clone();
@@ -151,6 +175,8 @@ pub async fn run(
     }
 }
 
+// The handshake callback's error type is tungstenite's, large by its design.
+#[allow(clippy::result_large_err)]
 /// One connection: requests are answered in order; pushes go out between replies, never
 /// before the reply to the request that caused them.
 async fn serve(

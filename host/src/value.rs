@@ -168,10 +168,16 @@ mod tests {
             1e15,
         ];
         for pair in times.windows(2) {
-            assert!(time_to_sortable(pair[0]) <= time_to_sortable(pair[1]), "{pair:?}");
+            assert!(
+                time_to_sortable(pair[0]) <= time_to_sortable(pair[1]),
+                "{pair:?}"
+            );
         }
         for t in times {
-            assert_eq!(time_from_sortable(time_to_sortable(t)).to_bits(), t.to_bits());
+            assert_eq!(
+                time_from_sortable(time_to_sortable(t)).to_bits(),
+                t.to_bits()
+            );
         }
     }
 

@@ -8,7 +8,10 @@ use komoku_tests::{Client, TestServer};
 use serde_json::{Value as Json, json};
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 fn f(v: &Json) -> f64 {
@@ -19,9 +22,11 @@ fn f(v: &Json) -> f64 {
 async fn uptime_turns_false_at_last_true_plus_max_time_and_pushes_it() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.6}}})).await?;
+    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.6}}}))
+        .await?;
     c.request(json!({"sub": {"key": "up"}})).await?;
-    c.request(json!({"put": {"key": "up", "value": true}})).await?;
+    c.request(json!({"put": {"key": "up", "value": true}}))
+        .await?;
     let on = c.push().await?;
     assert_eq!(on["pub"]["value"], json!(true));
     let t_true = f(&on["pub"]["time"]);
@@ -31,9 +36,20 @@ async fn uptime_turns_false_at_last_true_plus_max_time_and_pushes_it() -> Result
     assert_eq!(off["pub"]["value"], json!(false));
     assert_eq!(off["pub"]["previous"], json!(true));
     let t_false = f(&off["pub"]["time"]);
-    assert!((t_false - (t_true + 0.6)).abs() < 1e-6, "stored at {t_false}, expected {}", t_true + 0.6);
-    assert!(arrived - t_false < 0.05 + 0.02, "pushed {:.0} ms late", (arrived - t_false) * 1000.0);
-    assert_eq!(c.request(json!({"last": {"key": "up"}})).await?["value"], json!(false));
+    assert!(
+        (t_false - (t_true + 0.6)).abs() < 1e-6,
+        "stored at {t_false}, expected {}",
+        t_true + 0.6
+    );
+    assert!(
+        arrived - t_false < 0.05 + 0.02,
+        "pushed {:.0} ms late",
+        (arrived - t_false) * 1000.0
+    );
+    assert_eq!(
+        c.request(json!({"last": {"key": "up"}})).await?["value"],
+        json!(false)
+    );
     Ok(())
 }
 
@@ -41,14 +57,23 @@ async fn uptime_turns_false_at_last_true_plus_max_time_and_pushes_it() -> Result
 async fn a_true_within_max_time_re_arms_the_expiry() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.5}}})).await?;
+    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.5}}}))
+        .await?;
     for _ in 0..4 {
-        c.request(json!({"put": {"key": "up", "value": true}})).await?;
+        c.request(json!({"put": {"key": "up", "value": true}}))
+            .await?;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(c.request(json!({"get": {"key": "up"}})).await?, json!(true), "refreshed every 250 ms");
+    assert_eq!(
+        c.request(json!({"get": {"key": "up"}})).await?,
+        json!(true),
+        "refreshed every 250 ms"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(c.request(json!({"get": {"key": "up"}})).await?, json!(false));
+    assert_eq!(
+        c.request(json!({"get": {"key": "up"}})).await?,
+        json!(false)
+    );
     Ok(())
 }
 
@@ -56,8 +81,10 @@ async fn a_true_within_max_time_re_arms_the_expiry() -> Result<()> {
 async fn uptime_expiry_survives_a_restart_inside_the_window() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 1.5}}})).await?;
-    c.request(json!({"put": {"key": "up", "value": true}})).await?;
+    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 1.5}}}))
+        .await?;
+    c.request(json!({"put": {"key": "up", "value": true}}))
+        .await?;
     let t_true = f(&c.request(json!({"last": {"key": "up"}})).await?["time"]);
     c.close().await?;
     let data = s.stop().await?;
@@ -65,12 +92,20 @@ async fn uptime_expiry_survives_a_restart_inside_the_window() -> Result<()> {
     let s = TestServer::start_with(|cfg| cfg.data_dir = data.path().to_path_buf()).await?;
     let mut c = s.client().await?;
     c.request(json!({"sub": {"key": "up"}})).await?;
-    assert_eq!(c.request(json!({"get": {"key": "up"}})).await?, json!(true), "still inside the window");
+    assert_eq!(
+        c.request(json!({"get": {"key": "up"}})).await?,
+        json!(true),
+        "still inside the window"
+    );
     let off = c.push().await?;
     let arrived = now();
     assert_eq!(off["pub"]["value"], json!(false));
     assert!((f(&off["pub"]["time"]) - (t_true + 1.5)).abs() < 1e-6);
-    assert!(arrived - (t_true + 1.5) < 0.07, "re-armed timer fired {:.0} ms late", (arrived - t_true - 1.5) * 1000.0);
+    assert!(
+        arrived - (t_true + 1.5) < 0.07,
+        "re-armed timer fired {:.0} ms late",
+        (arrived - t_true - 1.5) * 1000.0
+    );
     drop(data);
     Ok(())
 }
@@ -79,8 +114,10 @@ async fn uptime_expiry_survives_a_restart_inside_the_window() -> Result<()> {
 async fn uptime_expiry_that_fell_due_while_down_is_stored_at_its_past_time() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.3}}})).await?;
-    c.request(json!({"put": {"key": "up", "value": true, "time": now()}})).await?;
+    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.3}}}))
+        .await?;
+    c.request(json!({"put": {"key": "up", "value": true, "time": now()}}))
+        .await?;
     let t_true = f(&c.request(json!({"last": {"key": "up"}})).await?["time"]);
     c.close().await?;
     // Stop before the expiry fires (the window is 300 ms)...
@@ -98,7 +135,12 @@ async fn uptime_expiry_that_fell_due_while_down_is_stored_at_its_past_time() -> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(last["value"], json!(false));
-    assert!((f(&last["time"]) - (t_true + 0.3)).abs() < 1e-6, "stored at {}, expected {}", last["time"], t_true + 0.3);
+    assert!(
+        (f(&last["time"]) - (t_true + 0.3)).abs() < 1e-6,
+        "stored at {}, expected {}",
+        last["time"],
+        t_true + 0.3
+    );
     let history = c.request(json!({"fetch": {"key": "up"}})).await?;
     assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
     drop(data);
@@ -109,11 +151,17 @@ async fn uptime_expiry_that_fell_due_while_down_is_stored_at_its_past_time() -> 
 async fn changing_max_time_re_arms() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 60}}})).await?;
-    c.request(json!({"put": {"key": "up", "value": true}})).await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.2}}})).await?;
+    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 60}}}))
+        .await?;
+    c.request(json!({"put": {"key": "up", "value": true}}))
+        .await?;
+    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.2}}}))
+        .await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(c.request(json!({"get": {"key": "up"}})).await?, json!(false));
+    assert_eq!(
+        c.request(json!({"get": {"key": "up"}})).await?,
+        json!(false)
+    );
     Ok(())
 }
 
@@ -126,7 +174,10 @@ async fn thirty_two_clients_incrementing_one_counter_lose_nothing() -> Result<()
         tasks.push(tokio::spawn(async move {
             let mut c = Client::connect(&url).await?;
             for _ in 0..1000 {
-                anyhow::ensure!(c.request(json!({"increment": {"key": "hits"}})).await? == json!({"result": "ok"}));
+                anyhow::ensure!(
+                    c.request(json!({"increment": {"key": "hits"}})).await?
+                        == json!({"result": "ok"})
+                );
             }
             anyhow::Ok(())
         }));
@@ -135,7 +186,10 @@ async fn thirty_two_clients_incrementing_one_counter_lose_nothing() -> Result<()
         t.await??;
     }
     let mut c = s.client().await?;
-    assert_eq!(c.request(json!({"get": {"key": "hits"}})).await?, json!(32000));
+    assert_eq!(
+        c.request(json!({"get": {"key": "hits"}})).await?,
+        json!(32000)
+    );
     Ok(())
 }
 
@@ -145,9 +199,18 @@ async fn numeric_refuses_nan_and_infinities_given_as_text() -> Result<()> {
     let mut c = s.client().await?;
     c.request(json!({"put": {"key": "n", "value": 1}})).await?;
     for bad in ["NaN", "inf", "-Infinity", "1e5", "0x10", " 1"] {
-        assert_eq!(c.request(json!({"put": {"key": "n", "value": bad}})).await?, json!({"error": "invalid_value"}), "{bad}");
+        assert_eq!(
+            c.request(json!({"put": {"key": "n", "value": bad}}))
+                .await?,
+            json!({"error": "invalid_value"}),
+            "{bad}"
+        );
     }
-    assert_eq!(c.request(json!({"put": {"key": "n", "value": "42"}})).await?, json!("ack"));
+    assert_eq!(
+        c.request(json!({"put": {"key": "n", "value": "42"}}))
+            .await?,
+        json!("ack")
+    );
     assert_eq!(c.request(json!({"get": {"key": "n"}})).await?, json!(42));
     Ok(())
 }
@@ -156,34 +219,65 @@ async fn numeric_refuses_nan_and_infinities_given_as_text() -> Result<()> {
 async fn string_allowed_set_refuses_other_values_and_keeps_old_history_readable() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"put": {"key": "alarm", "value": "off", "time": 10}})).await?;
+    c.request(json!({"put": {"key": "alarm", "value": "off", "time": 10}}))
+        .await?;
     assert_eq!(
         c.request(json!({"define": {"alarm": {"type": "string", "allowed": ["armed", "disabled", "waiting"]}}})).await?,
         json!("ack"),
         "setting allowed over history holding other values is accepted"
     );
-    assert_eq!(c.request(json!({"put": {"key": "alarm", "value": "armed", "time": 20}})).await?, json!("ack"));
-    assert_eq!(c.request(json!({"put": {"key": "alarm", "value": "party"}})).await?, json!({"error": "value_not_allowed"}));
-    assert_eq!(c.request(json!({"fetch": {"key": "alarm"}})).await?, json!([[10, "off"], [20, "armed"]]));
+    assert_eq!(
+        c.request(json!({"put": {"key": "alarm", "value": "armed", "time": 20}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "alarm", "value": "party"}}))
+            .await?,
+        json!({"error": "value_not_allowed"})
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "alarm"}})).await?,
+        json!([[10, "off"], [20, "armed"]])
+    );
 
     let mut v2 = s.client_v2().await?;
-    assert_eq!(v2.request(json!({"put": {"key": "alarm", "value": "party"}})).await?, json!({"error": "value_not_allowed"}));
+    assert_eq!(
+        v2.request(json!({"put": {"key": "alarm", "value": "party"}}))
+            .await?,
+        json!({"error": "value_not_allowed"})
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn string_log_mode_keeps_repeats_and_state_mode_honours_same_value_resolution() -> Result<()> {
+async fn string_log_mode_keeps_repeats_and_state_mode_honours_same_value_resolution() -> Result<()>
+{
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"log": {"type": "string", "mode": "log", "same_value_resolution": 100}}})).await?;
-    c.request(json!({"define": {"state": {"type": "string", "same_value_resolution": 100}}})).await?;
+    c.request(
+        json!({"define": {"log": {"type": "string", "mode": "log", "same_value_resolution": 100}}}),
+    )
+    .await?;
+    c.request(json!({"define": {"state": {"type": "string", "same_value_resolution": 100}}}))
+        .await?;
     for t in [1, 2, 3] {
         for key in ["log", "state"] {
-            assert_eq!(c.request(json!({"put": {"key": key, "value": "same", "time": t}})).await?, json!("ack"));
+            assert_eq!(
+                c.request(json!({"put": {"key": key, "value": "same", "time": t}}))
+                    .await?,
+                json!("ack")
+            );
         }
     }
-    assert_eq!(c.request(json!({"fetch": {"key": "log"}})).await?, json!([[1, "same"], [2, "same"], [3, "same"]]));
-    assert_eq!(c.request(json!({"fetch": {"key": "state"}})).await?, json!([[1, "same"]]));
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "log"}})).await?,
+        json!([[1, "same"], [2, "same"], [3, "same"]])
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "state"}})).await?,
+        json!([[1, "same"]])
+    );
     Ok(())
 }
 
@@ -191,14 +285,30 @@ async fn string_log_mode_keeps_repeats_and_state_mode_honours_same_value_resolut
 async fn same_value_and_min_resolution_skip_storing_but_still_acknowledge() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"svr": {"type": "numeric", "same_value_resolution": 10}}})).await?;
-    c.request(json!({"define": {"mr": {"type": "numeric", "min_resolution": 10}}})).await?;
+    c.request(json!({"define": {"svr": {"type": "numeric", "same_value_resolution": 10}}}))
+        .await?;
+    c.request(json!({"define": {"mr": {"type": "numeric", "min_resolution": 10}}}))
+        .await?;
     for (t, v) in [(100, 1), (105, 1), (106, 2), (111, 1), (120, 1)] {
-        assert_eq!(c.request(json!({"put": {"key": "svr", "value": v, "time": t}})).await?, json!("ack"));
-        assert_eq!(c.request(json!({"put": {"key": "mr", "value": v, "time": t}})).await?, json!("ack"));
+        assert_eq!(
+            c.request(json!({"put": {"key": "svr", "value": v, "time": t}}))
+                .await?,
+            json!("ack")
+        );
+        assert_eq!(
+            c.request(json!({"put": {"key": "mr", "value": v, "time": t}}))
+                .await?,
+            json!("ack")
+        );
     }
-    assert_eq!(c.request(json!({"fetch": {"key": "svr"}})).await?, json!([[100, 1], [106, 2], [111, 1]]));
-    assert_eq!(c.request(json!({"fetch": {"key": "mr"}})).await?, json!([[100, 1], [111, 1]]));
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "svr"}})).await?,
+        json!([[100, 1], [106, 2], [111, 1]])
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "mr"}})).await?,
+        json!([[100, 1], [111, 1]])
+    );
     Ok(())
 }
 
@@ -206,13 +316,28 @@ async fn same_value_and_min_resolution_skip_storing_but_still_acknowledge() -> R
 async fn a_skipped_put_still_refreshes_an_uptime_key() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.5, "same_value_resolution": 60}}})).await?;
+    c.request(
+        json!({"define": {"up": {"type": "uptime", "max_time": 0.5, "same_value_resolution": 60}}}),
+    )
+    .await?;
     for _ in 0..4 {
-        c.request(json!({"put": {"key": "up", "value": true}})).await?;
+        c.request(json!({"put": {"key": "up", "value": true}}))
+            .await?;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(c.request(json!({"fetch": {"key": "up"}})).await?.as_array().map(Vec::len), Some(1), "repeats not stored");
-    assert_eq!(c.request(json!({"get": {"key": "up"}})).await?, json!(true), "but they refreshed the key");
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "up"}}))
+            .await?
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "repeats not stored"
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "up"}})).await?,
+        json!(true),
+        "but they refreshed the key"
+    );
     Ok(())
 }
 
@@ -228,44 +353,118 @@ async fn define_refuses_unknown_options_and_wrong_types() -> Result<()> {
         json!({"s": {"type": "string", "mode": "diary"}}),
         json!({"b": {"type": "boolean", "same_value_resolution": "x"}}),
     ] {
-        assert_eq!(c.request(json!({"define": bad})).await?, json!({"error": "invalid_option"}), "{bad}");
+        assert_eq!(
+            c.request(json!({"define": bad})).await?,
+            json!({"error": "invalid_option"}),
+            "{bad}"
+        );
     }
-    assert_eq!(c.request(json!({"keys": {}})).await?, json!({}), "nothing was created");
+    assert_eq!(
+        c.request(json!({"keys": {}})).await?,
+        json!({}),
+        "nothing was created"
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn increment_on_a_numeric_key_is_refused_and_a_counter_accepts_puts() -> Result<()> {
+async fn numeric_keys_count_like_the_original_booleans_refuse_and_counters_accept_puts()
+-> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client_v2().await?;
+    // The original's sequence: a key first put 1 (so numeric), +2.4, -1, -1.2.
     c.request(json!({"put": {"key": "n", "value": 1}})).await?;
-    assert_eq!(c.request(json!({"increment": {"key": "n"}})).await?, json!({"error": "unsupported_operation"}));
-    c.request(json!({"define": {"c": {"type": "counter"}}})).await?;
+    c.request(json!({"increment": {"key": "n", "step": 2.4}}))
+        .await?;
+    c.request(json!({"decrement": {"key": "n"}})).await?;
+    c.request(json!({"decrement": {"key": "n", "step": 1.2}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"get": {"key": "n"}})).await?,
+        json!({"result": 1.2})
+    );
+    c.request(json!({"put": {"key": "b", "value": true}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"increment": {"key": "b"}})).await?,
+        json!({"error": "unsupported_operation"})
+    );
+    c.request(json!({"define": {"c": {"type": "counter"}}}))
+        .await?;
     c.request(json!({"put": {"key": "c", "value": 10}})).await?;
-    c.request(json!({"increment": {"key": "c", "step": 5}})).await?;
-    assert_eq!(c.request(json!({"get": {"key": "c"}})).await?, json!({"result": 15}));
+    c.request(json!({"increment": {"key": "c", "step": 5}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"get": {"key": "c"}})).await?,
+        json!({"result": 15})
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn delete_removes_a_key_and_its_history_and_subscribers_see_it_again_when_re_created() -> Result<()> {
+async fn delete_removes_a_key_and_its_history_and_subscribers_see_it_again_when_re_created()
+-> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client_v2().await?;
     let mut sub = s.client().await?;
     sub.request(json!({"sub": {"key": "k"}})).await?;
-    c.request(json!({"put": {"key": "k", "value": 1, "time": 5}})).await?;
+    c.request(json!({"put": {"key": "k", "value": 1, "time": 5}}))
+        .await?;
     sub.push().await?;
-    assert_eq!(c.request(json!({"delete": {"key": "k"}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"get": {"key": "k"}})).await?, json!({"result": null}));
-    assert_eq!(c.request(json!({"fetch": {"key": "k"}})).await?, json!({"result": []}));
+    assert_eq!(
+        c.request(json!({"delete": {"key": "k"}})).await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "k"}})).await?,
+        json!({"result": null})
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "k"}})).await?,
+        json!({"result": []})
+    );
     assert_eq!(c.request(json!({"keys": {}})).await?, json!({"result": {}}));
     // Re-created with another type: the subscriber is still subscribed.
-    c.request(json!({"put": {"key": "k", "value": "back"}})).await?;
+    c.request(json!({"put": {"key": "k", "value": "back"}}))
+        .await?;
     let push = sub.push().await?;
     assert_eq!(push["pub"]["value"], json!("back"));
     assert_eq!(push["pub"]["previous"], json!(null));
     // v1 has the same request.
-    assert_eq!(sub.request(json!({"delete": {"key": "k"}})).await?, json!("ack"));
-    assert_eq!(sub.request(json!({"get": {"key": "k"}})).await?, json!(null));
+    assert_eq!(
+        sub.request(json!({"delete": {"key": "k"}})).await?,
+        json!("ack")
+    );
+    assert_eq!(
+        sub.request(json!({"get": {"key": "k"}})).await?,
+        json!(null)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refresh_that_was_not_stored_still_counts_after_a_restart() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    c.request(
+        json!({"define": {"up": {"type": "uptime", "max_time": 3, "same_value_resolution": 60}}}),
+    )
+    .await?;
+    let t0 = now();
+    c.request(json!({"put": {"key": "up", "value": true, "time": t0 - 2.5}}))
+        .await?;
+    c.request(json!({"put": {"key": "up", "value": true, "time": t0}}))
+        .await?; // skipped, but a refresh
+    c.close().await?;
+    let data = s.stop().await?;
+    let s = TestServer::start_with(|cfg| cfg.data_dir = data.path().to_path_buf()).await?;
+    let mut c = s.client().await?;
+    c.request(json!({"sub": {"key": "up"}})).await?;
+    // Counted from the stored point the key would expire at t0 + 0.5; from the refresh, t0 + 3.
+    tokio::time::sleep(Duration::from_secs_f64((t0 + 1.0 - now()).max(0.0))).await;
+    assert_eq!(c.request(json!({"get": {"key": "up"}})).await?, json!(true));
+    let off = c.push().await?;
+    assert!((f(&off["pub"]["time"]) - (t0 + 3.0)).abs() < 1e-6, "{off}");
+    drop(data);
     Ok(())
 }

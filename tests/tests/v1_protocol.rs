@@ -11,14 +11,39 @@ use serde_json::json;
 async fn put_then_get_returns_the_bare_value_and_missing_keys_are_null() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    assert_eq!(c.request(json!({"get": {"key": "nope"}})).await?, json!(null));
-    assert_eq!(c.request(json!({"put": {"key": "foo", "value": 123}})).await?, json!("ack"));
+    assert_eq!(
+        c.request(json!({"get": {"key": "nope"}})).await?,
+        json!(null)
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "foo", "value": 123}}))
+            .await?,
+        json!("ack")
+    );
     assert_eq!(c.request(json!({"get": {"key": "foo"}})).await?, json!(123));
-    assert_eq!(c.request(json!({"put": {"key": "pig", "value": "oink"}})).await?, json!("ack"));
-    assert_eq!(c.request(json!({"get": {"key": "pig"}})).await?, json!("oink"));
-    assert_eq!(c.request(json!({"put": {"key": "door", "value": false}})).await?, json!("ack"));
-    assert_eq!(c.request(json!({"get": {"key": "door"}})).await?, json!(false));
-    assert_eq!(c.request(json!({"put": {"key": "t", "value": 21.5}})).await?, json!("ack"));
+    assert_eq!(
+        c.request(json!({"put": {"key": "pig", "value": "oink"}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "pig"}})).await?,
+        json!("oink")
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "door", "value": false}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "door"}})).await?,
+        json!(false)
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "t", "value": 21.5}}))
+            .await?,
+        json!("ack")
+    );
     assert_eq!(c.request(json!({"get": {"key": "t"}})).await?, json!(21.5));
     Ok(())
 }
@@ -27,8 +52,17 @@ async fn put_then_get_returns_the_bare_value_and_missing_keys_are_null() -> Resu
 async fn put_creates_keys_with_the_guessed_type() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    for (key, value) in [("n", json!(1.5)), ("b1", json!(true)), ("b2", json!("false")), ("s", json!("armed"))] {
-        assert_eq!(c.request(json!({"put": {"key": key, "value": value}})).await?, json!("ack"));
+    for (key, value) in [
+        ("n", json!(1.5)),
+        ("b1", json!(true)),
+        ("b2", json!("false")),
+        ("s", json!("armed")),
+    ] {
+        assert_eq!(
+            c.request(json!({"put": {"key": key, "value": value}}))
+                .await?,
+            json!("ack")
+        );
     }
     let keys = c.request(json!({"keys": {}})).await?;
     assert_eq!(
@@ -40,7 +74,11 @@ async fn put_creates_keys_with_the_guessed_type() -> Result<()> {
             "s": {"type": "string"},
         })
     );
-    assert_eq!(c.request(json!({"get": {"key": "b2"}})).await?, json!(false), "\"false\" is stored as a boolean");
+    assert_eq!(
+        c.request(json!({"get": {"key": "b2"}})).await?,
+        json!(false),
+        "\"false\" is stored as a boolean"
+    );
     Ok(())
 }
 
@@ -49,26 +87,61 @@ async fn existing_keys_cast_or_refuse_with_invalid_value() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
     c.request(json!({"put": {"key": "n", "value": 1}})).await?;
-    assert_eq!(c.request(json!({"put": {"key": "n", "value": "-3.5"}})).await?, json!("ack"));
+    assert_eq!(
+        c.request(json!({"put": {"key": "n", "value": "-3.5"}}))
+            .await?,
+        json!("ack")
+    );
     assert_eq!(c.request(json!({"get": {"key": "n"}})).await?, json!(-3.5));
-    for bad in [json!("3.5.1"), json!("abc"), json!(true), json!(".5"), json!(null)] {
+    for bad in [
+        json!("3.5.1"),
+        json!("abc"),
+        json!(true),
+        json!(".5"),
+        json!(null),
+    ] {
         assert_eq!(
-            c.request(json!({"put": {"key": "n", "value": bad}})).await?,
+            c.request(json!({"put": {"key": "n", "value": bad}}))
+                .await?,
             json!({"error": "invalid_value"}),
             "{bad} to a numeric key"
         );
     }
-    assert_eq!(c.request(json!({"get": {"key": "n"}})).await?, json!(-3.5), "refused puts change nothing");
+    assert_eq!(
+        c.request(json!({"get": {"key": "n"}})).await?,
+        json!(-3.5),
+        "refused puts change nothing"
+    );
 
-    c.request(json!({"put": {"key": "b", "value": true}})).await?;
-    assert_eq!(c.request(json!({"put": {"key": "b", "value": "false"}})).await?, json!("ack"));
+    c.request(json!({"put": {"key": "b", "value": true}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"put": {"key": "b", "value": "false"}}))
+            .await?,
+        json!("ack")
+    );
     assert_eq!(c.request(json!({"get": {"key": "b"}})).await?, json!(false));
-    assert_eq!(c.request(json!({"put": {"key": "b", "value": 1}})).await?, json!({"error": "invalid_value"}));
-    assert_eq!(c.request(json!({"put": {"key": "b", "value": "yes"}})).await?, json!({"error": "invalid_value"}));
+    assert_eq!(
+        c.request(json!({"put": {"key": "b", "value": 1}})).await?,
+        json!({"error": "invalid_value"})
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "b", "value": "yes"}}))
+            .await?,
+        json!({"error": "invalid_value"})
+    );
 
-    c.request(json!({"put": {"key": "s", "value": "text"}})).await?;
-    assert_eq!(c.request(json!({"put": {"key": "s", "value": 3}})).await?, json!("ack"));
-    assert_eq!(c.request(json!({"get": {"key": "s"}})).await?, json!("3"), "3 is stored as \"3\", not \"3.0\"");
+    c.request(json!({"put": {"key": "s", "value": "text"}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"put": {"key": "s", "value": 3}})).await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "s"}})).await?,
+        json!("3"),
+        "3 is stored as \"3\", not \"3.0\""
+    );
     Ok(())
 }
 
@@ -76,15 +149,32 @@ async fn existing_keys_cast_or_refuse_with_invalid_value() -> Result<()> {
 async fn put_with_time_is_stored_at_that_time_and_last_reports_it() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    assert_eq!(c.request(json!({"last": {"key": "foo"}})).await?, json!(null));
-    assert_eq!(c.request(json!({"put": {"key": "foo", "value": 8, "time": 1473007432}})).await?, json!("ack"));
-    assert_eq!(c.request(json!({"last": {"key": "foo"}})).await?, json!({"value": 8, "time": 1473007432}));
-    c.request(json!({"put": {"key": "foo", "value": 9, "time": 1473007432.25}})).await?;
-    assert_eq!(c.request(json!({"last": {"key": "foo"}})).await?, json!({"value": 9, "time": 1473007432.25}));
+    assert_eq!(
+        c.request(json!({"last": {"key": "foo"}})).await?,
+        json!(null)
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "foo", "value": 8, "time": 1473007432}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"last": {"key": "foo"}})).await?,
+        json!({"value": 8, "time": 1473007432})
+    );
+    c.request(json!({"put": {"key": "foo", "value": 9, "time": 1473007432.25}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"last": {"key": "foo"}})).await?,
+        json!({"value": 9, "time": 1473007432.25})
+    );
     // A put without time is stored now.
-    c.request(json!({"put": {"key": "foo", "value": 10}})).await?;
+    c.request(json!({"put": {"key": "foo", "value": 10}}))
+        .await?;
     let last = c.request(json!({"last": {"key": "foo"}})).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
     let t = last["time"].as_f64().unwrap_or_default();
     assert!((now - t).abs() < 5.0, "time {t} is not now ({now})");
     Ok(())
@@ -94,8 +184,13 @@ async fn put_with_time_is_stored_at_that_time_and_last_reports_it() -> Result<()
 async fn keys_lists_opts_only_when_set_and_values_when_asked() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"put": {"key": "foo", "value": 1}})).await?;
-    assert_eq!(c.request(json!({"define": {"moo": {"type": "uptime", "max_time": 77}}})).await?, json!("ack"));
+    c.request(json!({"put": {"key": "foo", "value": 1}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"define": {"moo": {"type": "uptime", "max_time": 77}}}))
+            .await?,
+        json!("ack")
+    );
     assert_eq!(
         c.request(json!({"keys": {}})).await?,
         json!({"foo": {"type": "numeric"}, "moo": {"type": "uptime", "opts": {"max_time": 77}}})
@@ -111,20 +206,37 @@ async fn keys_lists_opts_only_when_set_and_values_when_asked() -> Result<()> {
 async fn define_takes_flat_or_nested_options_merges_them_and_refuses_another_type() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    assert_eq!(c.request(json!({"define": {"up": {"type": "uptime", "opts": {"max_time": 10}}}})).await?, json!("ack"));
-    assert_eq!(c.request(json!({"define": {"up": {"type": "uptime", "same_value_resolution": 5}}})).await?, json!("ack"));
+    assert_eq!(
+        c.request(json!({"define": {"up": {"type": "uptime", "opts": {"max_time": 10}}}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"define": {"up": {"type": "uptime", "same_value_resolution": 5}}}))
+            .await?,
+        json!("ack")
+    );
     assert_eq!(
         c.request(json!({"keys": {}})).await?,
         json!({"up": {"type": "uptime", "opts": {"max_time": 10, "same_value_resolution": 5}}})
     );
-    assert_eq!(c.request(json!({"define": {"up": {"type": "uptime", "max_time": 20}}})).await?, json!("ack"));
-    assert_eq!(c.request(json!({"keys": {}})).await?["up"]["opts"]["max_time"], json!(20));
     assert_eq!(
-        c.request(json!({"define": {"up": {"type": "numeric"}}})).await?,
+        c.request(json!({"define": {"up": {"type": "uptime", "max_time": 20}}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"keys": {}})).await?["up"]["opts"]["max_time"],
+        json!(20)
+    );
+    assert_eq!(
+        c.request(json!({"define": {"up": {"type": "numeric"}}}))
+            .await?,
         json!({"error": "type_mismatch"})
     );
     assert_eq!(
-        c.request(json!({"define": {"x": {"type": "no_such_type"}}})).await?,
+        c.request(json!({"define": {"x": {"type": "no_such_type"}}}))
+            .await?,
         json!({"error": "unknown_type"})
     );
     Ok(())
@@ -134,9 +246,18 @@ async fn define_takes_flat_or_nested_options_merges_them_and_refuses_another_typ
 async fn subscribers_get_pushes_with_both_previous_fields_after_the_put_reply() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    assert_eq!(c.request(json!({"sub": {"key": "foo"}})).await?, json!("ack"), "a key that does not exist yet");
-    c.send_text(&json!({"put": {"key": "foo", "value": 1}}).to_string()).await?;
-    assert_eq!(c.next_message().await?, json!("ack"), "the reply comes before the push it causes");
+    assert_eq!(
+        c.request(json!({"sub": {"key": "foo"}})).await?,
+        json!("ack"),
+        "a key that does not exist yet"
+    );
+    c.send_text(&json!({"put": {"key": "foo", "value": 1}}).to_string())
+        .await?;
+    assert_eq!(
+        c.next_message().await?,
+        json!("ack"),
+        "the reply comes before the push it causes"
+    );
     let first = c.next_message().await?;
     assert_eq!(first["pub"]["key"], json!("foo"));
     assert_eq!(first["pub"]["value"], json!(1));
@@ -146,16 +267,27 @@ async fn subscribers_get_pushes_with_both_previous_fields_after_the_put_reply() 
 
     // Another connection's put reaches this subscriber.
     let mut other = s.client().await?;
-    other.request(json!({"put": {"key": "foo", "value": 2, "time": 1432469276.1}})).await?;
+    other
+        .request(json!({"put": {"key": "foo", "value": 2, "time": 4102444800.1}}))
+        .await?;
     let second = c.push().await?;
     assert_eq!(
         second,
-        json!({"pub": {"key": "foo", "value": 2, "time": 1432469276.1, "previous": 1, "previous_value": 1}})
+        json!({"pub": {"key": "foo", "value": 2, "time": 4102444800.1, "previous": 1, "previous_value": 1}})
     );
 
-    assert_eq!(c.request(json!({"unsub": {"key": "foo"}})).await?, json!("ack"));
-    other.request(json!({"put": {"key": "foo", "value": 3}})).await?;
-    assert_eq!(c.maybe_push(Duration::from_millis(300)).await?, None, "no push after unsub");
+    assert_eq!(
+        c.request(json!({"unsub": {"key": "foo"}})).await?,
+        json!("ack")
+    );
+    other
+        .request(json!({"put": {"key": "foo", "value": 3, "time": 4102444801.0}}))
+        .await?;
+    assert_eq!(
+        c.maybe_push(Duration::from_millis(300)).await?,
+        None,
+        "no push after unsub"
+    );
     Ok(())
 }
 
@@ -164,20 +296,30 @@ async fn fetch_returns_points_in_time_order_within_since_and_until() -> Result<(
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
     for (t, v) in [(1000, 1), (1010, 2), (1020, 3), (1030, 4)] {
-        c.request(json!({"put": {"key": "n", "value": v, "time": t}})).await?;
+        c.request(json!({"put": {"key": "n", "value": v, "time": t}}))
+            .await?;
     }
     // Out of order: a put with an old time lands in its place in history.
-    c.request(json!({"put": {"key": "n", "value": 1.5, "time": 1005}})).await?;
+    c.request(json!({"put": {"key": "n", "value": 1.5, "time": 1005}}))
+        .await?;
     assert_eq!(
         c.request(json!({"fetch": {"key": "n"}})).await?,
         json!([[1000, 1], [1005, 1.5], [1010, 2], [1020, 3], [1030, 4]])
     );
     assert_eq!(
-        c.request(json!({"fetch": {"key": "n", "opts": {"since": 1006, "until": 1020}}})).await?,
+        c.request(json!({"fetch": {"key": "n", "opts": {"since": 1006, "until": 1020}}}))
+            .await?,
         json!([[1010, 2], [1020, 3]])
     );
-    assert_eq!(c.request(json!({"get": {"key": "n"}})).await?, json!(4), "a backfill does not change the current value");
-    assert_eq!(c.request(json!({"fetch": {"key": "nope"}})).await?, json!([]));
+    assert_eq!(
+        c.request(json!({"get": {"key": "n"}})).await?,
+        json!(4),
+        "a backfill does not change the current value"
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "nope"}})).await?,
+        json!([])
+    );
     Ok(())
 }
 
@@ -185,34 +327,63 @@ async fn fetch_returns_points_in_time_order_within_since_and_until() -> Result<(
 async fn fetch_single_last_and_previous() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    assert_eq!(c.request(json!({"fetch": {"key": "n", "opts": {"single": "last"}}})).await?, json!(null));
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "n", "opts": {"single": "last"}}}))
+            .await?,
+        json!(null)
+    );
     for (t, v) in [(100, 1), (110, 2), (120, 2), (130, 2)] {
-        c.request(json!({"put": {"key": "n", "value": v, "time": t}})).await?;
+        c.request(json!({"put": {"key": "n", "value": v, "time": t}}))
+            .await?;
     }
-    assert_eq!(c.request(json!({"fetch": {"key": "n", "opts": {"single": "last"}}})).await?, json!([130, 2]));
-    assert_eq!(c.request(json!({"fetch": {"key": "n", "opts": {"single": "previous"}}})).await?, json!([100, 1]));
-    c.request(json!({"put": {"key": "m", "value": 5, "time": 100}})).await?;
-    assert_eq!(c.request(json!({"fetch": {"key": "m", "opts": {"single": "previous"}}})).await?, json!(null));
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "n", "opts": {"single": "last"}}}))
+            .await?,
+        json!([130, 2])
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "n", "opts": {"single": "previous"}}}))
+            .await?,
+        json!([100, 1])
+    );
+    c.request(json!({"put": {"key": "m", "value": 5, "time": 100}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "m", "opts": {"single": "previous"}}}))
+            .await?,
+        json!(null)
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn fetch_with_step_averages_numbers_over_time_and_gives_booleans_true_fraction() -> Result<()> {
+async fn fetch_with_step_averages_numbers_over_time_and_gives_booleans_true_fraction() -> Result<()>
+{
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
     // 0..60: 10 for 30 s then 20 for 30 s → mean 15; 60..120: 20 throughout.
-    c.request(json!({"put": {"key": "n", "value": 10, "time": 0}})).await?;
-    c.request(json!({"put": {"key": "n", "value": 20, "time": 30}})).await?;
-    c.request(json!({"put": {"key": "n", "value": 20, "time": 119}})).await?;
+    c.request(json!({"put": {"key": "n", "value": 10, "time": 0}}))
+        .await?;
+    c.request(json!({"put": {"key": "n", "value": 20, "time": 30}}))
+        .await?;
+    c.request(json!({"put": {"key": "n", "value": 20, "time": 119}}))
+        .await?;
     assert_eq!(
-        c.request(json!({"fetch": {"key": "n", "opts": {"since": 0, "until": 119.5, "step": "1M"}}})).await?,
+        c.request(
+            json!({"fetch": {"key": "n", "opts": {"since": 0, "until": 119.5, "step": "1M"}}})
+        )
+        .await?,
         json!([[0, 15], [60, 20]])
     );
-    c.request(json!({"put": {"key": "b", "value": true, "time": 0}})).await?;
-    c.request(json!({"put": {"key": "b", "value": false, "time": 15}})).await?;
-    c.request(json!({"put": {"key": "b", "value": true, "time": 105}})).await?;
+    c.request(json!({"put": {"key": "b", "value": true, "time": 0}}))
+        .await?;
+    c.request(json!({"put": {"key": "b", "value": false, "time": 15}}))
+        .await?;
+    c.request(json!({"put": {"key": "b", "value": true, "time": 105}}))
+        .await?;
     assert_eq!(
-        c.request(json!({"fetch": {"key": "b", "opts": {"since": 0, "until": 120, "step": "1M"}}})).await?,
+        c.request(json!({"fetch": {"key": "b", "opts": {"since": 0, "until": 120, "step": "1M"}}}))
+            .await?,
         json!([[0, 0.25], [60, 0.25]])
     );
     Ok(())
@@ -222,11 +393,19 @@ async fn fetch_with_step_averages_numbers_over_time_and_gives_booleans_true_frac
 async fn fetch_as_timespans_lists_true_periods_with_the_open_one_null() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    for (t, v) in [(1000, true), (1010, false), (1020, true), (1025, false), (1030, true)] {
-        c.request(json!({"put": {"key": "light", "value": v, "time": t}})).await?;
+    for (t, v) in [
+        (1000, true),
+        (1010, false),
+        (1020, true),
+        (1025, false),
+        (1030, true),
+    ] {
+        c.request(json!({"put": {"key": "light", "value": v, "time": t}}))
+            .await?;
     }
     assert_eq!(
-        c.request(json!({"fetch": {"key": "light", "opts": {"since": 1005, "as": "timespans"}}})).await?,
+        c.request(json!({"fetch": {"key": "light", "opts": {"since": 1005, "as": "timespans"}}}))
+            .await?,
         json!([[1005, 5], [1020, 5], [1030, null]])
     );
     Ok(())
@@ -237,7 +416,8 @@ async fn stats_count_each_operation_once_and_subscriptions_end_with_the_connecti
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
     c.request(json!({"put": {"key": "a", "value": 1}})).await?;
-    c.request(json!({"put": {"key": "b", "value": true}})).await?;
+    c.request(json!({"put": {"key": "b", "value": true}}))
+        .await?;
     let before = c.request(json!({"stats": {}})).await?;
     assert_eq!(before["keys_count"], json!(2));
     assert!(before["uptime"].as_u64().is_some());
@@ -251,7 +431,10 @@ async fn stats_count_each_operation_once_and_subscriptions_end_with_the_connecti
 
     let mut sub = s.client().await?;
     sub.request(json!({"sub": {"key": "a"}})).await?;
-    assert_eq!(c.request(json!({"stats": {}})).await?["change_notifications_count"], json!(1));
+    assert_eq!(
+        c.request(json!({"stats": {}})).await?["change_notifications_count"],
+        json!(1)
+    );
     sub.close().await?;
     let mut dropped = false;
     for _ in 0..100 {
@@ -283,19 +466,48 @@ async fn an_array_of_requests_gets_an_array_of_replies_in_order() -> Result<()> 
 }
 
 #[tokio::test]
-async fn unknown_requests_and_bad_frames_get_error_replies_and_the_connection_lives_on() -> Result<()> {
+async fn unknown_requests_and_bad_frames_get_error_replies_and_the_connection_lives_on()
+-> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    assert_eq!(c.request(json!({"frobnicate": {"key": "a"}})).await?, json!("err"));
+    assert_eq!(
+        c.request(json!({"frobnicate": {"key": "a"}})).await?,
+        json!("err")
+    );
     assert_eq!(c.raw("{not json").await?, json!({"error": "invalid_json"}));
     assert_eq!(c.raw("").await?, json!({"error": "invalid_json"}));
-    assert_eq!(c.raw("1e999999").await?, json!({"error": "invalid_json"}), "a number too large for a double");
+    assert_eq!(
+        c.raw("1e999999").await?,
+        json!({"error": "invalid_json"}),
+        "a number too large for a double"
+    );
     c.send_binary(vec![0xff, 0xfe, 0x00, 0x7b]).await?;
-    assert_eq!(c.reply().await?, json!({"error": "invalid_json"}), "non-UTF-8 bytes");
-    assert_eq!(c.request(json!({"get": {"key": 42}})).await?, json!({"error": "invalid_query"}));
-    assert_eq!(c.request(json!({"put": {"key": "a", "value": [1, 2]}})).await?, json!({"error": "invalid_value"}));
-    assert_eq!(c.request(json!({"put": {"key": "", "value": 1}})).await?, json!({"error": "invalid_key"}));
-    assert_eq!(c.request(json!(17)).await?, json!({"error": "invalid_query"}));
-    assert_eq!(c.request(json!({"put": {"key": "a", "value": 1}})).await?, json!("ack"), "still serving");
+    assert_eq!(
+        c.reply().await?,
+        json!({"error": "invalid_json"}),
+        "non-UTF-8 bytes"
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": 42}})).await?,
+        json!({"error": "invalid_query"})
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "a", "value": [1, 2]}}))
+            .await?,
+        json!({"error": "invalid_value"})
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "", "value": 1}})).await?,
+        json!({"error": "invalid_key"})
+    );
+    assert_eq!(
+        c.request(json!(17)).await?,
+        json!({"error": "invalid_query"})
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "a", "value": 1}})).await?,
+        json!("ack"),
+        "still serving"
+    );
     Ok(())
 }

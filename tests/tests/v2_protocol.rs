@@ -9,20 +9,55 @@ async fn v2_wraps_every_reply_and_echoes_query_id() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client_v2().await?;
     assert_eq!(
-        c.request(json!({"put": {"key": "k", "value": 7}, "query_id": "bzium"})).await?,
+        c.request(json!({"put": {"key": "k", "value": 7}, "query_id": "bzium"}))
+            .await?,
         json!({"result": "ok", "query_id": "bzium"})
     );
-    assert_eq!(c.request(json!({"get": {"key": "k"}})).await?, json!({"result": 7}));
-    assert_eq!(c.request(json!({"get": {"key": "k"}, "query_id": 5})).await?, json!({"result": 7, "query_id": 5}));
-    c.request(json!({"put": {"key": "k", "value": 8, "time": 1473007432}})).await?;
-    assert_eq!(c.request(json!({"last": {"key": "k"}})).await?, json!({"result": {"value": 8, "time": 1473007432}}));
-    assert_eq!(c.request(json!({"keys": {}})).await?, json!({"result": {"k": {"type": "numeric"}}}));
-    assert_eq!(c.request(json!({"define": {"u": {"type": "uptime"}}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"sub": {"key": "k"}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"unsub": {"key": "k"}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"ping": "foo"})).await?, json!({"result": {"pong": "foo"}}));
-    assert_eq!(c.request(json!({"nope": {}})).await?, json!({"error": "invalid_query"}));
-    assert_eq!(c.request(json!({"put": {"key": "k", "value": "x"}})).await?, json!({"error": "invalid_value"}));
+    assert_eq!(
+        c.request(json!({"get": {"key": "k"}})).await?,
+        json!({"result": 7})
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "k"}, "query_id": 5}))
+            .await?,
+        json!({"result": 7, "query_id": 5})
+    );
+    c.request(json!({"put": {"key": "k2", "value": 8, "time": 1473007432}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"last": {"key": "k2"}})).await?,
+        json!({"result": {"value": 8, "time": 1473007432}})
+    );
+    assert_eq!(
+        c.request(json!({"keys": {}})).await?,
+        json!({"result": {"k": {"type": "numeric"}, "k2": {"type": "numeric"}}})
+    );
+    assert_eq!(
+        c.request(json!({"define": {"u": {"type": "uptime"}}}))
+            .await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"sub": {"key": "k"}})).await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"unsub": {"key": "k"}})).await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"ping": "foo"})).await?,
+        json!({"result": {"pong": "foo"}})
+    );
+    assert_eq!(
+        c.request(json!({"nope": {}})).await?,
+        json!({"error": "invalid_query"})
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "k", "value": "x"}}))
+            .await?,
+        json!({"error": "invalid_value"})
+    );
     assert_eq!(c.raw("{oops").await?, json!({"error": "invalid_json"}));
     Ok(())
 }
@@ -31,15 +66,44 @@ async fn v2_wraps_every_reply_and_echoes_query_id() -> Result<()> {
 async fn counters_start_at_zero_and_step_by_one_or_the_given_step() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client_v2().await?;
-    assert_eq!(c.request(json!({"increment": {"key": "c"}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"get": {"key": "c"}})).await?, json!({"result": 1}));
-    assert_eq!(c.request(json!({"increment": {"key": "c", "step": 2.4}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"get": {"key": "c"}})).await?, json!({"result": 3.4}));
-    assert_eq!(c.request(json!({"decrement": {"key": "c"}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"get": {"key": "c"}})).await?, json!({"result": 2.4}));
-    assert_eq!(c.request(json!({"decrement": {"key": "c", "step": 0.5}})).await?, json!({"result": "ok"}));
-    assert_eq!(c.request(json!({"get": {"key": "c"}})).await?, json!({"result": 1.9}));
-    assert_eq!(c.request(json!({"keys": {}})).await?, json!({"result": {"c": {"type": "counter"}}}));
+    assert_eq!(
+        c.request(json!({"increment": {"key": "c"}})).await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "c"}})).await?,
+        json!({"result": 1})
+    );
+    assert_eq!(
+        c.request(json!({"increment": {"key": "c", "step": 2.4}}))
+            .await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "c"}})).await?,
+        json!({"result": 3.4})
+    );
+    assert_eq!(
+        c.request(json!({"decrement": {"key": "c"}})).await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "c"}})).await?,
+        json!({"result": 2.4})
+    );
+    assert_eq!(
+        c.request(json!({"decrement": {"key": "c", "step": 0.5}}))
+            .await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "c"}})).await?,
+        json!({"result": 1.9})
+    );
+    assert_eq!(
+        c.request(json!({"keys": {}})).await?,
+        json!({"result": {"c": {"type": "counter"}}})
+    );
     Ok(())
 }
 
@@ -48,7 +112,8 @@ async fn v2_pushes_are_the_same_pub_objects() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client_v2().await?;
     c.request(json!({"sub": {"key": "k"}})).await?;
-    c.send_text(&json!({"put": {"key": "k", "value": 1, "time": 5}}).to_string()).await?;
+    c.send_text(&json!({"put": {"key": "k", "value": 1, "time": 5}}).to_string())
+        .await?;
     assert_eq!(c.next_message().await?, json!({"result": "ok"}));
     assert_eq!(
         c.next_message().await?,

@@ -29,22 +29,7 @@ impl KeyType for Counter {
     }
 
     fn add(_options: &Resolution, previous: Option<&Point>, step: f64) -> Result<Value, Refusal> {
-        if !step.is_finite() {
-            return Err(Refusal::invalid_value(format!(
-                "counter steps must be finite numbers, got {step}"
-            )));
-        }
-        let base = match previous {
-            None => 0.0,
-            Some(p) => p.value.as_number().ok_or_else(|| {
-                Refusal::invalid_value("the counter's latest value is not a number")
-            })?,
-        };
-        let sum = base + step;
-        if !sum.is_finite() {
-            return Err(Refusal::invalid_value(format!("{base} + {step} overflows")));
-        }
-        Ok(Value::Number(sum))
+        cast::add_number(previous, step).map(Value::Number)
     }
 
     fn should_store(

@@ -1,12 +1,15 @@
 //! The `numeric` key type: a gauge holding a finite double.
 //!
 //! Accepts finite numbers and numeric text (`^-?(\d+\.)?\d+$`, parsed to a double); refuses
-//! everything else with `invalid_value`, and `increment`/`decrement` with
-//! `unsupported_operation`. Options: `same_value_resolution`, `min_resolution`. Summaries
-//! are time-weighted ([`NumberSummary`]); the default figure is the mean.
+//! everything else with `invalid_value`. `increment`/`decrement` add to the latest value,
+//! as the original server allowed on numeric keys (a key first `put` a number is numeric).
+//! Options: `same_value_resolution`, `min_resolution` (never dropping an increment).
+//! Summaries are time-weighted ([`NumberSummary`]); the default figure is the mean.
 
 use komoku_guest::summary::NumberSummary;
-use komoku_guest::{Input, KeyType, Refusal, Resolution, Value, cast, export_key_type};
+use komoku_guest::{
+    Input, KeyType, OpKind, Point, Refusal, Resolution, Value, cast, export_key_type,
+};
 
 /// A gauge: the latest reading of something.
 pub struct Numeric;
@@ -29,6 +32,22 @@ impl KeyType for Numeric {
 
     fn cast(_options: &Resolution, input: Input) -> Result<Value, Refusal> {
         cast::number(Self::NAME, &input).map(Value::Number)
+    }
+
+    fn add(_options: &Resolution, previous: Option<&Point>, step: f64) -> Result<Value, Refusal> {
+        cast::add_number(previous, step).map(Value::Number)
+    }
+
+    fn should_store(
+        options: &Resolution,
+        previous: Option<&Point>,
+        point: &Point,
+        kind: OpKind,
+    ) -> bool {
+        match kind {
+            OpKind::Set => options.should_store(previous, point),
+            OpKind::Add => !options.is_close_repeat(previous, point),
+        }
     }
 }
 
@@ -102,10 +121,17 @@ mod tests {
     }
 
     #[test]
-    fn add_is_unsupported() {
-        let refusal =
-            apply::<Numeric>(DEFAULTS.into(), None, Operation::Add(1.0), 1.0).expect_err("add");
-        assert_eq!(refusal.code, "unsupported_operation");
+    fn add_counts_from_the_latest_value_or_zero() -> Result<(), Refusal> {
+        let first = apply::<Numeric>(DEFAULTS.into(), None, Operation::Add(2.5), 1.0)?;
+        assert_eq!(first.value, Value::Number(2.5));
+        let next = apply::<Numeric>(
+            DEFAULTS.into(),
+            Some(point(1.0, Value::Number(2.5))),
+            Operation::Add(-1.0),
+            2.0,
+        )?;
+        assert_eq!(next.value, Value::Number(1.5));
+        Ok(())
     }
 
     #[test]

@@ -47,6 +47,28 @@ pub fn number(type_name: &str, input: &Input) -> Result<f64, Refusal> {
     }
 }
 
+/// A number key's value after `add(step)`: the latest value plus `step`, from 0 when the key
+/// has no point yet; `invalid_value` for a step or a sum that is not finite.
+pub fn add_number(previous: Option<&crate::Point>, step: f64) -> Result<f64, Refusal> {
+    if !step.is_finite() {
+        return Err(Refusal::invalid_value(format!(
+            "steps must be finite numbers, got {step}"
+        )));
+    }
+    let base = match previous {
+        None => 0.0,
+        Some(p) => p
+            .value
+            .as_number()
+            .ok_or_else(|| Refusal::invalid_value("the key's latest value is not a number"))?,
+    };
+    let sum = base + step;
+    if !sum.is_finite() {
+        return Err(Refusal::invalid_value(format!("{base} + {step} overflows")));
+    }
+    Ok(sum)
+}
+
 /// `true`/`false`, or the text `"true"`/`"false"`; else `invalid_value`.
 pub fn boolean(type_name: &str, input: &Input) -> Result<bool, Refusal> {
     match input {

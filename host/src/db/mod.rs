@@ -128,7 +128,9 @@ impl Db {
                         state.schedule = plugin.reschedule(&state.effective, reference)?;
                     }
                 }
-                Err(e) => tracing::warn!(key = %name, error = %e, "key's type is not loaded; its data is kept"),
+                Err(e) => {
+                    tracing::warn!(key = %name, error = %e, "key's type is not loaded; its data is kept")
+                }
             }
             if let Some(s) = &state.schedule {
                 db.scheduler.arm(&name, s.at);
@@ -160,7 +162,9 @@ impl Db {
     }
 
     fn slots_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<String, Slot>>> {
-        self.keys.write().map_err(|_| Error::Storage("key table lock poisoned".into()))
+        self.keys
+            .write()
+            .map_err(|_| Error::Storage("key table lock poisoned".into()))
     }
 
     fn slot(&self, name: &str) -> Option<Slot> {
@@ -171,11 +175,18 @@ impl Db {
         if let Some(slot) = self.slot(name) {
             return Ok(slot);
         }
-        Ok(self.slots_mut()?.entry(name.to_string()).or_default().clone())
+        Ok(self
+            .slots_mut()?
+            .entry(name.to_string())
+            .or_default()
+            .clone())
     }
 
     fn plugin_of(&self, state: &KeyState) -> Result<Arc<Plugin>> {
-        let def = state.def.as_ref().ok_or_else(|| Error::UnknownKey(String::new()))?;
+        let def = state
+            .def
+            .as_ref()
+            .ok_or_else(|| Error::UnknownKey(String::new()))?;
         self.registry.get(&def.type_name)
     }
 
@@ -201,10 +212,10 @@ impl Db {
 
     async fn operate(&self, name: &str, op: Operation, time: Option<Time>) -> Result<Durable> {
         check_key_name(name)?;
-        if let Some(t) = time {
-            if !t.is_finite() {
-                return Err(Error::query("time must be a finite number of seconds"));
-            }
+        if let Some(t) = time
+            && !t.is_finite()
+        {
+            return Err(Error::query("time must be a finite number of seconds"));
         }
         let slot = self.slot_or_new(name)?;
         let mut state = slot.lock().await;
@@ -214,10 +225,12 @@ impl Db {
             self.plugin_of(&state)?
         } else {
             let plugin = match &op {
-                Operation::Set(input) => self.registry.guess(input)?.ok_or_else(|| Error::Refused {
-                    code: "invalid_value".into(),
-                    message: "no key type accepts this value for a new key".into(),
-                })?,
+                Operation::Set(input) => {
+                    self.registry.guess(input)?.ok_or_else(|| Error::Refused {
+                        code: "invalid_value".into(),
+                        message: "no key type accepts this value for a new key".into(),
+                    })?
+                }
                 Operation::Add(_) => self.registry.get("counter")?,
             };
             let def = KeyDef {
@@ -249,16 +262,16 @@ impl Db {
                 return Err(e);
             }
         };
-        if let Value::Number(n) = outcome.value {
-            if !n.is_finite() {
-                if created {
-                    state.def = None;
-                }
-                return Err(Error::PluginFailed {
-                    plugin: plugin.info.name.clone(),
-                    message: "apply returned a number that is not finite".into(),
-                });
+        if let Value::Number(n) = outcome.value
+            && !n.is_finite()
+        {
+            if created {
+                state.def = None;
             }
+            return Err(Error::PluginFailed {
+                plugin: plugin.info.name.clone(),
+                message: "apply returned a number that is not finite".into(),
+            });
         }
 
         // A point older than the latest one fills in history; it changes nothing current.
@@ -293,7 +306,9 @@ impl Db {
             }
             self.set_schedule(name, &mut state, outcome.schedule);
         }
-        Ok(Durable((!writes.is_empty()).then(|| self.writer.submit(WriteBatch { writes, after }))))
+        Ok(Durable(
+            (!writes.is_empty()).then(|| self.writer.submit(WriteBatch { writes, after })),
+        ))
     }
 
     fn set_schedule(&self, name: &str, state: &mut KeyState, schedule: Option<Scheduled>) {
@@ -310,7 +325,12 @@ impl Db {
     }
 
     /// A hook that publishes a change once it is durable.
-    fn publisher(&self, name: &str, point: &Point, previous: Option<&Point>) -> Box<dyn FnOnce() + Send> {
+    fn publisher(
+        &self,
+        name: &str,
+        point: &Point,
+        previous: Option<&Point>,
+    ) -> Box<dyn FnOnce() + Send> {
         let previous = previous.map_or(Json::Null, |p| p.value.to_json());
         let frame = json!({"pub": {
             "key": name,
@@ -327,7 +347,9 @@ impl Db {
 
     /// Writes a key's due automatic value, if it is still pending for `at`.
     async fn fire(&self, name: &str, at: Time) -> Result<()> {
-        let Some(slot) = self.slot(name) else { return Ok(()) };
+        let Some(slot) = self.slot(name) else {
+            return Ok(());
+        };
         let mut state = slot.lock().await;
         let Some(scheduled) = state.schedule.clone().filter(|s| s.at == at) else {
             return Ok(());
@@ -358,7 +380,12 @@ impl Db {
 
     /// Creates a key or updates its options. Options are merged over the key's current ones
     /// and validated by its type; a different type than the key has is refused.
-    pub async fn define(&self, name: &str, type_name: Option<&str>, opts: Map<String, Json>) -> Result<()> {
+    pub async fn define(
+        &self,
+        name: &str,
+        type_name: Option<&str>,
+        opts: Map<String, Json>,
+    ) -> Result<()> {
         check_key_name(name)?;
         let slot = self.slot_or_new(name)?;
         let mut state = slot.lock().await;
@@ -375,7 +402,11 @@ impl Db {
                 type_name: t.to_string(),
                 opts: Map::new(),
             },
-            (None, None) => return Err(Error::query(format!("key {name:?} does not exist; define needs its type"))),
+            (None, None) => {
+                return Err(Error::query(format!(
+                    "key {name:?} does not exist; define needs its type"
+                )));
+            }
         };
         let plugin = self.registry.get(&def.type_name)?;
         def.opts.extend(opts);
@@ -400,7 +431,9 @@ impl Db {
 
     /// Removes a key with all its history. Its subscribers stay subscribed.
     pub async fn delete(&self, name: &str) -> Result<bool> {
-        let Some(slot) = self.slot(name) else { return Ok(false) };
+        let Some(slot) = self.slot(name) else {
+            return Ok(false);
+        };
         let mut state = slot.lock().await;
         if state.def.is_none() {
             return Ok(false);
@@ -408,7 +441,9 @@ impl Db {
         self.set_schedule(name, &mut state, None);
         *state = KeyState::default();
         let done = self.writer.submit(WriteBatch {
-            writes: vec![Write::DeleteKey { key: name.to_string() }],
+            writes: vec![Write::DeleteKey {
+                key: name.to_string(),
+            }],
             after: None,
         });
         drop(state);
@@ -426,9 +461,14 @@ impl Db {
 
     /// A key's definition, its effective options and its plugin.
     pub async fn describe(&self, name: &str) -> Result<(KeyDef, String, Arc<Plugin>)> {
-        let slot = self.slot(name).ok_or_else(|| Error::UnknownKey(name.to_string()))?;
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| Error::UnknownKey(name.to_string()))?;
         let state = slot.lock().await;
-        let def = state.def.clone().ok_or_else(|| Error::UnknownKey(name.to_string()))?;
+        let def = state
+            .def
+            .clone()
+            .ok_or_else(|| Error::UnknownKey(name.to_string()))?;
         let plugin = self.registry.get(&def.type_name)?;
         Ok((def, state.effective.clone(), plugin))
     }
@@ -459,7 +499,11 @@ impl Db {
     /// How many keys exist.
     pub fn key_count(&self) -> usize {
         // Slots of deleted keys linger with no definition; count only live ones.
-        let slots: Vec<Slot> = self.keys.read().map(|k| k.values().cloned().collect()).unwrap_or_default();
+        let slots: Vec<Slot> = self
+            .keys
+            .read()
+            .map(|k| k.values().cloned().collect())
+            .unwrap_or_default();
         slots
             .iter()
             .filter(|s| s.try_lock().map_or(true, |st| st.def.is_some()))
@@ -468,10 +512,10 @@ impl Db {
 }
 
 fn opts_json(state: &KeyState) -> String {
-    state
-        .def
-        .as_ref()
-        .map_or_else(|| "{}".to_string(), |d| Json::Object(d.opts.clone()).to_string())
+    state.def.as_ref().map_or_else(
+        || "{}".to_string(),
+        |d| Json::Object(d.opts.clone()).to_string(),
+    )
 }
 
 /// A server-assigned time for a key's next point: now, but always after its latest point, so

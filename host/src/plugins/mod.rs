@@ -3,13 +3,17 @@
 //! - [`bindings`]: the generated WIT bindings (private to this module);
 //! - [`runtime`]: the engine, sandbox limits and one loaded plugin ([`Plugin`]) with its pool
 //!   of instances;
-//! - [`registry`]: which plugin serves which type name, loaded from the plugins directory.
+//! - [`registry`]: which plugin serves which type name: the built-in ones, then the plugins
+//!   directory;
+//! - [`watcher`]: hot reload of the plugins directory.
 //!
 //! Everything a key type means lives in its plugin; the host only calls these functions.
 
 mod bindings;
-mod runtime;
 mod registry;
+mod runtime;
+mod watcher;
 
-pub use registry::Registry;
+pub use registry::{FileStatus, Registry};
 pub use runtime::{Limits, Operation, Outcome, Plugin, PluginInfo, Scheduled};
+pub use watcher::{DEBOUNCE, PluginWatcher, watch};

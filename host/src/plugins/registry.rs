@@ -19,6 +19,20 @@ pub struct Registry {
     dir: PathBuf,
     limits: Limits,
     types: RwLock<HashMap<String, Arc<Plugin>>>,
+    /// The built-in version of each built-in type, restored when a plugin file replacing it
+    /// is removed.
+    builtin: RwLock<HashMap<String, Arc<Plugin>>>,
+    /// What each file of the plugins directory last did.
+    files: RwLock<HashMap<PathBuf, FileStatus>>,
+}
+
+/// The state of one file of the plugins directory, for operators.
+#[derive(Debug, Clone, Default)]
+pub struct FileStatus {
+    /// The type it serves, if it loaded.
+    pub type_name: Option<String>,
+    /// Why its latest version did not load (the previous version, if any, still serves).
+    pub last_error: Option<String>,
 }
 
 impl Registry {
@@ -28,6 +42,8 @@ impl Registry {
             dir: dir.to_path_buf(),
             limits,
             types: RwLock::new(HashMap::new()),
+            builtin: RwLock::new(HashMap::new()),
+            files: RwLock::new(HashMap::new()),
         }
     }
 
@@ -39,7 +55,20 @@ impl Registry {
     /// Loads the built-in types compiled into this binary.
     pub fn load_builtin(&self) -> Result<usize> {
         for (file, bytes) in BUILTIN {
-            self.load_bytes(&Path::new("builtin").join(file), bytes)?;
+            let plugin = Arc::new(Plugin::load(
+                &Path::new("builtin").join(file),
+                bytes,
+                self.limits,
+            )?);
+            let name = plugin.info.name.clone();
+            self.builtin
+                .write()
+                .map_err(|_| poisoned())?
+                .insert(name.clone(), plugin.clone());
+            self.types
+                .write()
+                .map_err(|_| poisoned())?
+                .insert(name, plugin);
         }
         Ok(BUILTIN.len())
     }
@@ -63,12 +92,78 @@ impl Registry {
         files.sort();
         let mut loaded = 0;
         for file in files {
-            match self.load_file(&file) {
-                Ok(_) => loaded += 1,
-                Err(e) => tracing::error!(file = %file.display(), error = %e, "plugin not loaded"),
+            if self.reload(&file).is_ok() {
+                loaded += 1;
             }
         }
         Ok(loaded)
+    }
+
+    /// Brings the registry in line with one file of the plugins directory: loads it if it
+    /// exists (replacing the type it served before only once the new version has compiled,
+    /// linked and answered a smoke call), retires its type if it is gone. On failure the
+    /// previous version keeps serving and the error is kept for [`Registry::files`].
+    pub fn reload(&self, file: &Path) -> Result<Option<String>> {
+        if !file.exists() {
+            let old = self.files.write().map_err(|_| poisoned())?.remove(file);
+            if let Some(name) = old.and_then(|s| s.type_name) {
+                self.retire(&name, file)?;
+                tracing::info!(type_name = %name, file = %file.display(), "plugin file removed; type retired");
+            }
+            return Ok(None);
+        }
+        match self.load_file(file) {
+            Ok(name) => {
+                let previous = self.files.write().map_err(|_| poisoned())?.insert(
+                    file.to_path_buf(),
+                    FileStatus {
+                        type_name: Some(name.clone()),
+                        last_error: None,
+                    },
+                );
+                // The file used to serve another type: that one is gone now.
+                if let Some(old) = previous
+                    .and_then(|s| s.type_name)
+                    .filter(|old| *old != name)
+                {
+                    self.retire(&old, file)?;
+                }
+                Ok(Some(name))
+            }
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "plugin not loaded; the previous version (if any) keeps serving");
+                self.files
+                    .write()
+                    .map_err(|_| poisoned())?
+                    .entry(file.to_path_buf())
+                    .or_default()
+                    .last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops serving `name` from `file`: the built-in version comes back if there is one.
+    fn retire(&self, name: &str, file: &Path) -> Result<()> {
+        let mut types = self.types.write().map_err(|_| poisoned())?;
+        if types.get(name).is_some_and(|p| p.source == file) {
+            match self.builtin.read().map_err(|_| poisoned())?.get(name) {
+                Some(builtin) => types.insert(name.to_string(), builtin.clone()),
+                None => types.remove(name),
+            };
+        }
+        Ok(())
+    }
+
+    /// Each file of the plugins directory seen so far and what it did.
+    pub fn files(&self) -> Vec<(PathBuf, FileStatus)> {
+        let mut all: Vec<_> = self
+            .files
+            .read()
+            .map(|f| f.iter().map(|(p, s)| (p.clone(), s.clone())).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Loads (or replaces) the plugin in one file and returns its type name.
@@ -82,17 +177,26 @@ impl Registry {
 
     /// Loads (or replaces) a plugin from memory; `source` names it for operators.
     pub fn load_bytes(&self, source: &Path, bytes: &[u8]) -> Result<String> {
-        let file = source;
         let plugin = Arc::new(Plugin::load(source, bytes, self.limits)?);
         let name = plugin.info.name.clone();
         let mut types = self.types.write().map_err(|_| poisoned())?;
-        if let Some(old) = types.get(&name) {
-            if old.source != plugin.source {
+        if let Some(old) = types.get(&name)
+            && old.source != plugin.source
+        {
+            let builtin = self
+                .builtin
+                .read()
+                .map_err(|_| poisoned())?
+                .get(&name)
+                .is_some_and(|b| Arc::ptr_eq(b, old));
+            if builtin {
+                tracing::info!(type_name = %name, file = %source.display(), "plugin replaces the built-in type");
+            } else {
                 tracing::warn!(
                     type_name = %name,
-                    kept = %file.display(),
+                    kept = %source.display(),
                     replaced = %old.source.display(),
-                    "two plugin files define the same type; the later file wins"
+                    "two plugin files define the same type; the later one wins"
                 );
             }
         }
@@ -112,7 +216,11 @@ impl Registry {
 
     /// Every loaded plugin, by type name.
     pub fn all(&self) -> Vec<Arc<Plugin>> {
-        let mut all: Vec<_> = self.types.read().map(|t| t.values().cloned().collect()).unwrap_or_default();
+        let mut all: Vec<_> = self
+            .types
+            .read()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default();
         all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
         all
     }

@@ -68,6 +68,40 @@ pub(super) fn engine() -> Result<Engine> {
     Ok(engine)
 }
 
+/// Compiles a component, reusing the compilation of identical bytes (a restart of the
+/// server in the same process, many servers in one test binary, a reload of an unchanged
+/// file). Compiling is the expensive part of loading.
+fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    use std::collections::HashMap;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    /// Content hash → the (bytes, compilation) pairs with that hash.
+    type Cache = HashMap<u64, Vec<(Vec<u8>, Component)>>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    const MAX_ENTRIES: usize = 64;
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    let hash = h.finish();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Ok(cache) = cache.lock()
+        && let Some((_, c)) = cache
+            .get(&hash)
+            .and_then(|v| v.iter().find(|(b, _)| b.as_slice() == bytes))
+    {
+        return Ok(c.clone());
+    }
+    let component = Component::new(engine, bytes)?;
+    if let Ok(mut cache) = cache.lock() {
+        if cache.len() >= MAX_ENTRIES {
+            cache.clear();
+        }
+        cache
+            .entry(hash)
+            .or_default()
+            .push((bytes.to_vec(), component.clone()));
+    }
+    Ok(component)
+}
+
 /// What a plugin says about itself.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -132,7 +166,7 @@ impl Plugin {
             plugin: file.clone(),
             message: format!("{what}: {e:#}"),
         };
-        let component = Component::new(&engine, bytes).map_err(|e| refuse("not a valid component", e))?;
+        let component = compile(&engine, bytes).map_err(|e| refuse("not a valid component", e))?;
         let linker: Linker<StoreData> = Linker::new(&engine);
         let instance_pre = linker
             .instantiate_pre(&component)
@@ -154,12 +188,14 @@ impl Plugin {
             limits,
             idle: Mutex::new(Vec::new()),
         };
-        plugin.info = plugin.call("info", |b, s| b.call_info(s)).map(|i| PluginInfo {
-            name: i.name,
-            version: i.version,
-            description: i.description,
-            default_options: i.default_options,
-        })?;
+        plugin.info = plugin
+            .call("info", |b, s| b.call_info(s))
+            .map(|i| PluginInfo {
+                name: i.name,
+                version: i.version,
+                description: i.description,
+                default_options: i.default_options,
+            })?;
         if plugin.info.name.is_empty() {
             return Err(Error::PluginFailed {
                 plugin: file,
@@ -208,10 +244,10 @@ impl Plugin {
         instance.store.set_epoch_deadline(self.deadline_ticks());
         match f(&instance.bindings, &mut instance.store) {
             Ok(r) => {
-                if let Ok(mut idle) = self.idle.lock() {
-                    if idle.len() < self.limits.pool_size {
-                        idle.push(instance);
-                    }
+                if let Ok(mut idle) = self.idle.lock()
+                    && idle.len() < self.limits.pool_size
+                {
+                    idle.push(instance);
                 }
                 Ok(r)
             }
@@ -246,14 +282,22 @@ impl Plugin {
     }
 
     /// Applies one operation at `time` given the latest stored point.
-    pub fn apply(&self, options: &str, previous: Option<&Point>, op: &Operation, time: Time) -> Result<Outcome> {
+    pub fn apply(
+        &self,
+        options: &str,
+        previous: Option<&Point>,
+        op: &Operation,
+        time: Time,
+    ) -> Result<Outcome> {
         let previous = previous.map(point_to_wit);
         let op = match op {
             Operation::Set(input) => wit::Operation::Set(input_to_wit(input)),
             Operation::Add(step) => wit::Operation::Add(*step),
         };
         let outcome = self
-            .call("apply", |b, s| b.call_apply(s, options, previous.as_ref(), &op, time))?
+            .call("apply", |b, s| {
+                b.call_apply(s, options, previous.as_ref(), &op, time)
+            })?
             .map_err(refused)?;
         Ok(Outcome {
             value: value_from_wit(outcome.value),
@@ -271,7 +315,13 @@ impl Plugin {
     }
 
     /// Summaries of the buckets between consecutive `edges`.
-    pub fn summarize(&self, options: &str, edges: &[Time], carried: Option<&Point>, points: &[Point]) -> Result<Vec<Vec<u8>>> {
+    pub fn summarize(
+        &self,
+        options: &str,
+        edges: &[Time],
+        carried: Option<&Point>,
+        points: &[Point],
+    ) -> Result<Vec<Vec<u8>>> {
         let carried = carried.map(point_to_wit);
         let points: Vec<wit::Point> = points.iter().map(point_to_wit).collect();
         let summaries = self.call("summarize", |b, s| {
@@ -281,7 +331,10 @@ impl Plugin {
         if summaries.len() != expected {
             return Err(Error::PluginFailed {
                 plugin: format!("{} {}", self.info.name, self.info.version),
-                message: format!("summarize returned {} summaries for {expected} buckets", summaries.len()),
+                message: format!(
+                    "summarize returned {} summaries for {expected} buckets",
+                    summaries.len()
+                ),
             });
         }
         Ok(summaries)
@@ -293,19 +346,30 @@ impl Plugin {
     }
 
     /// Renders summaries as a JSON array, one element per summary.
-    pub fn render(&self, options: &str, summaries: &[Vec<u8>], figures: &[String]) -> Result<serde_json::Value> {
+    pub fn render(
+        &self,
+        options: &str,
+        summaries: &[Vec<u8>],
+        figures: &[String],
+    ) -> Result<serde_json::Value> {
         let text = self
-            .call("render", |b, s| b.call_render(s, options, summaries, figures))?
+            .call("render", |b, s| {
+                b.call_render(s, options, summaries, figures)
+            })?
             .map_err(refused)?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::PluginFailed {
-            plugin: format!("{} {}", self.info.name, self.info.version),
-            message: format!("render returned invalid JSON: {e}"),
-        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::PluginFailed {
+                plugin: format!("{} {}", self.info.name, self.info.version),
+                message: format!("render returned invalid JSON: {e}"),
+            })?;
         match json.as_array() {
             Some(rows) if rows.len() == summaries.len() => Ok(json),
             _ => Err(Error::PluginFailed {
                 plugin: format!("{} {}", self.info.name, self.info.version),
-                message: format!("render must return a JSON array of {} elements", summaries.len()),
+                message: format!(
+                    "render must return a JSON array of {} elements",
+                    summaries.len()
+                ),
             }),
         }
     }

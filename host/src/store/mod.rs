@@ -68,7 +68,11 @@ impl Store {
     }
 
     /// Starts the writer thread for this store.
-    pub fn writer(&self, durability: Durability, on_fatal: impl Fn(&Error) + Send + 'static) -> Writer {
+    pub fn writer(
+        &self,
+        durability: Durability,
+        on_fatal: impl Fn(&Error) + Send + 'static,
+    ) -> Writer {
         Writer::start(self.clone(), durability, Box::new(on_fatal))
     }
 
@@ -79,8 +83,9 @@ impl Store {
             let (k, v) = guard.into_inner()?;
             let name = String::from_utf8(k.to_vec())
                 .map_err(|_| Error::Storage("a key name on disk is not UTF-8".into()))?;
-            let def: KeyDef = serde_json::from_slice(&v)
-                .map_err(|e| Error::Storage(format!("definition of {name:?} is unreadable: {e}")))?;
+            let def: KeyDef = serde_json::from_slice(&v).map_err(|e| {
+                Error::Storage(format!("definition of {name:?} is unreadable: {e}"))
+            })?;
             out.push((name, def));
         }
         Ok(out)
@@ -99,8 +104,12 @@ impl Store {
 
     /// The latest acknowledged-but-not-stored operation on a key, if newer than its points.
     pub fn touched(&self, name: &str) -> Result<Option<Point>> {
-        let Some(v) = self.touched.get(name.as_bytes())? else { return Ok(None) };
-        let (time, value) = v.split_at_checked(8).ok_or_else(|| Error::Storage("a touch record is unreadable".into()))?;
+        let Some(v) = self.touched.get(name.as_bytes())? else {
+            return Ok(None);
+        };
+        let (time, value) = v
+            .split_at_checked(8)
+            .ok_or_else(|| Error::Storage("a touch record is unreadable".into()))?;
         decode_point(time, value).map(Some)
     }
 
@@ -110,8 +119,17 @@ impl Store {
     }
 
     /// Points of a key with `since <= time <= until`, newest first, at most `limit`.
-    pub fn range_rev(&self, name: &str, since: Time, until: Time, limit: usize) -> Result<Vec<Point>> {
-        self.range_iter(name, since, until).rev().take(limit).collect()
+    pub fn range_rev(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+        limit: usize,
+    ) -> Result<Vec<Point>> {
+        self.range_iter(name, since, until)
+            .rev()
+            .take(limit)
+            .collect()
     }
 
     /// The newest point strictly before `t`.
@@ -180,7 +198,10 @@ fn point_key(name: &str, time: Time) -> Vec<u8> {
 
 fn decode_point(k: &[u8], v: &[u8]) -> Result<Point> {
     let corrupt = || Error::Storage("a stored point is unreadable".into());
-    let time_bytes: [u8; 8] = k.get(k.len().saturating_sub(8)..).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    let time_bytes: [u8; 8] = k
+        .get(k.len().saturating_sub(8)..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
     Ok(Point {
         time: time_from_sortable(time_bytes),
         value: Value::decode(v).ok_or_else(corrupt)?,

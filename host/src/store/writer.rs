@@ -66,7 +66,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(store: Store, durability: Durability, on_fatal: Box<dyn Fn(&Error) + Send>) -> Writer {
+    pub(super) fn start(
+        store: Store,
+        durability: Durability,
+        on_fatal: Box<dyn Fn(&Error) + Send>,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("komoku-writer".into())
@@ -91,7 +95,12 @@ impl Writer {
     }
 }
 
-fn run(store: Store, durability: Durability, on_fatal: Box<dyn Fn(&Error) + Send>, rx: mpsc::Receiver<Job>) {
+fn run(
+    store: Store,
+    durability: Durability,
+    on_fatal: Box<dyn Fn(&Error) + Send>,
+    rx: mpsc::Receiver<Job>,
+) {
     let mut failed: Option<String> = None;
     let mut unsynced_since: Option<Instant> = None;
     loop {
@@ -105,10 +114,11 @@ fn run(store: Store, durability: Durability, on_fatal: Box<dyn Fn(&Error) + Send
                 match rx.recv_timeout(wait) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if unsynced_since.take().is_some() && failed.is_none() {
-                            if let Err(e) = store.db.persist(PersistMode::SyncAll) {
-                                fail(&mut failed, &on_fatal, e.into());
-                            }
+                        if unsynced_since.take().is_some()
+                            && failed.is_none()
+                            && let Err(e) = store.db.persist(PersistMode::SyncAll)
+                        {
+                            fail(&mut failed, &on_fatal, e.into());
                         }
                         continue;
                     }
@@ -152,10 +162,10 @@ fn run(store: Store, durability: Durability, on_fatal: Box<dyn Fn(&Error) + Send
         }
     }
     // Every sender is gone: make whatever was committed durable before the thread ends.
-    if failed.is_none() {
-        if let Err(e) = store.db.persist(PersistMode::SyncAll) {
-            tracing::error!(error = %e, "final journal fsync failed");
-        }
+    if failed.is_none()
+        && let Err(e) = store.db.persist(PersistMode::SyncAll)
+    {
+        tracing::error!(error = %e, "final journal fsync failed");
     }
     tracing::debug!("writer thread stopped");
 }
@@ -172,7 +182,11 @@ fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
         for write in &job.batch.writes {
             match write {
                 Write::Point { key, point } => {
-                    batch.insert(&store.points, point_key(key, point.time), point.value.encode());
+                    batch.insert(
+                        &store.points,
+                        point_key(key, point.time),
+                        point.value.encode(),
+                    );
                 }
                 Write::Touch { key, point } => {
                     let mut v = time_to_sortable(point.time).to_vec();
@@ -180,7 +194,8 @@ fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
                     batch.insert(&store.touched, key.as_bytes(), v);
                 }
                 Write::Def { key, def } => {
-                    let json = serde_json::to_vec(def).map_err(|e| Error::Storage(e.to_string()))?;
+                    let json =
+                        serde_json::to_vec(def).map_err(|e| Error::Storage(e.to_string()))?;
                     batch.insert(&store.defs, key.as_bytes(), json);
                 }
                 Write::DeleteKey { key } => {
