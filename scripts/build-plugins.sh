@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds the key-type plugins in guest-types/ into wasm components:
 #   plugins/<type>.wasm                        the five built-in types the server ships
-#   tests/fixtures/plugins/trap_fixture.wasm   test-only fixtures
+#   tests/fixtures/plugins/trap_fixture.wasm   the test-only fixture every test server loads
+#   tests/fixtures/plugins-extra/<name>.wasm   test-only fixtures a test copies into its own
+#                                              plugins directory (misbehaving, reloaded, or
+#                                              refused plugins); garbage.wasm there is a
+#                                              committed non-wasm file, not built nor checked
 #
 # Usage: scripts/build-plugins.sh [--check]
 #   --check  build into a temporary directory and exit non-zero, listing the stale files,
@@ -38,6 +42,13 @@ outputs=(
     komoku-type-uptime:plugins/uptime.wasm
     komoku-type-string:plugins/string.wasm
     komoku-fixture-trap:tests/fixtures/plugins/trap_fixture.wasm
+    komoku-fixture-loop:tests/fixtures/plugins-extra/loop_fixture.wasm
+    komoku-fixture-hog:tests/fixtures/plugins-extra/hog_fixture.wasm
+    komoku-fixture-garbage:tests/fixtures/plugins-extra/garbage_fixture.wasm
+    komoku-fixture-reload-v1:tests/fixtures/plugins-extra/reload_v1.wasm
+    komoku-fixture-reload-v2:tests/fixtures/plugins-extra/reload_v2.wasm
+    komoku-fixture-wrong-version:tests/fixtures/plugins-extra/wrong_version.wasm
+    komoku-fixture-trap-on-load:tests/fixtures/plugins-extra/trap_on_load.wasm
 )
 
 started=$SECONDS
