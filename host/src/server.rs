@@ -54,7 +54,12 @@ impl Server {
             tracing::error!(error = %e, "storage failed: shutting down rather than acknowledge writes that may not be durable");
             fatal.cancel();
         });
-        let registry = Arc::new(Registry::new(&config.plugins_dir, config.plugin_limits()));
+        let good = config.data_dir.join("plugins.good");
+        let registry = Arc::new(Registry::new(
+            &config.plugins_dir,
+            Some(&good),
+            config.plugin_limits(),
+        ));
         let registry_ = registry.clone();
         let builtin = config.builtin_types;
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

@@ -17,6 +17,8 @@ include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 /// The loaded key types, by name.
 pub struct Registry {
     dir: PathBuf,
+    /// Where the last version of each plugin file that loaded is kept (see [`Registry::reload`]).
+    good_dir: Option<PathBuf>,
     limits: Limits,
     types: RwLock<HashMap<String, Arc<Plugin>>>,
     /// The built-in version of each built-in type, restored when a plugin file replacing it
@@ -36,10 +38,11 @@ pub struct FileStatus {
 }
 
 impl Registry {
-    /// An empty registry for plugins in `dir`.
-    pub fn new(dir: &Path, limits: Limits) -> Registry {
+    /// An empty registry for plugins in `dir`, keeping last-known-good copies in `good_dir`.
+    pub fn new(dir: &Path, good_dir: Option<&Path>, limits: Limits) -> Registry {
         Registry {
             dir: dir.to_path_buf(),
+            good_dir: good_dir.map(Path::to_path_buf),
             limits,
             types: RwLock::new(HashMap::new()),
             builtin: RwLock::new(HashMap::new()),
@@ -74,8 +77,9 @@ impl Registry {
     }
 
     /// Loads every `*.wasm` in the plugins directory, in file-name order. A file that fails
-    /// to load is logged and skipped; the others still load. A missing directory holds no
-    /// plugins. Returns how many loaded.
+    /// to load is logged and its last-known-good copy (from an earlier run) serves instead,
+    /// if there is one; the other files still load. A missing directory holds no plugins.
+    /// Returns how many loaded.
     pub fn load_dir(&self) -> Result<usize> {
         if !self.dir.exists() {
             tracing::info!(dir = %self.dir.display(), "no plugins directory; built-in types only");
@@ -94,6 +98,25 @@ impl Registry {
         for file in files {
             if self.reload(&file).is_ok() {
                 loaded += 1;
+                continue;
+            }
+            let Some(copy) = self.good_copy(&file).filter(|c| c.exists()) else {
+                continue;
+            };
+            match std::fs::read(&copy)
+                .map_err(|e| e.to_string())
+                .and_then(|b| self.load_bytes(&copy, &b).map_err(|e| e.to_string()))
+            {
+                Ok(name) => {
+                    tracing::warn!(type_name = %name, file = %file.display(), copy = %copy.display(), "serving the last-known-good copy of a plugin that no longer loads");
+                    if let Ok(mut files) = self.files.write() {
+                        files.entry(file.clone()).or_default().type_name = Some(name);
+                    }
+                    loaded += 1;
+                }
+                Err(e) => {
+                    tracing::error!(copy = %copy.display(), error = %e, "the last-known-good copy does not load either")
+                }
             }
         }
         Ok(loaded)
@@ -107,7 +130,7 @@ impl Registry {
         if !file.exists() {
             let old = self.files.write().map_err(|_| poisoned())?.remove(file);
             if let Some(name) = old.and_then(|s| s.type_name) {
-                self.retire(&name, file)?;
+                self.retire(&name, file, true)?;
                 tracing::info!(type_name = %name, file = %file.display(), "plugin file removed; type retired");
             }
             return Ok(None);
@@ -126,7 +149,7 @@ impl Registry {
                     .and_then(|s| s.type_name)
                     .filter(|old| *old != name)
                 {
-                    self.retire(&old, file)?;
+                    self.retire(&old, file, false)?;
                 }
                 Ok(Some(name))
             }
@@ -143,10 +166,18 @@ impl Registry {
         }
     }
 
-    /// Stops serving `name` from `file`: the built-in version comes back if there is one.
-    fn retire(&self, name: &str, file: &Path) -> Result<()> {
+    /// Stops serving `name` from `file` (or its last-known-good copy): the built-in version
+    /// comes back if there is one. `removed`: the file is gone, so is its copy.
+    fn retire(&self, name: &str, file: &Path, removed: bool) -> Result<()> {
+        let copy = self.good_copy(file);
+        if let Some(copy) = copy.as_ref().filter(|_| removed) {
+            let _ = std::fs::remove_file(copy);
+        }
         let mut types = self.types.write().map_err(|_| poisoned())?;
-        if types.get(name).is_some_and(|p| p.source == file) {
+        if types
+            .get(name)
+            .is_some_and(|p| p.source == file || Some(&p.source) == copy.as_ref())
+        {
             match self.builtin.read().map_err(|_| poisoned())?.get(name) {
                 Some(builtin) => types.insert(name.to_string(), builtin.clone()),
                 None => types.remove(name),
@@ -172,7 +203,33 @@ impl Registry {
             plugin: file.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
-        self.load_bytes(file, &bytes)
+        let name = self.load_bytes(file, &bytes)?;
+        self.keep_good_copy(file, &bytes);
+        Ok(name)
+    }
+
+    fn good_copy(&self, file: &Path) -> Option<PathBuf> {
+        Some(self.good_dir.as_ref()?.join(file.file_name()?))
+    }
+
+    /// Saves the bytes of a file that loaded, so a restart after a broken upload still
+    /// serves its type. Failing to save is logged, never fatal.
+    fn keep_good_copy(&self, file: &Path, bytes: &[u8]) {
+        let Some(copy) = self.good_copy(file) else {
+            return;
+        };
+        if std::fs::read(&copy).is_ok_and(|old| old == bytes) {
+            return;
+        }
+        let tmp = copy.with_extension("wasm.tmp");
+        let saved = copy
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &copy));
+        if let Err(e) = saved {
+            tracing::warn!(file = %copy.display(), error = %e, "cannot keep a last-known-good plugin copy");
+        }
     }
 
     /// Loads (or replaces) a plugin from memory; `source` names it for operators.

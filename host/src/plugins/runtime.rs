@@ -102,6 +102,48 @@ fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     Ok(component)
 }
 
+/// The WIT package this host serves: `komoku:types@` + this version.
+pub const WIT_VERSION: &str = "0.1.0";
+const WIT_PACKAGE: &str = "komoku:types/";
+
+/// Refuses a component built against another, incompatible version of the WIT package.
+///
+/// wasmtime matches world-level exports by shape, and the types-only import of
+/// `komoku:types/types` needs nothing from the linker, so a component built for another
+/// version would link. Its import names carry the version it was built against: accept the
+/// same major version (for 0.x, the same minor), as semver says is compatible.
+fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ours = semver_parts(WIT_VERSION).unwrap_or((0, 0, 0));
+    for (name, _) in component.component_type().imports(engine) {
+        let Some(rest) = name.strip_prefix(WIT_PACKAGE) else {
+            return Err(format!(
+                "imports {name:?}, which this host does not provide (plugins may import only {WIT_PACKAGE}...@{WIT_VERSION})"
+            ));
+        };
+        let theirs = rest.split_once('@').and_then(|(_, v)| semver_parts(v));
+        let compatible = match theirs {
+            Some((0, minor, _)) => ours.0 == 0 && minor == ours.1,
+            Some((major, _, _)) => major == ours.0,
+            None => false,
+        };
+        if !compatible {
+            return Err(format!(
+                "built against {name}, but this host serves komoku:types@{WIT_VERSION}: rebuild the plugin against wit/ of this Komoku"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn semver_parts(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.split(['.', '-', '+']).map(str::parse::<u64>);
+    Some((
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    ))
+}
+
 /// What a plugin says about itself.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -167,6 +209,10 @@ impl Plugin {
             message: format!("{what}: {e:#}"),
         };
         let component = compile(&engine, bytes).map_err(|e| refuse("not a valid component", e))?;
+        check_contract(&engine, &component).map_err(|message| Error::PluginFailed {
+            plugin: file.clone(),
+            message,
+        })?;
         let linker: Linker<StoreData> = Linker::new(&engine);
         let instance_pre = linker
             .instantiate_pre(&component)
@@ -258,14 +304,22 @@ impl Plugin {
     fn failed(&self, what: &str, e: wasmtime::Error) -> Error {
         let message = format!("{what}: {e:#}");
         tracing::warn!(
-            type_name = %self.info.name,
-            version = %self.info.version,
+            plugin = %self.label(),
             error = %message,
             "plugin call failed; instance discarded"
         );
         Error::PluginFailed {
-            plugin: format!("{} {}", self.info.name, self.info.version),
+            plugin: self.label(),
             message,
+        }
+    }
+
+    /// `name version`, or the file while the plugin has not said who it is.
+    fn label(&self) -> String {
+        if self.info.name.is_empty() {
+            self.source.display().to_string()
+        } else {
+            format!("{} {}", self.info.name, self.info.version)
         }
     }
 
@@ -330,7 +384,7 @@ impl Plugin {
         let expected = edges.len().saturating_sub(1);
         if summaries.len() != expected {
             return Err(Error::PluginFailed {
-                plugin: format!("{} {}", self.info.name, self.info.version),
+                plugin: self.label(),
                 message: format!(
                     "summarize returned {} summaries for {expected} buckets",
                     summaries.len()
@@ -359,13 +413,13 @@ impl Plugin {
             .map_err(refused)?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::PluginFailed {
-                plugin: format!("{} {}", self.info.name, self.info.version),
+                plugin: self.label(),
                 message: format!("render returned invalid JSON: {e}"),
             })?;
         match json.as_array() {
             Some(rows) if rows.len() == summaries.len() => Ok(json),
             _ => Err(Error::PluginFailed {
-                plugin: format!("{} {}", self.info.name, self.info.version),
+                plugin: self.label(),
                 message: format!(
                     "render must return a JSON array of {} elements",
                     summaries.len()
