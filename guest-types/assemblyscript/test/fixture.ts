@@ -1,0 +1,72 @@
+// A test-only key type exercising every shape of the world: text values, schedules,
+// `add`, extra options. `npm test` builds it into a component and calls it through jco.
+import {
+  addNumber,
+  castNumber,
+  describe,
+  Input,
+  InputKind,
+  KeyType,
+  Options,
+  OptionsReader,
+  Point,
+  Refusal,
+  register,
+  Resolution,
+  Result,
+  Scheduled,
+  Value,
+} from "../assembly/index";
+
+class FixtureOptions extends Options {
+  expireAfter: f64 = 0;
+  allowed: string[] | null = null;
+  mode: string = "number";
+}
+
+/** Numbers (like numeric, with add), or any text when mode is "text"; a value expires to "expired". */
+class Fixture extends KeyType {
+  constructor() {
+    super("as_fixture", "Test fixture of the AssemblyScript SDK", "0.0.1");
+  }
+
+  readOptions(reader: OptionsReader): Options {
+    const o = new FixtureOptions();
+    o.resolution = Resolution.read(reader);
+    o.expireAfter = reader.seconds("expire_after", 0);
+    o.allowed = reader.stringList("allowed");
+    o.mode = reader.choice("mode", ["number", "text"], "number");
+    return o;
+  }
+
+  guess(sample: Input): u8 {
+    return sample.kind == InputKind.Text ? 7 : 0;
+  }
+
+  cast(options: Options, input: Input): Result<Value> {
+    const o = options as FixtureOptions;
+    if (o.mode == "text") {
+      if (input.kind != InputKind.Text) return Result.err<Value>(Refusal.invalidValue("text only, got " + describe(input)));
+      const allowed = o.allowed;
+      if (allowed != null && !allowed.includes(input.text)) {
+        return Result.err<Value>(new Refusal("value_not_allowed", input.text + " is not allowed"));
+      }
+      return Result.ok<Value>(Value.ofText(input.text));
+    }
+    return castNumber(this.name, input);
+  }
+
+  add(options: Options, previous: Point | null, step: f64): Result<Value> {
+    return addNumber(previous, step);
+  }
+
+  schedule(options: Options, latest: Point): Scheduled | null {
+    const o = options as FixtureOptions;
+    if (o.expireAfter <= 0) return null;
+    return new Scheduled(latest.time + o.expireAfter, Value.ofText("expired"));
+  }
+}
+
+register(new Fixture());
+
+export * from "../assembly/exports";

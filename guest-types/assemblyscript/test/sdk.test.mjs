@@ -1,0 +1,317 @@
+// The SDK's tests: builds test/fixture.ts into a component with komoku-build, transpiles it
+// with jco (an independent implementation of the canonical ABI's lifting and lowering) and
+// calls every function of the world with every shape it carries.
+//
+// Run: npm test (node's test runner).
+
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { transpileBytes } from "@bytecodealliance/jco-transpile";
+
+import { build, WIT_PATH } from "../build.mjs";
+
+const SDK_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+const DEFAULTS = '{"allowed":null,"expire_after":0,"min_resolution":0,"mode":"number","same_value_resolution":0}';
+
+let workDir;
+let plugin;
+
+/** A fresh instance of the fixture component, with its core memory. */
+async function instantiate() {
+  const { instantiate } = await import(join(workDir, "plugin.js"));
+  let memory = null;
+  const root = await instantiate(
+    async (path) => WebAssembly.compile(await readFile(join(workDir, path))),
+    {},
+    async (module, imports) => {
+      const instance = await WebAssembly.instantiate(module, imports);
+      if (instance.exports.memory instanceof WebAssembly.Memory) memory = instance.exports.memory;
+      return instance;
+    },
+  );
+  return { root, memory };
+}
+
+before(async () => {
+  process.chdir(SDK_DIR);
+  const { component } = await build("test/fixture.ts");
+  workDir = await mkdtemp(join(tmpdir(), "komoku-as-sdk-"));
+  const { files } = await transpileBytes(component, {
+    name: "plugin",
+    instantiation: "async",
+    noComponentErrorWrapping: true,
+  });
+  for (const [name, bytes] of Object.entries(files)) {
+    await mkdir(dirname(join(workDir, name)), { recursive: true });
+    await writeFile(join(workDir, name), bytes);
+  }
+  plugin = (await instantiate()).root;
+});
+
+after(async () => {
+  if (workDir) await rm(workDir, { recursive: true, force: true });
+});
+
+/** Calls `f`, expecting a refusal; returns it. */
+function refusal(f) {
+  try {
+    f();
+  } catch (e) {
+    if (e && typeof e.code === "string") return e;
+    throw e;
+  }
+  assert.fail("expected a refusal");
+}
+
+const num = (val) => ({ tag: "number", val });
+const text = (val) => ({ tag: "text", val });
+const point = (time, value) => ({ time, value });
+const put = (input) => ({ tag: "set", val: input });
+
+function render(options, edges, carried, points, figures = []) {
+  const summaries = plugin.summarize(options, Float64Array.from(edges), carried, points);
+  return JSON.parse(plugin.render(options, summaries, figures));
+}
+
+describe("the SDK's copy of the WIT", () => {
+  test("matches the repository's wit/key-type.wit", async (t) => {
+    const repoWit = join(SDK_DIR, "../../wit/key-type.wit");
+    let original;
+    try {
+      original = await readFile(repoWit, "utf8");
+    } catch {
+      t.skip("not inside the Komoku repository");
+      return;
+    }
+    assert.equal(await readFile(WIT_PATH, "utf8"), original, "copy wit/key-type.wit into the SDK's wit/");
+  });
+});
+
+describe("info, guess, check-options", () => {
+  test("info names the type with its complete default options", () => {
+    assert.deepEqual(plugin.info(), {
+      name: "as_fixture",
+      version: "0.0.1",
+      description: "Test fixture of the AssemblyScript SDK",
+      defaultOptions: DEFAULTS,
+    });
+  });
+
+  test("guess lifts every case of input", () => {
+    assert.equal(plugin.guess(text("héllo")), 7);
+    assert.equal(plugin.guess(text("")), 7);
+    assert.equal(plugin.guess(num(1.5)), 0);
+    assert.equal(plugin.guess({ tag: "boolean", val: true }), 0);
+    assert.equal(plugin.guess({ tag: "null" }), 0);
+  });
+
+  test("check-options completes, sorts and normalises", () => {
+    assert.equal(plugin.checkOptions("{}"), DEFAULTS);
+    assert.equal(
+      plugin.checkOptions(' { "mode" : "text", "allowed": ["a", "é\\n\\"x\\"", "😀"], "min_resolution": 2.50, "expire_after": null } '),
+      '{"allowed":["a","é\\n\\"x\\"","😀"],"expire_after":0,"min_resolution":2.5,"mode":"text","same_value_resolution":0}',
+    );
+    assert.equal(JSON.parse(plugin.checkOptions('{"same_value_resolution": 1e3}')).same_value_resolution, 1000);
+    assert.ok(plugin.checkOptions('{"allowed": ["a\\u0001b\\\\"]}').includes('["a\\u0001b\\\\"]'));
+  });
+
+  test("check-options refuses what the built-ins refuse, naming the option", () => {
+    for (const [bad, said] of [
+      ['{"max_time": 3}', 'unknown option "max_time"'],
+      ['{"min_resolution": "5"}', 'option "min_resolution" must be a number of seconds >= 0, got string "5"'],
+      ['{"min_resolution": -1}', "number -1"],
+      ['{"same_value_resolution": true}', "got boolean true"],
+      ['{"allowed": []}', "null or a non-empty list of strings"],
+      ['{"allowed": [1]}', "got list [1]"],
+      ['{"mode": "loud"}', 'one of "number", "text"'],
+      ["[]", "options must be a JSON object, got list []"],
+      ["nope", "options are not JSON"],
+      ['{"a": 1,}', "options are not JSON"],
+      ['{"min_resolution": 01}', "options are not JSON"],
+      ["", "options are not JSON"],
+    ]) {
+      const r = refusal(() => plugin.checkOptions(bad));
+      assert.equal(r.code, "invalid_option", bad);
+      assert.ok(r.message.includes(said), `${bad}: ${r.message}`);
+    }
+  });
+
+  test("lone surrogates from JSON escapes come back as U+FFFD, never as invalid UTF-8", () => {
+    const complete = plugin.checkOptions('{"allowed": ["\\ud800x"]}');
+    assert.ok(complete.includes("\ufffdx"), complete);
+  });
+});
+
+describe("apply and reschedule", () => {
+  test("set casts numbers and numeric text, refusing others", () => {
+    assert.deepEqual(plugin.apply(DEFAULTS, undefined, put(num(21.5)), 1), {
+      value: num(21.5),
+      store: true,
+      schedule: undefined,
+    });
+    assert.deepEqual(plugin.apply(DEFAULTS, undefined, put(text("-3.5")), 1).value, num(-3.5));
+    for (const bad of [text("abc"), text("1e3"), text(" 1"), { tag: "null" }, { tag: "boolean", val: true }, num(NaN), num(Infinity)]) {
+      const r = refusal(() => plugin.apply(DEFAULTS, undefined, put(bad), 1));
+      assert.equal(r.code, "invalid_value", JSON.stringify(bad));
+    }
+    assert.ok(refusal(() => plugin.apply(DEFAULTS, undefined, put(text("abc")), 1)).message.includes('got text "abc"'));
+  });
+
+  test("previous points of every value case are lifted", () => {
+    const options = plugin.checkOptions('{"same_value_resolution": 10}');
+    for (const previous of [point(0, num(1)), point(0, text("long text ".repeat(50))), point(0, { tag: "boolean", val: false })]) {
+      assert.equal(plugin.apply(options, previous, put(num(1)), 5).store, !(previous.value.tag === "number"));
+    }
+    assert.equal(plugin.apply(options, point(0, num(1)), put(num(1)), 10).store, true);
+    assert.equal(plugin.apply(options, point(100, num(1)), put(num(1)), 50).store, true, "backfill");
+  });
+
+  test("add, and the refusals of the default add", () => {
+    assert.deepEqual(plugin.apply(DEFAULTS, point(1, num(2.5)), { tag: "add", val: -1 }, 2).value, num(1.5));
+    assert.deepEqual(plugin.apply(DEFAULTS, undefined, { tag: "add", val: 4 }, 2).value, num(4));
+    assert.equal(refusal(() => plugin.apply(DEFAULTS, point(1, text("x")), { tag: "add", val: 1 }, 2)).code, "invalid_value");
+  });
+
+  test("text results, allowed values and schedules carrying text", () => {
+    const options = plugin.checkOptions('{"mode": "text", "allowed": ["on", "ünïcode 😀"], "expire_after": 30}');
+    assert.deepEqual(plugin.apply(options, undefined, put(text("ünïcode 😀")), 100), {
+      value: text("ünïcode 😀"),
+      store: true,
+      schedule: { at: 130, value: text("expired") },
+    });
+    assert.equal(refusal(() => plugin.apply(options, undefined, put(text("off")), 100)).code, "value_not_allowed");
+    // A backfill keeps the schedule of the newer previous point.
+    assert.deepEqual(plugin.apply(options, point(200, text("on")), put(text("on")), 100).schedule, {
+      at: 230,
+      value: text("expired"),
+    });
+    assert.deepEqual(plugin.reschedule(options, point(5, text("on"))), { at: 35, value: text("expired") });
+    assert.equal(plugin.reschedule(DEFAULTS, point(5, num(1))), undefined);
+    assert.equal(plugin.apply(plugin.checkOptions('{"mode": "text"}'), undefined, put(text("")), 1).value.val, "");
+  });
+
+  test("parsed options are remembered per options text, beyond the memo's 16", () => {
+    for (let round = 0; round < 2; round++) {
+      for (let i = 1; i <= 40; i++) {
+        const options = plugin.checkOptions(`{"min_resolution": ${i}}`);
+        const previous = point(100, num(1));
+        assert.equal(plugin.apply(options, previous, put(num(2)), 100 + i - 0.5).store, false, `${i}: too soon`);
+        assert.equal(plugin.apply(options, previous, put(num(2)), 100 + i).store, true, `${i}: late enough`);
+      }
+    }
+  });
+
+  test("options that do not parse are refused by apply and defaulted elsewhere", () => {
+    assert.equal(refusal(() => plugin.apply("{", undefined, put(num(1)), 1)).code, "invalid_option");
+    assert.equal(plugin.reschedule("{", point(5, num(1))), undefined);
+  });
+});
+
+describe("summarize, merge, render", () => {
+  test("the default figure is the time-weighted mean, null when unknown", () => {
+    const points = [point(0, num(10)), point(30, num(20))];
+    assert.deepEqual(render(DEFAULTS, [0, 60], undefined, points), [15]);
+    assert.deepEqual(render(DEFAULTS, [0, 60, 120], undefined, [...points, point(119, num(20))]), [15, 20]);
+    assert.deepEqual(render(DEFAULTS, [0, 10, 20], undefined, []), [null, null]);
+    assert.deepEqual(render(DEFAULTS, [0, 10, 20, 30], undefined, [point(0, num(2)), point(5, num(4))]), [3, 4, 4]);
+    assert.deepEqual(render(DEFAULTS, [0], undefined, points), []);
+    assert.deepEqual(render(DEFAULTS, [10, 20], point(-5, num(7)), []), [7], "carried");
+  });
+
+  test("named figures come as one object per bucket", () => {
+    const points = [point(0, num(2)), point(5, num(4))];
+    assert.deepEqual(render(DEFAULTS, [0, 10], undefined, points, ["min", "max", "count", "last", "first", "coverage_seconds", "integral", "mean", "min"]), [
+      {
+        min: 2,
+        max: 4,
+        count: 2,
+        first: { time: 0, value: 2 },
+        last: { time: 5, value: 4 },
+        coverage_seconds: 10,
+        integral: 30,
+        mean: 3,
+      },
+    ]);
+    const r = refusal(() => render(DEFAULTS, [0, 10], undefined, points, ["increase"]));
+    assert.equal(r.code, "unknown_figure");
+    assert.equal(refusal(() => plugin.render(DEFAULTS, [Uint8Array.of(0x42)], [])).code, "invalid_summary");
+    assert.equal(refusal(() => plugin.render(DEFAULTS, [new Uint8Array(0)], [])).code, "invalid_summary");
+  });
+
+  test("summaries use the Rust SDK's encoding", () => {
+    const [bytes] = plugin.summarize(DEFAULTS, Float64Array.of(0, 60), undefined, [point(0, num(10)), point(30, num(20))]);
+    const view = new DataView(new ArrayBuffer(2 + 8 * 2 + 1 + 8 * 2 + 8 * 4));
+    let at = 0;
+    view.setUint8(at++, 0x4e); // 'N'
+    view.setUint8(at++, 2 | 4); // range, first/last
+    for (const f of [60, 900]) (view.setFloat64(at, f, true), (at += 8));
+    view.setUint8(at++, 2); // count
+    for (const f of [10, 20, 0, 10, 30, 20]) (view.setFloat64(at, f, true), (at += 8));
+    assert.deepEqual(bytes, new Uint8Array(view.buffer));
+  });
+
+  test("text points are skipped by number summaries, and sorted input is not required", () => {
+    const points = [point(30, num(20)), point(10, text("ignored ünïcode")), point(0, num(10))];
+    assert.deepEqual(render(DEFAULTS, [0, 60], undefined, points, ["count", "mean"]), [{ count: 2, mean: 15 }]);
+  });
+
+  test("merging adjacent summaries equals summarising their union", () => {
+    let seed = 42;
+    const random = (n) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    for (let round = 0; round < 300; round++) {
+      const edges = [random(5)];
+      for (let i = 0, n = 1 + random(5); i < n; i++) edges.push(edges.at(-1) + (random(5) === 0 ? 0 : random(12)));
+      const [first, last] = [edges[0], edges.at(-1)];
+      const carried = random(3) === 0 ? undefined : point(first - 1 - random(3), num(random(9) - 4));
+      const points = [];
+      if (last > first) for (let i = 0, n = random(16); i < n; i++) points.push(point(first + random(last - first), num(random(9) - 4)));
+      points.sort((a, b) => a.time - b.time);
+      const parts = plugin.summarize(DEFAULTS, Float64Array.from(edges), carried, points);
+      assert.equal(parts.length, edges.length - 1);
+      const [direct] = plugin.summarize(DEFAULTS, Float64Array.of(first, last), carried, points);
+      assert.deepEqual(plugin.merge(DEFAULTS, parts), direct, `round ${round}`);
+      const split = random(parts.length + 1);
+      const grouped = plugin.merge(DEFAULTS, [plugin.merge(DEFAULTS, parts.slice(0, split)), plugin.merge(DEFAULTS, parts.slice(split))]);
+      assert.deepEqual(grouped, direct, `round ${round}, grouped at ${split}`);
+    }
+    assert.deepEqual([...plugin.merge(DEFAULTS, [])], [0x4e, 0, ...new Array(17).fill(0)], "empty");
+  });
+
+  test("merge traps on a summary it cannot decode", async () => {
+    const fresh = (await instantiate()).root;
+    assert.throws(() => fresh.merge(DEFAULTS, [Uint8Array.of(1, 2, 3)]), WebAssembly.RuntimeError);
+  });
+});
+
+describe("memory", () => {
+  test("argument and result buffers are freed: 5000 rounds of every call leave the memory as it was", async () => {
+    const { root, memory } = await instantiate();
+    assert.ok(memory, "the core memory was captured");
+    const options = root.checkOptions('{"mode": "text", "expire_after": 5}');
+    const points = Array.from({ length: 50 }, (_, i) => point(i, i % 2 ? num(i) : text("point text ".repeat(5))));
+    const round = () => {
+      root.info();
+      root.guess(text("a guess ".repeat(20)));
+      root.checkOptions('{"allowed": ["x", "y"], "mode": "text"}');
+      root.apply(options, point(0, text("previous ".repeat(20))), put(text("current ".repeat(20))), 1);
+      refusal(() => root.apply(options, undefined, put(num(1)), 1));
+      root.reschedule(options, point(1, text("latest")));
+      const summaries = root.summarize(options, Float64Array.from([0, 10, 20, 30, 40, 50]), point(-1, text("carried")), points);
+      root.merge(options, summaries);
+      root.render(options, summaries, ["mean", "last"]);
+      refusal(() => root.render(options, summaries, ["nope"]));
+    };
+    for (let i = 0; i < 500; i++) round();
+    const warm = memory.buffer.byteLength;
+    for (let i = 0; i < 5000; i++) round();
+    assert.equal(memory.buffer.byteLength, warm, `memory grew from ${warm} to ${memory.buffer.byteLength} bytes`);
+  });
+});
