@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Builds the custom key type examples into wasm components:
+#   target/examples/temperature-rust.wasm   examples/temperature-rust (Rust, komoku-guest SDK)
+#   target/examples/temperature-as.wasm     examples/temperature-as (AssemblyScript SDK)
+# tests/tests/custom_types.rs loads both.
+#
+# Usage: scripts/build-examples.sh [--sdk-tests]
+#   --sdk-tests  also run the AssemblyScript SDK's own tests (npm test in
+#                guest-types/assemblyscript)
+#
+# Rust: the same toolchain and flags as scripts/build-plugins.sh (rustup's
+# wasm32-unknown-unknown target when installed, else Debian's rustc-web with std built from
+# source, installed here when missing; KOMOKU_WASM_TOOLCHAIN=rustup|debian forces one),
+# sharing its <target>/wasm directory, then the komoku-componentize tool.
+# AssemblyScript: node >= 20 and npm (apt-get install nodejs npm when node is missing), then
+# `npm ci` in the SDK and in the example (both lockfiles are committed) and `npm run build`,
+# which compiles with asc and componentizes with node alone.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+sdk_tests=false
+case "${1:-}" in
+    "") ;;
+    --sdk-tests) sdk_tests=true ;;
+    *)
+        echo "usage: $0 [--sdk-tests]" >&2
+        exit 2
+        ;;
+esac
+
+started=$SECONDS
+step() { printf '==> [%4ss] %s\n' "$((SECONDS - started))" "$*"; }
+
+sudo=()
+if [[ $(id -u) != 0 ]]; then sudo=(sudo); fi
+apt_updated=false
+apt_install() {
+    if ! $apt_updated; then
+        "${sudo[@]}" apt-get update
+        apt_updated=true
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "$@"
+}
+
+target_base=${CARGO_TARGET_DIR:-$root/target}
+out_dir=$target_base/examples
+mkdir -p "$out_dir"
+
+# --- Rust: the toolchain of scripts/build-plugins.sh ------------------------------------
+toolchain=${KOMOKU_WASM_TOOLCHAIN:-auto}
+if [[ $toolchain == auto ]]; then
+    if command -v rustup >/dev/null 2>&1 &&
+        rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+        toolchain=rustup
+    else
+        toolchain=debian
+    fi
+fi
+
+case $toolchain in
+    rustup)
+        step "toolchain: rustup $(rustc --version) with wasm32-unknown-unknown"
+        wasm_env=()
+        wasm_cargo=(cargo build)
+        rust_src="$(rustc --print sysroot)/lib/rustlib/src/rust"
+        ;;
+    debian)
+        packages=(rustc-web cargo-web rust-web-src lld-22)
+        missing=()
+        for package in "${packages[@]}"; do
+            if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+                missing+=("$package")
+            fi
+        done
+        if ((${#missing[@]})); then
+            step "installing ${missing[*]} (apt)"
+            apt_install "${missing[@]}"
+        fi
+        step "toolchain: Debian $(/usr/bin/rustc --version), std built from source"
+        # RUSTC_BOOTSTRAP unlocks -Zbuild-std on this stable compiler.
+        wasm_env=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1)
+        wasm_cargo=(/usr/bin/cargo build -Zbuild-std=std,panic_abort)
+        rust_src=/usr/lib/rustlib/src/rust
+        ;;
+    *)
+        echo "KOMOKU_WASM_TOOLCHAIN must be rustup or debian, not $toolchain" >&2
+        exit 2
+        ;;
+esac
+
+wasm_target=$target_base/wasm
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+# The same remapped paths as build-plugins.sh: reproducible modules, and a shared cache.
+remaps=(
+    "--remap-path-prefix=$root=/komoku"
+    "--remap-path-prefix=$target_base=/target"
+    "--remap-path-prefix=$cargo_home=/cargo"
+    "--remap-path-prefix=$rust_src=/rust-src"
+)
+encoded_rustflags=$(
+    IFS=$'\x1f'
+    echo "${remaps[*]}"
+)
+
+crate=komoku-example-temperature
+step "building $crate for wasm32-unknown-unknown (profile wasm)"
+env "${wasm_env[@]}" CARGO_ENCODED_RUSTFLAGS="$encoded_rustflags" \
+    "${wasm_cargo[@]}" --locked --profile wasm --target wasm32-unknown-unknown \
+    --target-dir "$wasm_target" -p "$crate"
+
+host_cargo=$(command -v cargo || echo /usr/bin/cargo)
+step "building komoku-componentize"
+"$host_cargo" build --locked --quiet -p komoku-componentize
+"$target_base/debug/komoku-componentize" \
+    "$wasm_target/wasm32-unknown-unknown/wasm/${crate//-/_}.wasm" "$out_dir/temperature-rust.wasm"
+step "componentized $crate -> $out_dir/temperature-rust.wasm ($(wc -c <"$out_dir/temperature-rust.wasm") bytes)"
+
+# --- AssemblyScript ---------------------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    step "installing nodejs npm (apt)"
+    apt_install nodejs npm
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 20)); then
+    echo "node $(node --version) is too old: AssemblyScript 0.28 needs node >= 20" >&2
+    exit 1
+fi
+step "node $(node --version), npm $(npm --version)"
+
+npm_ci=(npm ci --prefer-offline --no-audit --no-fund)
+step "npm ci: guest-types/assemblyscript (the SDK: assemblyscript, jco-transpile)"
+(cd guest-types/assemblyscript && "${npm_ci[@]}")
+if $sdk_tests; then
+    step "npm test: guest-types/assemblyscript"
+    (cd guest-types/assemblyscript && npm test)
+fi
+step "npm ci: examples/temperature-as"
+(cd examples/temperature-as && "${npm_ci[@]}")
+as_started=$SECONDS
+(cd examples/temperature-as && npm run --silent build)
+cp examples/temperature-as/build/temperature_celsius.wasm "$out_dir/temperature-as.wasm"
+step "built examples/temperature-as -> $out_dir/temperature-as.wasm ($(wc -c <"$out_dir/temperature-as.wasm") bytes, $((SECONDS - as_started)) s)"
+step "done"

@@ -1,0 +1,123 @@
+//! Custom key types end to end: the `temperature_celsius` examples, one written in Rust
+//! (`examples/temperature-rust`) and one in AssemblyScript (`examples/temperature-as`), each
+//! loaded from a plugins directory of its own and put through the same test.
+//!
+//! The components are built by `scripts/build-examples.sh` into `target/examples/`; a
+//! missing one fails the test (it is not skipped).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+use komoku_tests::TestServer;
+use serde_json::json;
+
+/// Where `scripts/build-examples.sh` puts the example components.
+fn examples_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+    workspace.unwrap_or(Path::new("..")).join("target/examples")
+}
+
+/// A server whose plugins directory holds only `component` (next to the built-in types).
+async fn server_with(component: &str) -> Result<(TestServer, tempfile::TempDir)> {
+    let built = examples_dir().join(component);
+    ensure!(
+        built.is_file(),
+        "{} is missing: run scripts/build-examples.sh to build the example components",
+        built.display()
+    );
+    let plugins = tempfile::tempdir()?;
+    std::fs::copy(&built, plugins.path().join(component))
+        .with_context(|| format!("copying {}", built.display()))?;
+    let dir = plugins.path().to_path_buf();
+    let server = TestServer::start_with(|cfg| cfg.plugins_dir = dir).await?;
+    Ok((server, plugins))
+}
+
+/// The behaviour both implementations of `temperature_celsius` must share.
+async fn temperature_celsius_behaves(component: &str) -> Result<()> {
+    let (s, _plugins) = server_with(component).await?;
+    let mut c = s.client().await?;
+
+    let types = c.request(json!({"types": {}})).await?;
+    let info = &types["types"]["temperature_celsius"];
+    ensure!(
+        info.is_object(),
+        "{component} did not load as temperature_celsius: {types:#}"
+    );
+    assert_eq!(
+        info["default_options"],
+        json!({"min_resolution": 0, "same_value_resolution": 0}),
+        "{component}"
+    );
+
+    let define = json!({"define": {"room": {"type": "temperature_celsius"}}});
+    assert_eq!(c.request(define).await?, json!("ack"), "{component}");
+    let put = |value| json!({"put": {"key": "room", "value": value}});
+    assert_eq!(
+        c.request(put(json!(21.5))).await?,
+        json!("ack"),
+        "{component}"
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "room"}})).await?,
+        json!(21.5),
+        "{component}"
+    );
+    assert_eq!(
+        c.request(put(json!(-300))).await?,
+        json!({"error": "below_absolute_zero"}),
+        "{component}"
+    );
+    assert_eq!(
+        c.request(put(json!("abc"))).await?,
+        json!({"error": "invalid_value"}),
+        "{component}"
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "room"}})).await?,
+        json!(21.5),
+        "refusals change nothing ({component})"
+    );
+    assert_eq!(
+        c.request(put(json!("-3.5"))).await?,
+        json!("ack"),
+        "{component}"
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "room"}})).await?,
+        json!(-3.5),
+        "{component}"
+    );
+
+    // 0..60: 10 for 30 s, then 20 for 30 s: a time-weighted mean of 15.
+    let define = json!({"define": {"hall": {"type": "temperature_celsius"}}});
+    assert_eq!(c.request(define).await?, json!("ack"), "{component}");
+    for (time, value) in [(0, 10), (30, 20)] {
+        let put = json!({"put": {"key": "hall", "value": value, "time": time}});
+        assert_eq!(c.request(put).await?, json!("ack"), "{component}");
+    }
+    let fetch = json!({"fetch": {"key": "hall", "opts": {"since": 0, "until": 60, "step": "1M"}}});
+    assert_eq!(c.request(fetch).await?, json!([[0, 15]]), "{component}");
+
+    // Options are the SDK's resolution options, checked and completed by the plugin.
+    let define =
+        json!({"define": {"hall": {"type": "temperature_celsius", "min_resolution": "soon"}}});
+    assert_eq!(
+        c.request(define).await?,
+        json!({"error": "invalid_option"}),
+        "{component}"
+    );
+    c.close().await?;
+    s.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn temperature_celsius_in_rust_loads_and_behaves() -> Result<()> {
+    temperature_celsius_behaves("temperature-rust.wasm").await
+}
+
+#[tokio::test]
+async fn temperature_celsius_in_assemblyscript_loads_and_behaves() -> Result<()> {
+    temperature_celsius_behaves("temperature-as.wasm").await
+}
