@@ -210,10 +210,12 @@ impl Command {
                 Ok(Reply::Value(Json::Object(out)))
             }
             Command::Define { keys } => {
+                let mut last = Durable::done();
                 for d in keys {
-                    db.define(&d.key, d.type_name.as_deref(), d.opts).await?;
+                    // Writes are durable in queue order: waiting for the last covers all.
+                    last = db.define(&d.key, d.type_name.as_deref(), d.opts).await?;
                 }
-                Ok(Reply::Ack)
+                return Ok((Reply::Ack, last));
             }
             Command::Sub { key } => {
                 crate::store::check_key_name(&key)?;

@@ -23,7 +23,9 @@ async fn echo_server() -> Result<SocketAddr> {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() && ws.send(msg).await.is_err() {
                         return;
@@ -37,7 +39,14 @@ async fn echo_server() -> Result<SocketAddr> {
 
 /// `clients` connections each sending `frames` frames of `per_frame` puts (a bare put when
 /// `per_frame` is 1), waiting for each reply. Returns puts per second.
-async fn load(url: &str, clients: usize, frames: usize, per_frame: usize, key_space: usize, t0: u64) -> Result<f64> {
+async fn load(
+    url: &str,
+    clients: usize,
+    frames: usize,
+    per_frame: usize,
+    key_space: usize,
+    t0: u64,
+) -> Result<f64> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -88,13 +97,23 @@ async fn main() -> Result<()> {
     let server = komoku::Server::start(&config).await?;
     let url = format!("ws://{}/", server.local_addr);
 
-    println!("Komoku put throughput vs a bare tokio-tungstenite echo server (same machine, same run)");
+    println!(
+        "Komoku put throughput vs a bare tokio-tungstenite echo server (same machine, same run)"
+    );
     println!("durability: fsync before every ack (group commit)\n");
-    println!("{:<44} {:>14} {:>14} {:>8}", "load", "komoku puts/s", "echo frames/s", "ratio");
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "load", "komoku puts/s", "echo frames/s", "ratio"
+    );
     let scenarios: [(&str, usize, usize, usize); 3] = [
         ("(a) 1 client, wait for each ack", 1, 2000 / scale, 1),
         ("(b) 32 clients, wait for each ack", 32, 300 / scale, 1),
-        ("(c) 8 clients, arrays of 100 puts/frame", 8, 100 / scale, 100),
+        (
+            "(c) 8 clients, arrays of 100 puts/frame",
+            8,
+            100 / scale,
+            100,
+        ),
     ];
     let mut t0 = 1_600_000_000;
     for (name, clients, frames, per_frame) in scenarios {
@@ -108,7 +127,10 @@ async fn main() -> Result<()> {
     let before = dir_bytes(data.path());
     let started = Instant::now();
     let rate = load(&url, 32, points / 32 / 100, 100, 1000, 1_700_000_000).await?;
-    println!("\nstored {points} numeric points into 1000 keys at {rate:.0} puts/s ({:.1} s)", started.elapsed().as_secs_f64());
+    println!(
+        "\nstored {points} numeric points into 1000 keys at {rate:.0} puts/s ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
     server.shutdown().await?;
     // Reopen so the memtables are flushed into tables and the journal is trimmed.
     let store = komoku::store::Store::open(data.path())?;

@@ -345,47 +345,46 @@ impl Db {
         Box::new(move || pubsub.publish(&name, frame.into()))
     }
 
-    /// Writes a key's due automatic value, if it is still pending for `at`.
-    async fn fire(&self, name: &str, at: Time) -> Result<()> {
+    /// Queues a key's due automatic value, if it is still pending for `at`.
+    async fn fire(&self, name: &str, at: Time) -> Result<Durable> {
         let Some(slot) = self.slot(name) else {
-            return Ok(());
+            return Ok(Durable::done());
         };
         let mut state = slot.lock().await;
         let Some(scheduled) = state.schedule.clone().filter(|s| s.at == at) else {
-            return Ok(());
+            return Ok(Durable::done());
         };
         let plugin = self.plugin_of(&state)?;
         let point = Point {
             time: scheduled.at,
             value: scheduled.value,
         };
+        let next = plugin.reschedule(&state.effective, &point)?;
         let previous = state.latest.replace(point.clone());
         let after = previous
             .as_ref()
             .is_none_or(|p| p.value != point.value)
             .then(|| self.publisher(name, &point, previous.as_ref()));
         state.schedule = None;
-        let next = plugin.reschedule(&state.effective, &point)?;
         self.set_schedule(name, &mut state, next.filter(|n| n.at > at));
-        let done = self.writer.submit(WriteBatch {
+        Ok(Durable(Some(self.writer.submit(WriteBatch {
             writes: vec![Write::Point {
                 key: name.to_string(),
                 point,
             }],
             after,
-        });
-        drop(state);
-        done.await.unwrap_or(Err(Error::ShuttingDown))
+        }))))
     }
 
     /// Creates a key or updates its options. Options are merged over the key's current ones
-    /// and validated by its type; a different type than the key has is refused.
+    /// and validated by its type; a different type than the key has is refused. Await the
+    /// returned [`Durable`] before acknowledging.
     pub async fn define(
         &self,
         name: &str,
         type_name: Option<&str>,
         opts: Map<String, Json>,
-    ) -> Result<()> {
+    ) -> Result<Durable> {
         check_key_name(name)?;
         let slot = self.slot_or_new(name)?;
         let mut state = slot.lock().await;
@@ -425,8 +424,7 @@ impl Db {
         state.def = Some(def);
         state.effective = effective;
         self.set_schedule(name, &mut state, schedule);
-        drop(state);
-        done.await.unwrap_or(Err(Error::ShuttingDown))
+        Ok(Durable(Some(done)))
     }
 
     /// Removes a key with all its history. Its subscribers stay subscribed.

@@ -6,13 +6,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 
 use super::Db;
 use crate::value::{Time, now, time_to_sortable};
-
-/// Most automatic values written concurrently when many fall due at once.
-const FIRE_CONCURRENCY: usize = 256;
 
 #[derive(Default)]
 pub(super) struct Scheduler {
@@ -67,19 +63,22 @@ pub(super) async fn run(db: Weak<Db>) {
         let Some(strong) = db.upgrade() else { return };
         let (due, next) = strong.scheduler.take_due(now());
         if !due.is_empty() {
-            let mut running = JoinSet::new();
+            // Queue every due value first, then wait: they share group commits, so a
+            // thousand expiries at once cost a few fsyncs, not a thousand.
+            let mut queued = Vec::with_capacity(due.len());
             for (at, name) in due {
-                if running.len() >= FIRE_CONCURRENCY {
-                    running.join_next().await;
-                }
-                let db = strong.clone();
-                running.spawn(async move {
-                    if let Err(e) = db.fire(&name, at).await {
-                        tracing::error!(key = %name, error = %e, "automatic value not written");
+                match strong.fire(&name, at).await {
+                    Ok(durable) => queued.push((name, durable)),
+                    Err(e) => {
+                        tracing::error!(key = %name, error = %e, "automatic value not written")
                     }
-                });
+                }
             }
-            while running.join_next().await.is_some() {}
+            for (name, durable) in queued {
+                if let Err(e) = durable.wait().await {
+                    tracing::error!(key = %name, error = %e, "automatic value not written");
+                }
+            }
             continue;
         }
         let wait = next.map(|at| Duration::from_secs_f64((at - now()).max(0.0)));
