@@ -26,6 +26,9 @@ pub struct Config {
     pub builtin_types: bool,
     /// Reload plugins when files in `plugins_dir` change. Default = true.
     pub hot_reload: bool,
+    /// The type of a key created by `increment`/`decrement` on a missing key; none means such
+    /// a request is refused with `unknown_key`. Default = `"counter"`.
+    pub increment_creates: Option<String>,
     /// When an acknowledged write is on disk: `"sync"` (default: fsynced before the ack;
     /// survives kill -9 and power loss) or a number of milliseconds (acked once handed to the
     /// OS; fsynced at least that often, so a power loss can lose that window).
@@ -65,6 +68,7 @@ impl Default for Config {
             plugins_dir: PathBuf::from("plugins"),
             builtin_types: true,
             hot_reload: true,
+            increment_creates: Some("counter".into()),
             durability: DurabilityConfig::Named(DurabilityName::Sync),
             plugin_deadline_ms: 500,
             plugin_memory_mib: 64,

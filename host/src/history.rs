@@ -114,7 +114,7 @@ pub fn parse_step(v: &Json) -> Result<f64> {
 
 /// Answers a v1 `fetch`.
 pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
-    let Ok((_, effective, plugin)) = db.describe(key).await else {
+    let Some((effective, plugin)) = db.describe(key).await else {
         // A key that does not exist has no history.
         return Ok(if opts.single.is_some() {
             Json::Null
@@ -122,6 +122,9 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
             json!([])
         });
     };
+    // Reads below go to the store: let writes already queued (an expiry, a pipelined put)
+    // land first, so history agrees with `get` and `last`.
+    db.settled().await?;
     let store = db.store().clone();
     let key = key.to_string();
     let current = db.latest(&key).await;
@@ -184,7 +187,9 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
         return Ok(Json::Array(newest.iter().map(point_row).collect()));
     };
 
-    // Stepped: buckets from `since` (default: the key's first point) to `until`.
+    // Stepped: buckets from `since` (default: the key's first point) to `until`. Summaries
+    // need the key's type; the raw answers above did not.
+    let plugin = plugin?;
     let since = match opts.since {
         Some(s) => s,
         None => {

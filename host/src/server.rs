@@ -75,7 +75,7 @@ impl Server {
         } else {
             None
         };
-        let db = Db::open(store, writer, registry).await?;
+        let db = Db::open(store, writer, registry, config.increment_creates.clone()).await?;
 
         let limits = ConnectionLimits {
             max_frame_bytes: config.max_frame_bytes,

@@ -127,8 +127,18 @@ async fn broken_uploads_are_refused_and_the_old_version_keeps_serving() -> Resul
         ("garbage.wasm", "not a valid component"),
         ("wrong_version.wasm", "rebuild"),
         ("trap_on_load.wasm", "info"),
+        ("wrong_world.wasm", "key-type world"),
     ] {
-        replace_atomically(&file, &extra(broken))?;
+        if broken == "wrong_world.wasm" {
+            // A valid component that exports nothing of the key-type world.
+            std::fs::write(
+                dir.path().join("wrong_world.src"),
+                wat::parse_str("(component)")?,
+            )?;
+            replace_atomically(&file, &dir.path().join("wrong_world.src"))?;
+        } else {
+            replace_atomically(&file, &extra(broken))?;
+        }
         let started = Instant::now();
         let error = loop {
             if let Some(e) = file_error(&mut c, &file).await? {
@@ -196,6 +206,17 @@ async fn removing_a_plugin_makes_its_keys_refuse_writes_and_putting_it_back_rest
         c.request(json!({"get": {"key": "r"}})).await?,
         json!(1),
         "its data stays"
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "r"}})).await?,
+        json!([[100, 1]]),
+        "raw history needs no plugin"
+    );
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "r", "opts": {"since": 0, "until": 200, "step": "1M"}}}))
+            .await?,
+        json!({"error": "unknown_type"}),
+        "summaries do"
     );
     assert_eq!(
         c.request(json!({"keys": {}})).await?["r"]["type"],

@@ -121,3 +121,28 @@ async fn v2_pushes_are_the_same_pub_objects() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_separate_v2_port_speaks_v2_on_every_path() -> Result<()> {
+    let s = TestServer::start_with(|cfg| {
+        cfg.v2_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await?;
+    let addr = s
+        .server
+        .v2_addr
+        .ok_or_else(|| anyhow::anyhow!("no v2 listener"))?;
+    let mut c = komoku_tests::Client::connect(&format!("ws://{addr}/")).await?;
+    assert_eq!(
+        c.request(json!({"put": {"key": "k", "value": 1}})).await?,
+        json!({"result": "ok"})
+    );
+    assert_eq!(
+        c.request(json!({"nope": {}})).await?,
+        json!({"error": "invalid_query"})
+    );
+    // The main port still speaks v1 at `/`.
+    let mut v1 = s.client().await?;
+    assert_eq!(v1.request(json!({"get": {"key": "k"}})).await?, json!(1));
+    Ok(())
+}

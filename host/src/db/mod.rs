@@ -78,6 +78,7 @@ pub struct KeyListing {
 
 /// The shared state of a running Komoku.
 pub struct Db {
+    add_creates: Option<String>,
     store: Store,
     writer: Writer,
     registry: Arc<Registry>,
@@ -90,8 +91,16 @@ pub struct Db {
 impl Db {
     /// Loads every key from the store, re-arms pending automatic values (writing, at their
     /// past time, those that fell due while the server was down) and starts the scheduler.
-    pub async fn open(store: Store, writer: Writer, registry: Arc<Registry>) -> Result<Arc<Db>> {
+    /// `add_creates`: the type of a key created by an `increment` (see
+    /// [`crate::Config::increment_creates`]).
+    pub async fn open(
+        store: Store,
+        writer: Writer,
+        registry: Arc<Registry>,
+        add_creates: Option<String>,
+    ) -> Result<Arc<Db>> {
         let db = Arc::new(Db {
+            add_creates,
             store: store.clone(),
             writer,
             registry,
@@ -161,6 +170,11 @@ impl Db {
         &self.store
     }
 
+    /// Waits until every write queued so far is in the store (see [`Writer::barrier`]).
+    pub async fn settled(&self) -> Result<()> {
+        self.writer.barrier().await
+    }
+
     fn slots_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<String, Slot>>> {
         self.keys
             .write()
@@ -201,8 +215,8 @@ impl Db {
         self.operate(name, Operation::Set(input), time).await
     }
 
-    /// Adds `step` to a key's value (`increment`/`decrement`). A missing key is created as
-    /// a `counter`.
+    /// Adds `step` to a key's value (`increment`/`decrement`). A missing key is created with
+    /// the configured type (default `counter`), or refused with `unknown_key` if none is.
     pub async fn add(&self, name: &str, step: f64) -> Result<Durable> {
         if !step.is_finite() {
             return Err(Error::query("step must be a finite number"));
@@ -231,7 +245,10 @@ impl Db {
                         message: "no key type accepts this value for a new key".into(),
                     })?
                 }
-                Operation::Add(_) => self.registry.get("counter")?,
+                Operation::Add(_) => match &self.add_creates {
+                    Some(type_name) => self.registry.get(type_name)?,
+                    None => return Err(Error::UnknownKey(name.to_string())),
+                },
             };
             let def = KeyDef {
                 type_name: plugin.info.name.clone(),
@@ -253,26 +270,25 @@ impl Db {
         let created = !writes.is_empty();
 
         let time = time.unwrap_or_else(|| next_time(now(), state.latest.as_ref()));
-        let outcome = match plugin.apply(&state.effective, state.latest.as_ref(), &op, time) {
+        let outcome = plugin
+            .apply(&state.effective, state.latest.as_ref(), &op, time)
+            .and_then(|o| match o.value {
+                Value::Number(n) if !n.is_finite() => Err(Error::PluginFailed {
+                    plugin: plugin.info.name.clone(),
+                    message: "apply returned a number that is not finite".into(),
+                }),
+                _ => Ok(o),
+            });
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 if created {
+                    // The key is only created if its first operation succeeds.
                     state.def = None;
                 }
                 return Err(e);
             }
         };
-        if let Value::Number(n) = outcome.value
-            && !n.is_finite()
-        {
-            if created {
-                state.def = None;
-            }
-            return Err(Error::PluginFailed {
-                plugin: plugin.info.name.clone(),
-                message: "apply returned a number that is not finite".into(),
-            });
-        }
 
         // A point older than the latest one fills in history; it changes nothing current.
         let backfill = state.latest.as_ref().is_some_and(|l| time < l.time);
@@ -457,18 +473,13 @@ impl Db {
         state.latest.clone()
     }
 
-    /// A key's definition, its effective options and its plugin.
-    pub async fn describe(&self, name: &str) -> Result<(KeyDef, String, Arc<Plugin>)> {
-        let slot = self
-            .slot(name)
-            .ok_or_else(|| Error::UnknownKey(name.to_string()))?;
+    /// A key's effective options and its plugin (an error if the type is not loaded: the
+    /// key's raw data is still readable). `None` if the key does not exist.
+    pub async fn describe(&self, name: &str) -> Option<(String, Result<Arc<Plugin>>)> {
+        let slot = self.slot(name)?;
         let state = slot.lock().await;
-        let def = state
-            .def
-            .clone()
-            .ok_or_else(|| Error::UnknownKey(name.to_string()))?;
-        let plugin = self.registry.get(&def.type_name)?;
-        Ok((def, state.effective.clone(), plugin))
+        let def = state.def.as_ref()?;
+        Some((state.effective.clone(), self.registry.get(&def.type_name)))
     }
 
     /// Every existing key, by name.

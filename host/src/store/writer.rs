@@ -89,9 +89,14 @@ impl Writer {
         rx
     }
 
-    /// Queues a batch and waits until it is durable.
-    pub async fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.submit(batch).await.unwrap_or(Err(Error::ShuttingDown))
+    /// Waits until every write queued before this call is committed: a read that follows
+    /// sees them (the in-memory latest values run ahead of the store by the queue).
+    pub async fn barrier(&self) -> Result<()> {
+        let empty = WriteBatch {
+            writes: Vec::new(),
+            after: None,
+        };
+        self.submit(empty).await.unwrap_or(Err(Error::ShuttingDown))
     }
 }
 
@@ -177,6 +182,9 @@ fn fail(failed: &mut Option<String>, on_fatal: &dyn Fn(&Error), e: Error) {
 }
 
 fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
+    if group.iter().all(|job| job.batch.writes.is_empty()) {
+        return Ok(()); // only barriers: everything before them is already committed
+    }
     let mut batch = store.db.batch();
     for job in group {
         for write in &job.batch.writes {
