@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::config::{DurabilityConfig, DurabilityName};
 use crate::{Config, Server};
 use anyhow::Context as _;
 use clap::Parser;
@@ -68,9 +69,13 @@ async fn run() -> anyhow::Result<()> {
         config.plugins_dir = plugins;
     }
     if let Some(d) = &args.durability {
-        config.durability = toml::from_str::<DurabilityArg>(&format!("d = {}", toml_value(d)))
-            .map(|a| a.d)
-            .context("--durability takes \"sync\" or a number of milliseconds")?;
+        config.durability = match d.as_str() {
+            "sync" => DurabilityConfig::Named(DurabilityName::Sync),
+            ms => DurabilityConfig::IntervalMs(
+                ms.parse()
+                    .context("--durability takes \"sync\" or a number of milliseconds")?,
+            ),
+        };
     }
 
     let server = Server::start(&config).await?;
@@ -87,19 +92,6 @@ async fn run() -> anyhow::Result<()> {
         anyhow::bail!("stopped after a storage failure");
     }
     Ok(())
-}
-
-#[derive(serde::Deserialize)]
-struct DurabilityArg {
-    d: crate::config::DurabilityConfig,
-}
-
-fn toml_value(s: &str) -> String {
-    if s.parse::<u64>().is_ok() {
-        s.to_string()
-    } else {
-        format!("{s:?}")
-    }
 }
 
 async fn shutdown_signal() {

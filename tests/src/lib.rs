@@ -193,7 +193,13 @@ impl ServerProcess {
     /// Starts `<bin> --listen 127.0.0.1:0 --data <data> --plugins <fixtures>` and waits for
     /// its "listening" line. `bin` is `env!("CARGO_BIN_EXE_komoku-e2e")` in a test.
     pub fn start(bin: &str, data: &Path) -> Result<ServerProcess> {
+        Self::start_with_args(bin, data, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra command-line flags.
+    pub fn start_with_args(bin: &str, data: &Path, extra: &[&str]) -> Result<ServerProcess> {
         let mut child = Command::new(bin)
+            .args(extra)
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--plugins")

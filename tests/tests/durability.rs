@@ -100,3 +100,27 @@ async fn an_orderly_restart_keeps_everything_too() -> Result<()> {
     drop(data);
     Ok(())
 }
+
+#[tokio::test]
+async fn with_interval_durability_a_killed_server_still_loses_nothing_acknowledged() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let server = ServerProcess::start_with_args(BIN, data.path(), &["--durability", "200"])?;
+    let mut c = Client::connect(&server.url()).await?;
+    for i in 0..200 {
+        assert_eq!(
+            c.request(json!({"put": {"key": "n", "value": i, "time": i}}))
+                .await?,
+            json!("ack")
+        );
+    }
+    // Well inside the 200 ms fsync window: only the OS holds the journal's tail.
+    server.kill9()?;
+    let server = ServerProcess::start(BIN, data.path())?;
+    let mut c = Client::connect(&server.url()).await?;
+    let expected: Vec<_> = (0..200).map(|i| json!([i, i])).collect();
+    assert_eq!(
+        c.request(json!({"fetch": {"key": "n"}})).await?,
+        json!(expected)
+    );
+    Ok(())
+}
