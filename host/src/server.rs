@@ -140,8 +140,14 @@ impl Server {
         {
             tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; closing anyway");
         }
-        let store = self.db.store().clone();
-        tokio::task::spawn_blocking(move || store.persist()).await??;
+        self.db.close().await?;
+        // Let the last tasks holding the database go, so that its files are unlocked when
+        // this returns (a restart in the same process opens them again).
+        let waited = std::time::Instant::now();
+        while Arc::strong_count(&self.db) > 1 && waited.elapsed() < DRAIN_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(self.db);
         tracing::info!("komoku stopped");
         Ok(())
     }

@@ -166,7 +166,17 @@ impl Db {
         &self.registry
     }
 
-    pub(crate) fn store(&self) -> &Store {
+    /// Stops the writer after making everything queued durable; later writes fail with
+    /// `shutting_down`. Part of an orderly shutdown.
+    pub async fn close(&self) -> Result<()> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || writer.close())
+            .await
+            .map_err(|e| Error::Storage(format!("closing the writer: {e}")))
+    }
+
+    /// The storage engine, for tools and benchmarks (flushing, sizes).
+    pub fn store(&self) -> &Store {
         &self.store
     }
 

@@ -8,7 +8,7 @@
 //! A failed commit or fsync is fatal: the thread reports it once through `on_fatal` (the
 //! server shuts down rather than lie about durability) and refuses every later write.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -59,10 +59,17 @@ struct Job {
     done: oneshot::Sender<Result<()>>,
 }
 
+enum Msg {
+    Job(Job),
+    /// Finish what is queued, make it durable, end the thread.
+    Stop,
+}
+
 /// Handle to the writer thread. Cloning shares the thread.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
+    thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
 }
 
 impl Writer {
@@ -72,18 +79,33 @@ impl Writer {
         on_fatal: Box<dyn Fn(&Error) + Send>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("komoku-writer".into())
             .spawn(move || run(store, durability, on_fatal, rx))
             .expect("the OS can start one more thread at start-up");
-        Writer { tx }
+        Writer {
+            tx,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Commits and fsyncs everything queued, then stops the thread and waits for it (so its
+    /// handle on the database is gone). Later writes fail with `shutting_down`. Blocking.
+    pub fn close(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the writer thread panicked");
+        }
     }
 
     /// Queues a batch; the returned receiver resolves when it is durable (or failed).
     /// Batches are applied in the order they were queued.
     pub fn submit(&self, batch: WriteBatch) -> oneshot::Receiver<Result<()>> {
         let (done, rx) = oneshot::channel();
-        if let Err(mpsc::SendError(job)) = self.tx.send(Job { batch, done }) {
+        if let Err(mpsc::SendError(Msg::Job(job))) = self.tx.send(Msg::Job(Job { batch, done })) {
             let _ = job.done.send(Err(Error::ShuttingDown));
         }
         rx
@@ -104,20 +126,21 @@ fn run(
     store: Store,
     durability: Durability,
     on_fatal: Box<dyn Fn(&Error) + Send>,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Msg>,
 ) {
     let mut failed: Option<String> = None;
     let mut unsynced_since: Option<Instant> = None;
     loop {
         let first = match durability {
             Durability::Sync => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
+                Ok(Msg::Job(job)) => job,
+                Ok(Msg::Stop) | Err(_) => break,
             },
             Durability::Interval(every) => {
                 let wait = unsynced_since.map_or(every, |t| every.saturating_sub(t.elapsed()));
                 match rx.recv_timeout(wait) {
-                    Ok(job) => job,
+                    Ok(Msg::Job(job)) => job,
+                    Ok(Msg::Stop) => break,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         if unsynced_since.take().is_some()
                             && failed.is_none()
@@ -132,9 +155,14 @@ fn run(
             }
         };
         let mut group = vec![first];
+        let mut stop = false;
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(Msg::Job(job)) => group.push(job),
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -165,8 +193,11 @@ fn run(
                 }
             }
         }
+        if stop {
+            break;
+        }
     }
-    // Every sender is gone: make whatever was committed durable before the thread ends.
+    // Stopped, or every sender is gone: make what was committed durable before ending.
     if failed.is_none()
         && let Err(e) = store.db.persist(PersistMode::SyncAll)
     {
