@@ -102,8 +102,11 @@ async fn main() -> Result<()> {
     );
     println!("durability: fsync before every ack (group commit)\n");
     println!(
+        "(the echo server answers each frame with itself; its rate counts the puts those frames carry)\n"
+    );
+    println!(
         "{:<44} {:>14} {:>14} {:>8}",
-        "load", "komoku puts/s", "echo frames/s", "ratio"
+        "load", "komoku puts/s", "echo puts/s", "ratio"
     );
     let scenarios: [(&str, usize, usize, usize); 3] = [
         ("(a) 1 client, wait for each ack", 1, 2000 / scale, 1),
