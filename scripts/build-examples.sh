@@ -49,60 +49,8 @@ out_dir=$target_base/examples
 mkdir -p "$out_dir"
 
 # --- Rust: the toolchain of scripts/build-plugins.sh ------------------------------------
-toolchain=${KOMOKU_WASM_TOOLCHAIN:-auto}
-if [[ $toolchain == auto ]]; then
-    if command -v rustup >/dev/null 2>&1 &&
-        rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-        toolchain=rustup
-    else
-        toolchain=debian
-    fi
-fi
-
-case $toolchain in
-    rustup)
-        step "toolchain: rustup $(rustc --version) with wasm32-unknown-unknown"
-        wasm_env=()
-        wasm_cargo=(cargo build)
-        rust_src="$(rustc --print sysroot)/lib/rustlib/src/rust"
-        ;;
-    debian)
-        packages=(rustc-web cargo-web rust-web-src lld-22)
-        missing=()
-        for package in "${packages[@]}"; do
-            if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
-                missing+=("$package")
-            fi
-        done
-        if ((${#missing[@]})); then
-            step "installing ${missing[*]} (apt)"
-            apt_install "${missing[@]}"
-        fi
-        step "toolchain: Debian $(/usr/bin/rustc --version), std built from source"
-        # RUSTC_BOOTSTRAP unlocks -Zbuild-std on this stable compiler.
-        wasm_env=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1)
-        wasm_cargo=(/usr/bin/cargo build -Zbuild-std=std,panic_abort)
-        rust_src=/usr/lib/rustlib/src/rust
-        ;;
-    *)
-        echo "KOMOKU_WASM_TOOLCHAIN must be rustup or debian, not $toolchain" >&2
-        exit 2
-        ;;
-esac
-
-wasm_target=$target_base/wasm
-cargo_home=${CARGO_HOME:-$HOME/.cargo}
-# The same remapped paths as build-plugins.sh: reproducible modules, and a shared cache.
-remaps=(
-    "--remap-path-prefix=$root=/komoku"
-    "--remap-path-prefix=$target_base=/target"
-    "--remap-path-prefix=$cargo_home=/cargo"
-    "--remap-path-prefix=$rust_src=/rust-src"
-)
-encoded_rustflags=$(
-    IFS=$'\x1f'
-    echo "${remaps[*]}"
-)
+# shellcheck source=scripts/wasm-env.sh
+source "$root/scripts/wasm-env.sh"
 
 crate=komoku-example-temperature
 step "building $crate for wasm32-unknown-unknown (profile wasm)"

@@ -20,6 +20,19 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for any one reply or push before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The current time as float seconds since the Unix epoch, like the server's times.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// A JSON number as f64 (NaN when it is not one, so comparisons fail loudly).
+pub fn num(v: &Json) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
 /// The folder of test-only fixture plugins (trap, ...).
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plugins")

@@ -1,22 +1,11 @@
 //! Each built-in type's semantics, end to end over real websockets (all rules live in the
 //! plugins; these tests only talk to the server).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
-use komoku_tests::{Client, TestServer};
-use serde_json::{Value as Json, json};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
-fn f(v: &Json) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
+use komoku_tests::{Client, TestServer, now, num};
+use serde_json::json;
 
 #[tokio::test]
 async fn a_true_within_max_time_re_arms_the_expiry() -> Result<()> {
@@ -50,7 +39,7 @@ async fn uptime_expiry_that_fell_due_while_down_is_stored_at_its_past_time() -> 
         .await?;
     c.request(json!({"put": {"key": "up", "value": true, "time": now()}}))
         .await?;
-    let t_true = f(&c.request(json!({"last": {"key": "up"}})).await?["time"]);
+    let t_true = num(&c.request(json!({"last": {"key": "up"}})).await?["time"]);
     c.close().await?;
     // Stop before the expiry fires (the window is 300 ms)...
     let data = s.stop().await?;
@@ -68,7 +57,7 @@ async fn uptime_expiry_that_fell_due_while_down_is_stored_at_its_past_time() -> 
     }
     assert_eq!(last["value"], json!(false));
     assert!(
-        (f(&last["time"]) - (t_true + 0.3)).abs() < 1e-6,
+        (num(&last["time"]) - (t_true + 0.3)).abs() < 1e-6,
         "stored at {}, expected {}",
         last["time"],
         t_true + 0.3
@@ -396,7 +385,10 @@ async fn a_refresh_that_was_not_stored_still_counts_after_a_restart() -> Result<
     tokio::time::sleep(Duration::from_secs_f64((t0 + 1.0 - now()).max(0.0))).await;
     assert_eq!(c.request(json!({"get": {"key": "up"}})).await?, json!(true));
     let off = c.push().await?;
-    assert!((f(&off["pub"]["time"]) - (t0 + 3.0)).abs() < 1e-6, "{off}");
+    assert!(
+        (num(&off["pub"]["time"]) - (t0 + 3.0)).abs() < 1e-6,
+        "{off}"
+    );
     drop(data);
     Ok(())
 }

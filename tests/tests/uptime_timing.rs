@@ -2,26 +2,13 @@
 //! and run one at a time, so that the lateness they assert is the server's, not that of a
 //! 2-core machine running a dozen other servers' tests at once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Result;
-use komoku_tests::TestServer;
-use serde_json::{Value as Json, json};
+use komoku_tests::{TestServer, now, num};
+use serde_json::json;
 use tokio::sync::Mutex;
 
 /// Held by each test: one at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
-fn f(v: &Json) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
 
 #[tokio::test]
 async fn uptime_turns_false_at_last_true_plus_max_time_and_pushes_it() -> Result<()> {
@@ -35,13 +22,13 @@ async fn uptime_turns_false_at_last_true_plus_max_time_and_pushes_it() -> Result
         .await?;
     let on = c.push().await?;
     assert_eq!(on["pub"]["value"], json!(true));
-    let t_true = f(&on["pub"]["time"]);
+    let t_true = num(&on["pub"]["time"]);
 
     let off = c.push().await?;
     let arrived = now();
     assert_eq!(off["pub"]["value"], json!(false));
     assert_eq!(off["pub"]["previous"], json!(true));
-    let t_false = f(&off["pub"]["time"]);
+    let t_false = num(&off["pub"]["time"]);
     assert!(
         (t_false - (t_true + 0.6)).abs() < 1e-6,
         "stored at {t_false}, expected {}",
@@ -68,7 +55,7 @@ async fn uptime_expiry_survives_a_restart_inside_the_window() -> Result<()> {
         .await?;
     c.request(json!({"put": {"key": "up", "value": true}}))
         .await?;
-    let t_true = f(&c.request(json!({"last": {"key": "up"}})).await?["time"]);
+    let t_true = num(&c.request(json!({"last": {"key": "up"}})).await?["time"]);
     c.close().await?;
     let data = s.stop().await?;
 
@@ -83,7 +70,7 @@ async fn uptime_expiry_survives_a_restart_inside_the_window() -> Result<()> {
     let off = c.push().await?;
     let arrived = now();
     assert_eq!(off["pub"]["value"], json!(false));
-    assert!((f(&off["pub"]["time"]) - (t_true + 1.5)).abs() < 1e-6);
+    assert!((num(&off["pub"]["time"]) - (t_true + 1.5)).abs() < 1e-6);
     assert!(
         arrived - (t_true + 1.5) < 0.07,
         "re-armed timer fired {:.0} ms late",
