@@ -153,6 +153,19 @@ impl Server {
     }
 }
 
+/// Sends a close frame if the client takes it within a second; a client that stopped reading
+/// does not get to hold the task.
+async fn close<S>(sink: &mut S, code: CloseCode, reason: &'static str)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
+}
+
 /// Accepts connections until `shutdown`. `dialect` forces one dialect on every path.
 pub async fn run(
     listener: TcpListener,
@@ -222,18 +235,16 @@ async fn serve(
     };
     tracing::debug!(conn = me.conn, ?dialect, "connected");
 
+    // A send waits for the client to read. One that never does must not pin the task: every
+    // send also ends when the connection is kicked for falling behind.
     let result = async {
         loop {
-            tokio::select! {
+            let outgoing = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }))).await.ok();
+                    close(&mut sink, CloseCode::Away, "server shutting down").await;
                     return Ok(());
                 }
-                _ = me.kick.cancelled() => {
-                    tracing::warn!(conn = me.conn, "closing a subscriber that fell behind");
-                    sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "too slow: push queue full".into() }))).await.ok();
-                    return Ok(());
-                }
+                _ = me.kick.cancelled() => break,
                 frame = incoming.next() => {
                     let payload = match frame {
                         Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
@@ -242,14 +253,21 @@ async fn serve(
                         Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
                         Some(Err(e)) => return Err(anyhow::Error::from(e)),
                     };
-                    let reply = protocol::answer(&db, &me, dialect, &payload).await;
-                    sink.send(Message::text(reply.to_string())).await?;
+                    protocol::answer(&db, &me, dialect, &payload).await.to_string()
                 }
-                Some(push) = pushes.recv() => {
-                    sink.send(Message::text(push.to_string())).await?;
-                }
+                Some(push) = pushes.recv() => push.to_string(),
+            };
+            tokio::select! {
+                sent = sink.send(Message::text(outgoing)) => sent?,
+                _ = me.kick.cancelled() => break,
             }
         }
+        tracing::warn!(
+            conn = me.conn,
+            "closing a subscriber that reads too slowly (its push queue is full)"
+        );
+        close(&mut sink, CloseCode::Policy, "too slow: push queue full").await;
+        Ok(())
     }
     .await;
     db.pubsub().drop_connection(me.conn);
