@@ -392,3 +392,30 @@ async fn a_refresh_that_was_not_stored_still_counts_after_a_restart() -> Result<
     drop(data);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_expiry_centuries_away_does_not_stall_the_others() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    c.request(json!({"define": {"far": {"type": "uptime", "max_time": 1e300}}}))
+        .await?;
+    c.request(json!({"define": {"near": {"type": "uptime", "max_time": 0.3}}}))
+        .await?;
+    assert_eq!(
+        c.request(json!({"put": {"key": "far", "value": true}}))
+            .await?,
+        json!("ack")
+    );
+    c.request(json!({"put": {"key": "near", "value": true}}))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        c.request(json!({"get": {"key": "near"}})).await?,
+        json!(false)
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "far"}})).await?,
+        json!(true)
+    );
+    Ok(())
+}

@@ -19,7 +19,7 @@ use crate::plugins::{Operation, Plugin, Registry, Scheduled};
 use crate::pubsub::PubSub;
 use crate::stats::Stats;
 use crate::store::{KeyDef, Store, Write, WriteBatch, Writer, check_key_name};
-use crate::value::{Input, Point, Time, Value, now};
+use crate::value::{Input, Point, Time, now};
 
 use scheduler::Scheduler;
 
@@ -280,15 +280,7 @@ impl Db {
         let created = !writes.is_empty();
 
         let time = time.unwrap_or_else(|| next_time(now(), state.latest.as_ref()));
-        let outcome = plugin
-            .apply(&state.effective, state.latest.as_ref(), &op, time)
-            .and_then(|o| match o.value {
-                Value::Number(n) if !n.is_finite() => Err(Error::PluginFailed {
-                    plugin: plugin.info.name.clone(),
-                    message: "apply returned a number that is not finite".into(),
-                }),
-                _ => Ok(o),
-            });
+        let outcome = plugin.apply(&state.effective, state.latest.as_ref(), &op, time);
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {

@@ -10,6 +10,9 @@ use tokio::sync::Notify;
 use super::Db;
 use crate::value::{Time, now, time_to_sortable};
 
+/// Longest single sleep of the scheduler task.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+
 #[derive(Default)]
 pub(super) struct Scheduler {
     queue: Mutex<BTreeSet<([u8; 8], String)>>,
@@ -81,7 +84,13 @@ pub(super) async fn run(db: Weak<Db>) {
             }
             continue;
         }
-        let wait = next.map(|at| Duration::from_secs_f64((at - now()).max(0.0)));
+        // Sleep at most an hour at a time: a due time decades away (or one too large for a
+        // Duration) is simply looked at again later.
+        let wait = next.map(|at| {
+            Duration::try_from_secs_f64((at - now()).max(0.0))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP)
+        });
         let notify = strong.scheduler.wake.clone();
         let wake = notify.notified();
         drop(strong);

@@ -353,19 +353,49 @@ impl Plugin {
                 b.call_apply(s, options, previous.as_ref(), &op, time)
             })?
             .map_err(refused)?;
-        Ok(Outcome {
+        let outcome = Outcome {
             value: value_from_wit(outcome.value),
             store: outcome.store,
             schedule: outcome.schedule.map(scheduled_from_wit),
-        })
+        };
+        self.check_value("apply", &outcome.value)?;
+        if let Some(s) = &outcome.schedule {
+            self.check_scheduled("apply", s)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Refuses values the host cannot store or serve: numbers must be finite.
+    fn check_value(&self, what: &str, value: &Value) -> Result<()> {
+        match value {
+            Value::Number(n) if !n.is_finite() => Err(Error::PluginFailed {
+                plugin: self.label(),
+                message: format!("{what} returned a number that is not finite"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_scheduled(&self, what: &str, s: &Scheduled) -> Result<()> {
+        if !s.at.is_finite() {
+            return Err(Error::PluginFailed {
+                plugin: self.label(),
+                message: format!("{what} scheduled a value at a time that is not finite"),
+            });
+        }
+        self.check_value(what, &s.value)
     }
 
     /// The pending automatic value given the latest point.
     pub fn reschedule(&self, options: &str, latest: &Point) -> Result<Option<Scheduled>> {
         let latest = point_to_wit(latest);
-        Ok(self
+        let scheduled = self
             .call("reschedule", |b, s| b.call_reschedule(s, options, &latest))?
-            .map(scheduled_from_wit))
+            .map(scheduled_from_wit);
+        if let Some(s) = &scheduled {
+            self.check_scheduled("reschedule", s)?;
+        }
+        Ok(scheduled)
     }
 
     /// Summaries of the buckets between consecutive `edges`.
