@@ -12,4 +12,4 @@ echo "==> examples: the custom type in Rust and AssemblyScript (and the AS SDK's
 scripts/build-examples.sh --sdk-tests
 
 echo "==> cargo test --workspace"
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -11,19 +11,20 @@ use serde_json::json;
 async fn a_true_within_max_time_re_arms_the_expiry() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
-    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.5}}}))
+    // Four refreshes 400 ms apart span longer than max_time: only re-arming keeps it true.
+    c.request(json!({"define": {"up": {"type": "uptime", "max_time": 1.5}}}))
         .await?;
     for _ in 0..4 {
         c.request(json!({"put": {"key": "up", "value": true}}))
             .await?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert_eq!(
         c.request(json!({"get": {"key": "up"}})).await?,
         json!(true),
-        "refreshed every 250 ms"
+        "refreshed every 400 ms"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_eq!(
         c.request(json!({"get": {"key": "up"}})).await?,
         json!(false)
@@ -78,7 +79,7 @@ async fn changing_max_time_re_arms() -> Result<()> {
         .await?;
     c.request(json!({"define": {"up": {"type": "uptime", "max_time": 0.2}}}))
         .await?;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
         c.request(json!({"get": {"key": "up"}})).await?,
         json!(false)
@@ -238,13 +239,13 @@ async fn a_skipped_put_still_refreshes_an_uptime_key() -> Result<()> {
     let s = TestServer::start().await?;
     let mut c = s.client().await?;
     c.request(
-        json!({"define": {"up": {"type": "uptime", "max_time": 0.5, "same_value_resolution": 60}}}),
+        json!({"define": {"up": {"type": "uptime", "max_time": 1.5, "same_value_resolution": 60}}}),
     )
     .await?;
     for _ in 0..4 {
         c.request(json!({"put": {"key": "up", "value": true}}))
             .await?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert_eq!(
         c.request(json!({"fetch": {"key": "up"}}))
