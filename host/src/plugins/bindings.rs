@@ -5,4 +5,4 @@ wasmtime::component::bindgen!({
     world: "key-type",
 });
 
-pub use komoku::types::types as wit;
+pub use self::komoku::types::types as wit;
