@@ -12,4 +12,14 @@ echo "==> examples: the custom type in Rust and AssemblyScript (and the AS SDK's
 scripts/build-examples.sh --sdk-tests
 
 echo "==> cargo test --workspace"
-cargo test --workspace --no-fail-fast
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's last line is only the last doc-test crate's).
+passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{sum += $4} END {print sum + 0}')
+failed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{sum += $6} END {print sum + 0}')
+echo "total: $passed passed, $failed failed"
+exit "$status"
