@@ -170,6 +170,11 @@ impl Store {
         self.persist()
     }
 
+    /// Bytes the points keyspace takes on disk (its tables; the shared journal not counted).
+    pub fn points_disk_space(&self) -> u64 {
+        self.points.disk_space()
+    }
+
     /// About how many points are stored (cheap; exact after a flush).
     pub fn approximate_points(&self) -> usize {
         self.points.approximate_len()
