@@ -9,6 +9,7 @@ use crate::db::{Db, Durable};
 use crate::error::{Error, Result};
 use crate::history::{self, FetchOpts};
 use crate::pubsub::Subscriber;
+use crate::query::Query;
 use crate::value::number_json;
 
 /// One request.
@@ -31,8 +32,12 @@ pub enum Command {
     Define {
         keys: Vec<Definition>,
     },
+    /// `sub`; with `since`, the key's history from then is returned first, and with
+    /// `since` or `seq`, pushes carry the key's sequence number.
     Sub {
         key: String,
+        since: Option<f64>,
+        numbered: bool,
     },
     Unsub {
         key: String,
@@ -41,6 +46,8 @@ pub enum Command {
         key: String,
         opts: FetchOpts,
     },
+    /// Any question about a key's past (see [`crate::query`]).
+    Query(Query),
     Stats,
     /// The loaded key types and the state of each plugin file.
     Types,
@@ -87,6 +94,7 @@ impl Command {
             Command::Sub { .. } => "sub",
             Command::Unsub { .. } => "unsub",
             Command::Fetch { .. } => "fetch",
+            Command::Query(_) => "query",
             Command::Stats => "stats",
             Command::Types => "types",
             Command::Ping(_) => "ping",
@@ -134,6 +142,12 @@ impl Command {
             },
             "sub" => Command::Sub {
                 key: key_arg(args)?,
+                since: optional_number(args, "since")?,
+                numbered: match args.get("seq") {
+                    None | Some(Json::Null) => false,
+                    Some(Json::Bool(b)) => *b,
+                    Some(_) => return Err(Error::query("sub.seq must be true or false")),
+                },
             },
             "unsub" => Command::Unsub {
                 key: key_arg(args)?,
@@ -146,6 +160,7 @@ impl Command {
                     Some(_) => return Err(Error::query("fetch.opts must be an object")),
                 },
             },
+            "query" => Command::Query(Query::parse(args)?),
             "stats" => Command::Stats,
             "types" => Command::Types,
             "ping" => Command::Ping(args.clone()),
@@ -217,16 +232,35 @@ impl Command {
                 }
                 return Ok((Reply::Ack, last));
             }
-            Command::Sub { key } => {
+            Command::Sub {
+                key,
+                since: None,
+                numbered,
+            } => {
                 crate::store::check_key_name(&key)?;
-                db.pubsub().subscribe(&key, me.clone());
+                db.subscribe(&key, me.clone(), numbered).await;
                 Ok(Reply::Ack)
+            }
+            Command::Sub {
+                key,
+                since: Some(since),
+                ..
+            } => {
+                let (seq, history) = db.subscribe_with_history(&key, me.clone(), since).await?;
+                Ok(Reply::Value(json!({
+                    "seq": seq,
+                    "history": history
+                        .iter()
+                        .map(|p| json!([number_json(p.time), p.value.to_json()]))
+                        .collect::<Vec<_>>(),
+                })))
             }
             Command::Unsub { key } => {
                 db.pubsub().unsubscribe(&key, me.conn);
                 Ok(Reply::Ack)
             }
             Command::Fetch { key, opts } => history::fetch(db, &key, opts).await.map(Reply::Value),
+            Command::Query(query) => query.run(db).await.map(Reply::Value),
             Command::Stats => Ok(Reply::Value(stats(db))),
             Command::Types => Ok(Reply::Value(types(db))),
             Command::Ping(payload) => Ok(Reply::Value(json!({ "pong": payload }))),

@@ -8,16 +8,13 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::query::summarize::{CHUNK, summarize};
 use crate::value::{Point, Time, now, number_json};
 
 /// Most raw points one `fetch` returns unless the request sets `limit`.
 pub const MAX_POINTS: usize = 10_000;
 /// Most buckets one stepped `fetch` returns.
 pub const MAX_BUCKETS: usize = 10_000;
-/// Most points one stepped `fetch` reads.
-pub const MAX_SCANNED: usize = 2_000_000;
-/// Points handed to a plugin per `summarize` call.
-const SUMMARIZE_CHUNK: usize = 20_000;
 
 /// What `fetch` was asked for.
 #[derive(Debug, Default, Clone)]
@@ -159,16 +156,9 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
 
     let until = opts.until.unwrap_or_else(now);
     if opts.timespans {
-        let since = opts.since.unwrap_or(until - 86_400.0);
-        let (carried, points) = blocking(move || {
-            Ok((
-                store.point_before(&key, since)?,
-                store.range(&key, since, until)?,
-            ))
-        })
-        .await?;
         let wanted = opts.span_value.unwrap_or(Json::Bool(true));
-        return Ok(timespans(&wanted, since, carried.as_ref(), &points));
+        let (since, until) = (opts.since, opts.until);
+        return blocking(move || crate::query::spans(&store, &key, &wanted, since, until)).await;
     }
 
     let Some(step) = opts.step else {
@@ -195,14 +185,7 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
         None => {
             let store = store.clone();
             let key = key.clone();
-            match blocking(move || {
-                Ok(store
-                    .range(&key, f64::NEG_INFINITY, until)?
-                    .into_iter()
-                    .next())
-            })
-            .await?
-            {
+            match blocking(move || store.first_point(&key)).await? {
                 Some(first) => first.time,
                 None => return Ok(json!([])),
             }
@@ -222,28 +205,21 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
     if let Some(last) = edges.last_mut() {
         *last = last.min(now().max(until));
     }
-    let end = *edges.last().unwrap_or(&first);
-    let (carried, points) = {
-        let key = key.clone();
+    let summaries = {
+        let (plugin, effective, edges) = (plugin.clone(), effective.clone(), edges.clone());
         blocking(move || {
-            let points = store.range(&key, first, end)?;
-            if points.len() > MAX_SCANNED {
-                return Err(Error::LimitExceeded(format!(
-                    "more than {MAX_SCANNED} points to summarise"
-                )));
-            }
-            Ok((store.point_before(&key, first)?, points))
+            let (first, end) = (edges[0], edges[edges.len() - 1]);
+            summarize(
+                &plugin,
+                &effective,
+                &edges,
+                store.point_before(&key, first)?,
+                store.scan(&key, first, end),
+                CHUNK,
+            )
         })
         .await?
     };
-    let points: Vec<Point> = points.into_iter().filter(|p| p.time < end).collect();
-    let summaries = tokio::task::spawn_blocking(move || {
-        summarize_chunked(&plugin, &effective, &edges, carried, &points)
-            .map(|s| (s, edges, plugin, effective))
-    })
-    .await
-    .map_err(|e| Error::Storage(format!("summarising: {e}")))?;
-    let (summaries, edges, plugin, effective) = summaries?;
     let rendered = plugin.render(&effective, &summaries, &[])?;
     let rows = rendered
         .as_array()
@@ -259,87 +235,8 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
     Ok(Json::Array(rows))
 }
 
-/// Summarises buckets, never handing the plugin more than [`SUMMARIZE_CHUNK`] points per
-/// call: consecutive buckets are grouped, and a bucket with more points than that is split
-/// into sub-buckets whose summaries are merged.
-fn summarize_chunked(
-    plugin: &crate::plugins::Plugin,
-    options: &str,
-    edges: &[Time],
-    mut carried: Option<Point>,
-    points: &[Point],
-) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::with_capacity(edges.len().saturating_sub(1));
-    let mut i = 0; // first bucket not yet summarised
-    let mut p = 0; // first point not yet consumed
-    while i + 1 < edges.len() {
-        // Grow a group of buckets while its points fit in one call.
-        let mut j = i;
-        let mut q = p;
-        while j + 1 < edges.len() {
-            let end = points[q..].partition_point(|pt| pt.time < edges[j + 1]) + q;
-            if end - p > SUMMARIZE_CHUNK && j > i {
-                break;
-            }
-            q = end;
-            j += 1;
-            if q - p > SUMMARIZE_CHUNK {
-                break;
-            }
-        }
-        let group = &points[p..q];
-        if group.len() <= SUMMARIZE_CHUNK {
-            out.extend(plugin.summarize(options, &edges[i..=j], carried.as_ref(), group)?);
-        } else {
-            // One bucket (i, j = i + 1) too full for one call: split at point boundaries.
-            let mut parts = Vec::new();
-            let mut start = edges[i];
-            let mut c = carried.clone();
-            for (k, chunk) in group.chunks(SUMMARIZE_CHUNK).enumerate() {
-                // Each sub-bucket ends where the next chunk's first point starts.
-                let stop = group
-                    .get((k + 1) * SUMMARIZE_CHUNK)
-                    .map_or(edges[j], |next| next.time);
-                parts.extend(plugin.summarize(options, &[start, stop], c.as_ref(), chunk)?);
-                c = chunk.last().cloned();
-                start = stop;
-            }
-            out.push(plugin.merge(options, &parts)?);
-        }
-        if let Some(last) = group.last() {
-            carried = Some(last.clone());
-        }
-        i = j;
-        p = q;
-    }
-    Ok(out)
-}
-
 fn point_row(p: &Point) -> Json {
     json!([number_json(p.time), p.value.to_json()])
-}
-
-/// `[[start, duration], ...]` of the periods during which the key held `wanted` (as JSON,
-/// so `true`, `"armed"` or `3`); the open one has duration `null`.
-fn timespans(wanted: &Json, since: Time, carried: Option<&Point>, points: &[Point]) -> Json {
-    let holds = |p: &Point| p.value.to_json() == *wanted;
-    let mut spans = Vec::new();
-    let mut open: Option<Time> = carried.filter(|p| holds(p)).map(|_| since);
-    for p in points {
-        let on = holds(p);
-        match (open, on) {
-            (None, true) => open = Some(p.time),
-            (Some(start), false) => {
-                spans.push(json!([number_json(start), number_json(p.time - start)]));
-                open = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(start) = open {
-        spans.push(json!([number_json(start), Json::Null]));
-    }
-    Json::Array(spans)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -351,7 +248,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::Value;
 
     #[test]
     fn steps_parse_in_every_unit() {
@@ -369,33 +265,5 @@ mod tests {
         for bad in ["", "M", "5", "5x", "-1M", "0M"] {
             assert!(parse_step(&json!(bad)).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn timespans_close_on_false_and_leave_the_last_open() {
-        let p = |time, b| Point {
-            time,
-            value: Value::Bool(b),
-        };
-        let spans = timespans(
-            &json!(true),
-            100.0,
-            Some(&p(50.0, true)),
-            &[
-                p(110.0, false),
-                p(120.0, true),
-                p(125.0, true),
-                p(130.0, false),
-                p(140.0, true),
-            ],
-        );
-        assert_eq!(spans, json!([[100, 10], [120, 10], [140, null]]));
-        let off = timespans(
-            &json!(false),
-            100.0,
-            Some(&p(50.0, true)),
-            &[p(110.0, false), p(120.0, true)],
-        );
-        assert_eq!(off, json!([[110, 10]]));
     }
 }

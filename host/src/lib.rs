@@ -6,7 +6,9 @@
 //! - [`server`]: websocket listeners, one task per connection, shutdown in order;
 //! - [`protocol`]: frames to requests and replies, in the v1 (Ruby) and v2 dialects;
 //! - [`cmd`]: the command set both dialects share: parse, then apply;
-//! - [`history`]: `fetch`, a key's past as points, buckets and timespans;
+//! - [`history`]: `fetch`, a key's past as the v1 clients read it;
+//! - [`query`]: `query`, every question about a key's past (buckets in a time zone,
+//!   figures per type, value at a time, spans, averages by hour of day or weekday);
 //! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler);
 //! - [`pubsub`]: who is subscribed to what, bounded push queues;
 //! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
@@ -24,6 +26,7 @@ pub mod history;
 pub mod plugins;
 pub mod protocol;
 pub mod pubsub;
+pub mod query;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -3,6 +3,11 @@
 //! A push is built once per change and handed to every subscriber's bounded outgoing queue.
 //! A subscriber whose queue is full (it reads too slowly) is cut off — its connection is
 //! told to close — instead of letting the server's memory grow.
+//!
+//! Every push of a key carries a sequence number, consecutive per key since the server
+//! started. Subscribers that ask for it (`sub` with `seq` or `since`) receive it as the
+//! push's `seq` field, so they can tell a lost or duplicated push; a subscription that began
+//! with the key's history skips the pushes that history already holds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +29,31 @@ pub struct Subscriber {
     pub kick: CancellationToken,
 }
 
+/// One connection's subscription to one key.
+#[derive(Clone)]
+struct Subscription {
+    sub: Subscriber,
+    /// Pushes carry `seq`.
+    numbered: bool,
+    /// Pushes with a sequence number up to this one are skipped (the subscriber got them
+    /// as history).
+    after: u64,
+}
+
+/// One change of a key, ready to be pushed.
+pub struct Push {
+    /// The key's sequence number for this change.
+    pub seq: u64,
+    /// The `{"pub": {...}}` frame.
+    pub frame: Arc<str>,
+    /// The same frame with `seq` in it.
+    pub numbered: Arc<str>,
+}
+
 /// Key → subscribers.
 #[derive(Default)]
 pub struct PubSub {
-    subs: RwLock<HashMap<String, HashMap<ConnId, Subscriber>>>,
+    subs: RwLock<HashMap<String, HashMap<ConnId, Subscription>>>,
     next_conn: AtomicU64,
     pushes_sent: AtomicU64,
 }
@@ -38,12 +64,18 @@ impl PubSub {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Subscribes a connection to a key (a key that does not exist yet is fine).
-    pub fn subscribe(&self, key: &str, sub: Subscriber) {
+    /// Subscribes a connection to a key (a key that does not exist yet is fine). Pushes
+    /// numbered up to `after` are skipped; `numbered` puts `seq` in the pushes.
+    pub fn subscribe(&self, key: &str, sub: Subscriber, numbered: bool, after: u64) {
         if let Ok(mut subs) = self.subs.write() {
-            subs.entry(key.to_string())
-                .or_default()
-                .insert(sub.conn, sub);
+            subs.entry(key.to_string()).or_default().insert(
+                sub.conn,
+                Subscription {
+                    sub,
+                    numbered,
+                    after,
+                },
+            );
         }
     }
 
@@ -82,12 +114,25 @@ impl PubSub {
         self.pushes_sent.load(Ordering::Relaxed)
     }
 
-    /// Queues `frame` for every subscriber of `key`. Never blocks.
-    pub fn publish(&self, key: &str, frame: Arc<str>) {
+    /// Queues a push for every subscriber of `key`. Never blocks.
+    pub fn publish(&self, key: &str, push: &Push) {
         let Ok(subs) = self.subs.read() else { return };
         let Some(set) = subs.get(key) else { return };
-        for sub in set.values() {
-            match sub.tx.try_send(frame.clone()) {
+        for Subscription {
+            sub,
+            numbered,
+            after,
+        } in set.values()
+        {
+            if push.seq <= *after {
+                continue;
+            }
+            let frame = if *numbered {
+                push.numbered.clone()
+            } else {
+                push.frame.clone()
+            };
+            match sub.tx.try_send(frame) {
                 Ok(()) => {
                     self.pushes_sent.fetch_add(1, Ordering::Relaxed);
                 }

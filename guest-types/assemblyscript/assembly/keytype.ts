@@ -235,10 +235,11 @@ export function worldMerge(t: KeyType, text: string, parts: Uint8Array[]): Uint8
 
 /**
  * `render`: a JSON array with one element per summary, the default figure (a bare scalar)
- * when `figures` is empty, else an object of the named figures.
+ * when `figures` is empty, else an object of the named figures; `["*"]` names every figure.
  */
-export function worldRender(t: KeyType, text: string, summaries: Uint8Array[], figures: string[]): Result<string> {
+export function worldRender(t: KeyType, text: string, summaries: Uint8Array[], asked: string[]): Result<string> {
   const known = t.figures();
+  const figures = asked.length == 1 && asked[0] == "*" ? known : asked;
   for (let i = 0; i < figures.length; i++) {
     if (!known.includes(figures[i])) {
       return Result.err<string>(

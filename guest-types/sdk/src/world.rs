@@ -164,12 +164,18 @@ pub fn merge<T: KeyType>(_options: String, parts: Vec<Vec<u8>>) -> Vec<u8> {
 }
 
 /// `render`: a JSON array with one element per summary, the default figure (a bare scalar)
-/// when `figures` is empty, else an object of the named figures.
+/// when `figures` is empty, else an object of the named figures; `["*"]` names every figure
+/// the type knows.
 pub fn render<T: KeyType>(
     options: String,
     summaries: Vec<Vec<u8>>,
     figures: Vec<String>,
 ) -> Result<String, Refusal> {
+    let figures = if figures.len() == 1 && figures[0] == "*" {
+        T::FIGURES.iter().map(|f| f.to_string()).collect()
+    } else {
+        figures
+    };
     if let Some(unknown) = figures.iter().find(|f| !T::FIGURES.contains(&f.as_str())) {
         return Err(Refusal::new(
             crate::codes::UNKNOWN_FIGURE,

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::plugins::{Operation, Plugin, Registry, Scheduled};
-use crate::pubsub::PubSub;
+use crate::pubsub::{PubSub, Push, Subscriber};
 use crate::stats::Stats;
 use crate::store::{KeyDef, Store, Write, WriteBatch, Writer, check_key_name};
 use crate::value::{Input, Point, Time, now};
@@ -35,6 +35,9 @@ struct KeyState {
     /// it still refreshes automatic values.
     touched: Option<Point>,
     schedule: Option<Scheduled>,
+    /// The sequence number of the key's latest push (see [`crate::pubsub`]). Kept when the
+    /// key is deleted, so numbers never repeat within a run.
+    seq: u64,
 }
 
 impl KeyState {
@@ -307,7 +310,8 @@ impl Db {
             if !backfill {
                 let previous = state.latest.replace(point.clone());
                 if previous.as_ref().is_none_or(|p| p.value != point.value) {
-                    after = Some(self.publisher(name, &point, previous.as_ref()));
+                    state.seq += 1;
+                    after = Some(self.publisher(name, &point, previous.as_ref(), state.seq));
                 }
             }
         }
@@ -342,25 +346,76 @@ impl Db {
         state.schedule = schedule;
     }
 
-    /// A hook that publishes a change once it is durable.
+    /// A hook that publishes a change (the key's `seq`th) once it is durable.
     fn publisher(
         &self,
         name: &str,
         point: &Point,
         previous: Option<&Point>,
+        seq: u64,
     ) -> Box<dyn FnOnce() + Send> {
         let previous = previous.map_or(Json::Null, |p| p.value.to_json());
-        let frame = json!({"pub": {
-            "key": name,
-            "value": point.value.to_json(),
-            "time": crate::value::number_json(point.time),
-            "previous": previous,
-            "previous_value": previous,
-        }})
-        .to_string();
+        let mut body = Map::new();
+        body.insert("key".into(), Json::String(name.to_string()));
+        body.insert("value".into(), point.value.to_json());
+        body.insert("time".into(), crate::value::number_json(point.time));
+        body.insert("previous".into(), previous.clone());
+        body.insert("previous_value".into(), previous);
+        let frame = json!({ "pub": body }).to_string();
+        body.insert("seq".into(), Json::from(seq));
+        let numbered = json!({ "pub": body }).to_string();
+        let push = Push {
+            seq,
+            frame: frame.into(),
+            numbered: numbered.into(),
+        };
         let pubsub = self.pubsub.clone();
         let name = name.to_string();
-        Box::new(move || pubsub.publish(&name, frame.into()))
+        Box::new(move || pubsub.publish(&name, &push))
+    }
+
+    /// Subscribes a connection to a key's pushes from now on.
+    pub async fn subscribe(&self, name: &str, sub: Subscriber, numbered: bool) {
+        self.pubsub.subscribe(name, sub, numbered, 0);
+    }
+
+    /// Subscribes a connection to a key and returns the key's points since `since` (at most
+    /// [`crate::query::MAX_POINTS`]) with the sequence number of the last change they hold.
+    /// Pushes follow from the next number on: none lost, none repeated.
+    pub async fn subscribe_with_history(
+        &self,
+        name: &str,
+        sub: Subscriber,
+        since: Time,
+    ) -> Result<(u64, Vec<Point>)> {
+        check_key_name(name)?;
+        let slot = self.slot_or_new(name)?;
+        // The key's lock keeps new changes out until the history is read: changes numbered
+        // up to `seq` are all queued, so once they are in the store the history holds them,
+        // and later ones (pushed) are not in it.
+        let state = slot.lock().await;
+        let seq = state.seq;
+        let conn = sub.conn;
+        self.pubsub.subscribe(name, sub, true, seq);
+        self.settled().await?;
+        let store = self.store.clone();
+        let key = name.to_string();
+        let cap = crate::query::MAX_POINTS;
+        let points = tokio::task::spawn_blocking(move || {
+            store.range_rev(&key, since, f64::INFINITY, cap + 1)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("reading history: {e}")))??;
+        drop(state);
+        if points.len() > cap {
+            self.pubsub.unsubscribe(name, conn);
+            return Err(Error::LimitExceeded(format!(
+                "more than {cap} points since {since}: subscribe from a later time"
+            )));
+        }
+        let mut points = points;
+        points.reverse();
+        Ok((seq, points))
     }
 
     /// Queues a key's due automatic value, if it is still pending for `at`.
@@ -379,10 +434,13 @@ impl Db {
         };
         let next = plugin.reschedule(&state.effective, &point)?;
         let previous = state.latest.replace(point.clone());
-        let after = previous
-            .as_ref()
-            .is_none_or(|p| p.value != point.value)
-            .then(|| self.publisher(name, &point, previous.as_ref()));
+        let changed = previous.as_ref().is_none_or(|p| p.value != point.value);
+        let after = if changed {
+            state.seq += 1;
+            Some(self.publisher(name, &point, previous.as_ref(), state.seq))
+        } else {
+            None
+        };
         state.schedule = None;
         self.set_schedule(name, &mut state, next.filter(|n| n.at > at));
         Ok(Durable(Some(self.writer.submit(WriteBatch {
@@ -455,7 +513,10 @@ impl Db {
             return Ok(false);
         }
         self.set_schedule(name, &mut state, None);
-        *state = KeyState::default();
+        *state = KeyState {
+            seq: state.seq,
+            ..KeyState::default()
+        };
         let done = self.writer.submit(WriteBatch {
             writes: vec![Write::DeleteKey {
                 key: name.to_string(),

@@ -144,6 +144,27 @@ impl Store {
         }
     }
 
+    /// Points of a key with `since <= time <= until`, oldest first, read lazily.
+    pub fn scan(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+    ) -> impl DoubleEndedIterator<Item = Result<Point>> + use<> {
+        self.range_iter(name, since, until)
+    }
+
+    /// The oldest point of a key.
+    pub fn first_point(&self, name: &str) -> Result<Option<Point>> {
+        match self.points.prefix(key_prefix(name)).next() {
+            Some(guard) => {
+                let (k, v) = guard.into_inner()?;
+                decode_point(&k, &v).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     fn range_iter(
         &self,
         name: &str,

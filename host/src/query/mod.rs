@@ -1,0 +1,466 @@
+//! `query`: every question about a key's past, in both dialects.
+//!
+//! One request, four shapes, chosen by which field is present:
+//! - `at`: the point in force at a time (`{"time", "value"}` or `null`);
+//! - `last`: the newest N points, oldest first;
+//! - `spans`: the periods during which the key held a value;
+//! - otherwise a summary of `[since, until)`: per-bucket figures (with `step`, epoch- or
+//!   calendar-aligned in a time zone), the whole window's figures (`total`), and optionally
+//!   the buckets averaged by local hour of day or by weekday (`group`).
+//!
+//! Figures are computed by the key's plugin from its mergeable summaries ([`summarize`]);
+//! the host only cuts time into buckets, streams points to the plugin and averages groups.
+//! A value holds from its time until the next point; time before a key's first point is
+//! unknown and does not count as coverage.
+
+pub mod buckets;
+pub mod summarize;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::plugins::Plugin;
+use crate::store::Store;
+use crate::value::{Point, Time, now, number_json};
+
+use buckets::Step;
+
+/// Most points one `last` or `spans` answer holds; more needs a narrower window.
+pub const MAX_POINTS: usize = 10_000;
+/// Most buckets one summary answers.
+pub const MAX_BUCKETS: usize = 10_000;
+
+/// A parsed `query` request.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub key: String,
+    pub shape: Shape,
+}
+
+/// What a `query` asks.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// The point in force at a time.
+    At(Time),
+    /// The newest `count` points up to `until` (default: now).
+    Last { count: usize, until: Option<Time> },
+    /// The periods during which the key held `value`.
+    Spans {
+        value: Json,
+        since: Option<Time>,
+        until: Option<Time>,
+    },
+    /// Figures per bucket and for the whole window.
+    Summary(SummaryQuery),
+}
+
+/// The summary shape's parameters.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryQuery {
+    /// Default: the key's first point.
+    pub since: Option<Time>,
+    /// Default: now.
+    pub until: Option<Time>,
+    /// Default: one bucket for the whole window.
+    pub step: Option<Step>,
+    /// IANA zone for calendar steps and grouping. Default UTC.
+    pub tz: Option<String>,
+    /// Default: every figure the type knows.
+    pub figures: Option<Vec<String>>,
+    pub group: Option<Group>,
+    /// Only buckets starting on these local ISO weekdays (1 = Monday … 7 = Sunday).
+    pub weekdays: Option<Vec<u8>>,
+}
+
+/// How buckets are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// By the local hour (0–23) the bucket starts in.
+    Hour,
+    /// By the local ISO weekday (1–7) the bucket starts on.
+    Weekday,
+}
+
+impl Group {
+    fn name(self) -> &'static str {
+        match self {
+            Group::Hour => "hour",
+            Group::Weekday => "weekday",
+        }
+    }
+}
+
+impl Query {
+    /// Reads `{"key": ..., ...}`, the argument of a `query` request.
+    pub fn parse(args: &Json) -> Result<Query> {
+        let Json::Object(args) = args else {
+            return Err(Error::query("query takes an object"));
+        };
+        let mut key = None;
+        let mut at = None;
+        let mut last = None;
+        let mut spans = None;
+        let mut s = SummaryQuery::default();
+        for (name, v) in args {
+            match name.as_str() {
+                "key" => {
+                    key = Some(
+                        v.as_str()
+                            .ok_or_else(|| Error::query("key must be a string"))?,
+                    )
+                }
+                "at" => at = Some(time_arg(name, v)?),
+                "last" => last = Some(count_arg(name, v, MAX_POINTS)?),
+                "spans" => spans = Some(v.clone()),
+                "since" => s.since = Some(time_arg(name, v)?),
+                "until" => s.until = Some(time_arg(name, v)?),
+                "step" => s.step = Some(Step::parse(v)?),
+                "tz" => {
+                    s.tz = Some(
+                        v.as_str()
+                            .ok_or_else(|| Error::query("tz must be a time zone name"))?
+                            .to_string(),
+                    )
+                }
+                "figures" => {
+                    let list = v
+                        .as_array()
+                        .and_then(|a| a.iter().map(|f| f.as_str().map(String::from)).collect())
+                        .ok_or_else(|| Error::query("figures must be a list of names"))?;
+                    s.figures = Some(list);
+                }
+                "group" => {
+                    s.group = Some(match v.as_str() {
+                        Some("hour") => Group::Hour,
+                        Some("weekday") => Group::Weekday,
+                        _ => return Err(Error::query("group must be \"hour\" or \"weekday\"")),
+                    })
+                }
+                "weekdays" => {
+                    let days: Option<Vec<u8>> = v.as_array().and_then(|a| {
+                        a.iter()
+                            .map(|d| d.as_u64().filter(|d| (1..=7).contains(d)).map(|d| d as u8))
+                            .collect()
+                    });
+                    s.weekdays = Some(days.ok_or_else(|| {
+                        Error::query("weekdays must be a list of 1 (Monday) … 7 (Sunday)")
+                    })?);
+                }
+                other => return Err(Error::query(format!("unknown query field {other:?}"))),
+            }
+        }
+        let key = key.ok_or_else(|| Error::query("missing key"))?.to_string();
+        if s.weekdays.is_some() && s.group.is_none() {
+            return Err(Error::query("weekdays filters groups: use it with group"));
+        }
+        let summary_only = s.step.is_some()
+            || s.tz.is_some()
+            || s.figures.is_some()
+            || s.group.is_some()
+            || s.weekdays.is_some();
+        let shape = match (at, last, spans) {
+            (Some(t), None, None) if !summary_only && s.since.is_none() && s.until.is_none() => {
+                Shape::At(t)
+            }
+            (None, Some(count), None) if !summary_only && s.since.is_none() => Shape::Last {
+                count,
+                until: s.until,
+            },
+            (None, None, Some(value)) if !summary_only => Shape::Spans {
+                value,
+                since: s.since,
+                until: s.until,
+            },
+            (None, None, None) => Shape::Summary(s),
+            _ => {
+                return Err(Error::query(
+                    "a query asks one thing: at, last, spans, or a summary (since/until/step/\
+                     figures/group); see the README for which fields go together",
+                ));
+            }
+        };
+        Ok(Query { key, shape })
+    }
+
+    /// Answers the query.
+    pub async fn run(self, db: &Db) -> Result<Json> {
+        let Some((effective, plugin)) = db.describe(&self.key).await else {
+            return Err(Error::UnknownKey(self.key));
+        };
+        // History agrees with `get`: writes already queued land first.
+        db.settled().await?;
+        let store = db.store().clone();
+        let key = self.key;
+        match self.shape {
+            Shape::At(t) => {
+                let found = blocking(move || store.point_before(&key, t.next_up())).await?;
+                Ok(found.map_or(
+                    Json::Null,
+                    |p| json!({"time": number_json(p.time), "value": p.value.to_json()}),
+                ))
+            }
+            Shape::Last { count, until } => {
+                let until = until.unwrap_or(f64::INFINITY);
+                let mut newest =
+                    blocking(move || store.range_rev(&key, f64::NEG_INFINITY, until, count))
+                        .await?;
+                newest.reverse();
+                Ok(Json::Array(newest.iter().map(point_row).collect()))
+            }
+            Shape::Spans {
+                value,
+                since,
+                until,
+            } => blocking(move || spans(&store, &key, &value, since, until)).await,
+            Shape::Summary(s) => {
+                let plugin = plugin?;
+                blocking(move || summary(&store, &key, &plugin, &effective, s)).await
+            }
+        }
+    }
+}
+
+/// `[[start, duration], ...]`: the periods within `[since, until]` (default: the last 24
+/// hours) during which the key held `wanted`. A period that began before `since` starts at
+/// `since`; one still going on at `until` has duration `null` when `until` is now or later
+/// (it is open), and is cut at `until` otherwise.
+pub fn spans(
+    store: &Store,
+    key: &str,
+    wanted: &Json,
+    since: Option<Time>,
+    until: Option<Time>,
+) -> Result<Json> {
+    let open_ended = until.is_none_or(|u| u >= now());
+    let until = until.unwrap_or_else(now);
+    let since = since.unwrap_or(until - 86_400.0);
+    let holds = |p: &Point| p.value.to_json() == *wanted;
+    let mut out = Vec::new();
+    let mut open = store
+        .point_before(key, since)?
+        .filter(|p| holds(p))
+        .map(|_| since);
+    for p in store.scan(key, since, until) {
+        let p = p?;
+        match (open, holds(&p)) {
+            (None, true) => open = Some(p.time),
+            (Some(start), false) => {
+                if out.len() == MAX_POINTS {
+                    return Err(Error::LimitExceeded(format!(
+                        "more than {MAX_POINTS} spans: narrow since/until"
+                    )));
+                }
+                out.push(json!([number_json(start), number_json(p.time - start)]));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = open {
+        let duration = if open_ended {
+            Json::Null
+        } else {
+            number_json(until - start)
+        };
+        out.push(json!([number_json(start), duration]));
+    }
+    Ok(Json::Array(out))
+}
+
+/// The summary shape: buckets, total, groups.
+fn summary(
+    store: &Store,
+    key: &str,
+    plugin: &Arc<Plugin>,
+    options: &str,
+    q: SummaryQuery,
+) -> Result<Json> {
+    let tz = buckets::zone(q.tz.as_deref())?;
+    let tz_name = q.tz.clone().unwrap_or_else(|| "UTC".into());
+    let until = q.until.unwrap_or_else(now);
+    let since = match q.since {
+        Some(s) => s,
+        None => match store.first_point(key)? {
+            Some(first) => first.time,
+            // No history: nothing to summarise.
+            None => until,
+        },
+    };
+    let edges = match q.step {
+        _ if since >= until => vec![since, since],
+        Some(step) => buckets::edges(step, &tz, since, until, MAX_BUCKETS)?,
+        None => vec![since, until],
+    };
+    // Time after now is not known yet: summaries stop there; buckets keep their length.
+    let horizon = now();
+    let clipped: Vec<Time> = edges.iter().map(|e| e.min(horizon)).collect();
+    let first = clipped[0];
+    let last = clipped[clipped.len() - 1];
+    let carried = store.point_before(key, first)?;
+    let bucket_summaries = summarize::summarize(
+        plugin,
+        options,
+        &clipped,
+        carried,
+        store.scan(key, first, last),
+        summarize::CHUNK,
+    )?;
+    let total = plugin.merge(options, &bucket_summaries)?;
+
+    // Which figures: the caller's, or every one the type knows; coverage needs
+    // `coverage_seconds` when the type has it.
+    let known = known_figures(plugin, options)?;
+    let asked = q.figures.clone().unwrap_or_else(|| known.clone());
+    let want_coverage = known.iter().any(|f| f == "coverage_seconds");
+    let mut render_names = asked.clone();
+    if want_coverage && !render_names.iter().any(|f| f == "coverage_seconds") {
+        render_names.push("coverage_seconds".to_string());
+    }
+    let mut all = bucket_summaries;
+    all.push(total);
+    let rendered = plugin.render(options, &all, &render_names)?;
+    let rendered = rendered.as_array().cloned().unwrap_or_default();
+    let row = |start: Time, end: Time, figures: &Json| -> Map<String, Json> {
+        let mut out = Map::new();
+        out.insert("start".into(), number_json(start));
+        out.insert("end".into(), number_json(end));
+        let covered = figures.get("coverage_seconds").and_then(Json::as_f64);
+        out.insert(
+            "coverage".into(),
+            match covered {
+                Some(c) if end > start => number_json(c / (end - start)),
+                _ => Json::Null,
+            },
+        );
+        for name in &asked {
+            out.insert(
+                name.clone(),
+                figures.get(name).cloned().unwrap_or(Json::Null),
+            );
+        }
+        out
+    };
+    let n = edges.len() - 1;
+    let rows: Vec<Map<String, Json>> = (0..n)
+        .map(|i| row(edges[i], edges[i + 1], &rendered[i]))
+        .collect();
+    let total = row(edges[0], edges[n], &rendered[n]);
+
+    let mut answer = Map::new();
+    answer.insert("key".into(), Json::String(key.to_string()));
+    answer.insert("type".into(), Json::String(plugin.info.name.clone()));
+    answer.insert("since".into(), number_json(since));
+    answer.insert("until".into(), number_json(until));
+    answer.insert("tz".into(), Json::String(tz_name));
+    answer.insert("resolution".into(), Json::String("raw".into()));
+    answer.insert("total".into(), Json::Object(total));
+    match q.group {
+        None => {
+            answer.insert(
+                "buckets".into(),
+                Json::Array(rows.into_iter().map(Json::Object).collect()),
+            );
+        }
+        Some(group) => {
+            let mut groups: BTreeMap<u8, Vec<Map<String, Json>>> = BTreeMap::new();
+            for r in rows {
+                let start = r.get("start").and_then(Json::as_f64).unwrap_or(0.0);
+                if let Some(days) = &q.weekdays
+                    && !days.contains(&buckets::local_weekday(start, &tz)?)
+                {
+                    continue;
+                }
+                let slot = match group {
+                    Group::Hour => buckets::local_hour(start, &tz)?,
+                    Group::Weekday => buckets::local_weekday(start, &tz)?,
+                };
+                groups.entry(slot).or_default().push(r);
+            }
+            let mut figure_names = vec!["coverage".to_string()];
+            figure_names.extend(asked.iter().cloned());
+            let out: Vec<Json> = groups
+                .into_iter()
+                .map(|(slot, members)| {
+                    let mut g = Map::new();
+                    g.insert(group.name().into(), Json::from(slot));
+                    g.insert("buckets".into(), Json::from(members.len()));
+                    for name in &figure_names {
+                        let values: Vec<&Json> =
+                            members.iter().filter_map(|m| m.get(name)).collect();
+                        g.insert(name.clone(), average(&values));
+                    }
+                    Json::Object(g)
+                })
+                .collect();
+            answer.insert("groups".into(), Json::Array(out));
+        }
+    }
+    Ok(Json::Object(answer))
+}
+
+/// Every figure name the key's type knows (rendering an empty summary with `"*"`).
+fn known_figures(plugin: &Plugin, options: &str) -> Result<Vec<String>> {
+    let empty = plugin.merge(options, &[])?;
+    let rendered = plugin.render(options, &[empty], &["*".to_string()])?;
+    Ok(rendered
+        .get(0)
+        .and_then(Json::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
+/// The mean of a figure over a group's buckets: numbers average over the buckets where the
+/// figure is known; objects of numbers (time per state) average per member, a missing member
+/// counting as 0; anything else (points) has no mean.
+fn average(values: &[&Json]) -> Json {
+    let numbers: Vec<f64> = values.iter().filter_map(|v| v.as_f64()).collect();
+    if !numbers.is_empty() {
+        return number_json(numbers.iter().sum::<f64>() / numbers.len() as f64);
+    }
+    let objects: Vec<&Map<String, Json>> = values.iter().filter_map(|v| v.as_object()).collect();
+    if objects.is_empty() {
+        return Json::Null;
+    }
+    let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
+    for o in &objects {
+        for (k, v) in o.iter() {
+            *sums.entry(k.as_str()).or_default() += v.as_f64().unwrap_or(0.0);
+        }
+    }
+    Json::Object(
+        sums.into_iter()
+            .map(|(k, sum)| (k.to_string(), number_json(sum / objects.len() as f64)))
+            .collect(),
+    )
+}
+
+fn point_row(p: &Point) -> Json {
+    json!([number_json(p.time), p.value.to_json()])
+}
+
+fn time_arg(name: &str, v: &Json) -> Result<Time> {
+    v.as_f64()
+        .filter(|t| t.is_finite())
+        .ok_or_else(|| Error::query(format!("{name} must be a time in seconds since the epoch")))
+}
+
+fn count_arg(name: &str, v: &Json, max: usize) -> Result<usize> {
+    let n = v
+        .as_u64()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Error::query(format!("{name} must be a positive integer")))?;
+    if n > max as u64 {
+        return Err(Error::LimitExceeded(format!("{name} is at most {max}")));
+    }
+    Ok(n as usize)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("query task failed: {e}")))?
+}
