@@ -26,7 +26,7 @@ async fn ingest(c: &mut Client, count: usize) -> Result<f64> {
                 let t = START + n as f64 * EVERY;
                 [
                     json!({"put": {"key": "door", "value": (n / 7) % 3 != 0, "time": t}}),
-                    json!({"put": {"key": "temp", "value": 20.0 + ((n % 8640) as f64 / 8640.0 * 6.28).sin() * 5.0, "time": t}}),
+                    json!({"put": {"key": "temp", "value": 20.0 + ((n % 8640) as f64 / 8640.0 * std::f64::consts::TAU).sin() * 5.0, "time": t}}),
                 ]
             })
             .collect();

@@ -237,6 +237,11 @@ describe("summarize, merge, render", () => {
         mean: 3,
       },
     ]);
+    assert.deepEqual(
+      Object.keys(render(DEFAULTS, [0, 10], undefined, points, ["*"])[0]),
+      ["coverage_seconds", "count", "first", "integral", "last", "max", "mean", "min"],
+      '["*"] names every figure',
+    );
     const r = refusal(() => render(DEFAULTS, [0, 10], undefined, points, ["increase"]));
     assert.equal(r.code, "unknown_figure");
     assert.equal(refusal(() => plugin.render(DEFAULTS, [Uint8Array.of(0x42)], [])).code, "invalid_summary");

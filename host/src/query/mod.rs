@@ -313,8 +313,18 @@ fn summary(
 
     // Which figures: the caller's, or every one the type knows; coverage needs
     // `coverage_seconds` when the type has it.
-    let known = known_figures(plugin, options)?;
-    let asked = q.figures.clone().unwrap_or_else(|| known.clone());
+    // A plugin built before `["*"]` existed refuses it: it then answers named figures only.
+    let known = known_figures(plugin, options);
+    let asked = match (&q.figures, &known) {
+        (Some(asked), _) => asked.clone(),
+        (None, Ok(known)) => known.clone(),
+        (None, Err(e)) => {
+            return Err(Error::query(format!(
+                "name the figures: the type cannot list its own ({e})"
+            )));
+        }
+    };
+    let known = known.unwrap_or_default();
     let want_coverage = known.iter().any(|f| f == "coverage_seconds");
     let mut render_names = asked.clone();
     if want_coverage && !render_names.iter().any(|f| f == "coverage_seconds") {

@@ -15,7 +15,7 @@ use crate::cast::number_json;
 /// f64 integral     sum of value × seconds
 /// varint count     points in the bucket
 /// [f64 start]                      the value in force at the bucket's start
-/// [f64 min, f64 max]               over start and the bucket's points
+/// [f64 min, f64 max]               over the values held for some time in the bucket
 /// [f64 t, f64 v, f64 t, f64 v]     first point, last point
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -28,7 +28,8 @@ pub struct NumberSummary {
     pub count: u64,
     /// The value in force at the bucket's start (carried in), if known.
     pub start: Option<f64>,
-    /// The least and greatest values in force during the bucket (`start` and the points).
+    /// The least and greatest values in force during the bucket: those held for some time
+    /// in it (`start` unless a point replaces it at the bucket's start, and the points).
     pub range: Option<(f64, f64)>,
     /// The first point in the bucket, `(time, value)`.
     pub first: Option<(f64, f64)>,
@@ -105,8 +106,11 @@ impl NumberSummary {
         });
     }
 
-    /// Counts `value` holding for `seconds`.
+    /// Counts `value` holding for `seconds` (among the values in force if `seconds > 0`).
     fn hold(&mut self, value: f64, seconds: f64) {
+        if seconds > 0.0 {
+            self.widen(value);
+        }
         self.known += seconds;
         self.integral += value * seconds;
     }
@@ -130,9 +134,6 @@ impl Summary for NumberSummary {
             ..Self::default()
         };
         let mut current = summary.start.map(|v| (v, bucket.start));
-        if let Some(v) = summary.start {
-            summary.widen(v);
-        }
         for point in bucket.points {
             let Some(value) = point.value.as_number() else {
                 continue;
@@ -144,7 +145,6 @@ impl Summary for NumberSummary {
             summary.count += 1;
             summary.first.get_or_insert((point.time, value));
             summary.last = Some((point.time, value));
-            summary.widen(value);
         }
         if let Some((held, since)) = current {
             summary.hold(held, bucket.end - since);
@@ -306,6 +306,25 @@ mod tests {
     }
 
     #[test]
+    fn min_max_leave_out_a_value_replaced_at_the_bucket_start() {
+        // The carried 9 gives way at the bucket's start: it is never in force inside.
+        let carried = point(-5.0, 9.0);
+        let points = [point(10.0, 1.0), point(15.0, 3.0)];
+        let s = summarize(&[0.0, 10.0, 20.0, 20.0], Some(&carried), &points);
+        assert_eq!(s[0].range, Some((9.0, 9.0)));
+        assert_eq!(s[1].range, Some((1.0, 3.0)), "9 held for 0 s in [10, 20)");
+        assert_eq!(s[1].start, Some(9.0), "still the base of increase");
+        assert_eq!(s[1].increase(), Some(-6.0));
+        assert_eq!(s[2].range, None, "nothing is in force in an empty bucket");
+        let merged = s.iter().cloned().reduce(NumberSummary::merge);
+        assert_eq!(merged.and_then(|m| m.range), Some((1.0, 9.0)));
+        // Of two points at one time, the later one is the value.
+        let twice = [point(12.0, -4.0), point(12.0, 2.0)];
+        let s = summarize(&[10.0, 20.0], None, &twice);
+        assert_eq!(s[0].range, Some((2.0, 2.0)));
+    }
+
+    #[test]
     fn encoding_round_trips() -> Result<(), DecodeError> {
         let mut rng = XorShift::new(7);
         for _ in 0..200 {
@@ -339,11 +358,14 @@ mod tests {
                         .and_then(|p| p.value.as_number())
                 };
                 let (mut known, mut integral) = (0.0, 0.0);
+                // The values in force, one per second (each one held holds for >= 1 s).
+                let mut values = Vec::new();
                 let mut second = start;
                 while second < end {
                     if let Some(v) = in_force(second) {
                         known += 1.0;
                         integral += v;
+                        values.push(v);
                     }
                     second += 1.0;
                 }
@@ -358,7 +380,6 @@ mod tests {
                     .find(|p| p.time < start)
                     .or(carried.as_ref())
                     .and_then(|p| p.value.as_number());
-                let values: Vec<f64> = before.iter().chain(&inside).copied().collect();
                 assert_eq!(s.known, known, "bucket {i}");
                 assert_eq!(s.integral, integral, "bucket {i}");
                 assert_eq!(s.count, inside.len() as u64);
