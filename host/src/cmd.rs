@@ -238,7 +238,7 @@ impl Command {
                 numbered,
             } => {
                 crate::store::check_key_name(&key)?;
-                db.subscribe(&key, me.clone(), numbered).await;
+                db.subscribe(&key, me.clone(), numbered);
                 Ok(Reply::Ack)
             }
             Command::Sub {

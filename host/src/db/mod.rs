@@ -375,7 +375,7 @@ impl Db {
     }
 
     /// Subscribes a connection to a key's pushes from now on.
-    pub async fn subscribe(&self, name: &str, sub: Subscriber, numbered: bool) {
+    pub fn subscribe(&self, name: &str, sub: Subscriber, numbered: bool) {
         self.pubsub.subscribe(name, sub, numbered, 0);
     }
 
