@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::history::{self, FetchOpts};
 use crate::pubsub::Subscriber;
 use crate::query::Query;
+use crate::retention::PolicySpec;
 use crate::value::number_json;
 
 /// One request.
@@ -61,6 +62,16 @@ pub enum Command {
     Delete {
         key: String,
     },
+    /// `retention`: list the policies (`spec` and `remove` unset), set one, or remove one.
+    Retention {
+        pattern: Option<String>,
+        spec: Option<PolicySpec>,
+        remove: bool,
+    },
+    /// `compact`: run compaction now (every key, or one) and answer when done.
+    Compact {
+        key: Option<String>,
+    },
     /// A request name Komoku does not know.
     Unknown(String),
 }
@@ -103,6 +114,8 @@ impl Command {
             } => "decrement",
             Command::Add { .. } => "increment",
             Command::Delete { .. } => "delete",
+            Command::Retention { .. } => "retention",
+            Command::Compact { .. } => "compact",
             Command::Unknown(_) => "unknown",
         }
     }
@@ -175,6 +188,45 @@ impl Command {
             }
             "delete" => Command::Delete {
                 key: key_arg(args)?,
+            },
+            "retention" => {
+                let pattern = match args.get("key") {
+                    None | Some(Json::Null) => None,
+                    Some(_) => Some(key_arg(args)?),
+                };
+                let remove = args.get("remove") == Some(&Json::Bool(true));
+                let sets = args.get("raw").is_some() || args.get("tiers").is_some();
+                if let Json::Object(fields) = args
+                    && let Some(other) = fields
+                        .keys()
+                        .find(|k| !["key", "raw", "tiers", "remove"].contains(&k.as_str()))
+                {
+                    return Err(Error::query(format!("unknown retention field {other:?}")));
+                }
+                if (sets || remove) && pattern.is_none() {
+                    return Err(Error::query("retention needs the key (name or pattern)"));
+                }
+                if sets && remove {
+                    return Err(Error::query("retention sets a policy or removes it, not both"));
+                }
+                let spec = if sets {
+                    let spec = PolicySpec::from_json(args)?;
+                    spec.policy()?; // refused here, before anything is applied
+                    Some(spec)
+                } else {
+                    None
+                };
+                Command::Retention {
+                    pattern,
+                    spec,
+                    remove,
+                }
+            }
+            "compact" => Command::Compact {
+                key: match args.get("key") {
+                    None | Some(Json::Null) => None,
+                    Some(_) => Some(key_arg(args)?),
+                },
             },
             other => Command::Unknown(other.to_string()),
         })
@@ -266,6 +318,18 @@ impl Command {
             Command::Ping(payload) => Ok(Reply::Value(json!({ "pong": payload }))),
             Command::Add { key, step, .. } => return Ok((Reply::Ack, db.add(&key, step).await?)),
             Command::Delete { key } => db.delete(&key).await.map(|_| Reply::Ack),
+            Command::Retention {
+                pattern: Some(pattern),
+                spec,
+                remove,
+            } if spec.is_some() || remove => {
+                return Ok((Reply::Ack, db.set_policy(&pattern, spec).await?));
+            }
+            Command::Retention { .. } => Ok(Reply::Value(db.policies_json())),
+            Command::Compact { key } => db
+                .compact(key.as_deref(), crate::value::now())
+                .await
+                .map(|r| Reply::Value(r.to_json())),
             Command::Unknown(name) => Err(Error::query(format!("unknown request {name:?}"))),
         };
         Ok((reply?, Durable::done()))
@@ -287,6 +351,7 @@ fn stats(db: &Db) -> Json {
         "data_points_count": db.store().approximate_points(),
         "pushes_sent": db.pubsub().pushes_sent(),
         "disk_bytes": db.store().disk_space().unwrap_or(0),
+        "compaction": db.compaction_stats(),
     })
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::db::Retention;
 use crate::plugins::Limits;
+use crate::retention::PolicySpec;
 use crate::store::Durability;
 
 /// Everything a server needs to start. Every field has a default (see each).
@@ -42,6 +44,13 @@ pub struct Config {
     /// Pushes queued for one connection before it counts as too slow and is dropped.
     /// Default = 10 000.
     pub push_queue: usize,
+    /// Seconds between background compaction runs; 0 = only when a `compact` request asks.
+    /// Default = 60.
+    pub compaction_interval: u64,
+    /// The retention policy of keys no `retention` request covers. Default = raw points for
+    /// 7 days, then 1-minute summaries for 30 days, 1-hour summaries for 2 years, 1-day
+    /// summaries forever.
+    pub retention: PolicySpec,
 }
 
 /// `durability = "sync"` or `durability = 50` (milliseconds).
@@ -74,6 +83,8 @@ impl Default for Config {
             plugin_memory_mib: 64,
             max_frame_bytes: 1 << 20,
             push_queue: 10_000,
+            compaction_interval: 60,
+            retention: PolicySpec::default(),
         }
     }
 }
@@ -93,6 +104,15 @@ impl Config {
             DurabilityConfig::IntervalMs(ms) => {
                 Durability::Interval(Duration::from_millis(ms.max(1)))
             }
+        }
+    }
+
+    /// How history is compacted.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            default: self.retention.clone(),
+            every: (self.compaction_interval > 0)
+                .then(|| Duration::from_secs(self.compaction_interval)),
         }
     }
 
@@ -116,6 +136,8 @@ mod tests {
         let config = Config::from_file(&path)?;
         assert_eq!(config.listen, Config::default().listen);
         assert_eq!(config.durability(), Durability::Sync);
+        assert_eq!(config.retention, PolicySpec::default());
+        assert_eq!(config.compaction_interval, 60);
         Ok(())
     }
 

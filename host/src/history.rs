@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::query::summarize::{CHUNK, summarize};
+use crate::query::tiers;
 use crate::value::{Point, Time, now, number_json};
 
 /// Most raw points one `fetch` returns unless the request sets `limit`.
@@ -185,8 +185,8 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
         None => {
             let store = store.clone();
             let key = key.clone();
-            match blocking(move || store.first_point(&key)).await? {
-                Some(first) => first.time,
+            match blocking(move || tiers::history_start(&store.view(), &key)).await? {
+                Some(first) => first,
                 None => return Ok(json!([])),
             }
         }
@@ -208,15 +208,8 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
     let summaries = {
         let (plugin, effective, edges) = (plugin.clone(), effective.clone(), edges.clone());
         blocking(move || {
-            let (first, end) = (edges[0], edges[edges.len() - 1]);
-            summarize(
-                &plugin,
-                &effective,
-                &edges,
-                store.point_before(&key, first)?,
-                store.scan(&key, first, end),
-                CHUNK,
-            )
+            tiers::bucket_summaries(&store.view(), &key, &plugin, &effective, &edges)
+                .map(|(summaries, _)| summaries)
         })
         .await?
     };

@@ -9,7 +9,10 @@
 //! - [`history`]: `fetch`, a key's past as the v1 clients read it;
 //! - [`query`]: `query`, every question about a key's past (buckets in a time zone,
 //!   figures per type, value at a time, spans, averages by hour of day or weekday);
-//! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler);
+//! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler),
+//!   background compaction;
+//! - [`retention`]: retention policies (raw, then coarser tiers of summaries) and the
+//!   watermarks saying which level answers for which time;
 //! - [`pubsub`]: who is subscribed to what, bounded push queues;
 //! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
 //! - [`store`]: fjall on disk, the group-commit writer thread;
@@ -26,6 +29,7 @@ pub mod history;
 pub mod plugins;
 pub mod protocol;
 pub mod pubsub;
+pub mod retention;
 pub mod query;
 pub mod server;
 pub mod stats;

@@ -75,7 +75,14 @@ impl Server {
         } else {
             None
         };
-        let db = Db::open(store, writer, registry, config.increment_creates.clone()).await?;
+        let db = Db::open(
+            store,
+            writer,
+            registry,
+            config.increment_creates.clone(),
+            config.retention(),
+        )
+        .await?;
 
         let limits = ConnectionLimits {
             max_frame_bytes: config.max_frame_bytes,

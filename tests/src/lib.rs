@@ -44,6 +44,8 @@ pub fn config(data: &Path, plugins: &Path) -> komoku::Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: data.to_path_buf(),
         plugins_dir: plugins.to_path_buf(),
+        // Tests compact when they ask (`compact`), so figures never change under them.
+        compaction_interval: 0,
         ..komoku::Config::default()
     }
 }

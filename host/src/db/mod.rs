@@ -6,7 +6,10 @@
 //! fsynced — so one key's operations are applied in order while many keys' writes share an
 //! fsync. A change is published by the writer thread once it is durable, in write order.
 
+mod compaction;
 mod scheduler;
+
+pub use compaction::RunReport;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -17,6 +20,7 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::plugins::{Operation, Plugin, Registry, Scheduled};
 use crate::pubsub::{PubSub, Push, Subscriber};
+use crate::retention::{Policy, PolicySpec};
 use crate::stats::Stats;
 use crate::store::{KeyDef, Store, Write, WriteBatch, Writer, check_key_name};
 use crate::value::{Input, Point, Time, now};
@@ -24,7 +28,6 @@ use crate::value::{Input, Point, Time, now};
 use scheduler::Scheduler;
 
 /// Everything known about one key.
-#[derive(Default)]
 struct KeyState {
     /// `None` while the key does not exist (never created, or deleted).
     def: Option<KeyDef>,
@@ -38,6 +41,23 @@ struct KeyState {
     /// The sequence number of the key's latest push (see [`crate::pubsub`]). Kept when the
     /// key is deleted, so numbers never repeat within a run.
     seq: u64,
+    /// Raw points are authoritative from here on; earlier history is compacted, and a put
+    /// before it is refused (`compacted`). `-inf` while nothing is compacted.
+    raw_from: Time,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState {
+            def: None,
+            effective: String::new(),
+            latest: None,
+            touched: None,
+            schedule: None,
+            seq: 0,
+            raw_from: f64::NEG_INFINITY,
+        }
+    }
 }
 
 impl KeyState {
@@ -89,6 +109,22 @@ pub struct Db {
     stats: Stats,
     keys: RwLock<HashMap<String, Slot>>,
     scheduler: Scheduler,
+    /// The configured default retention policy.
+    default_policy: (PolicySpec, Policy),
+    /// Policies set by requests, by key name or pattern.
+    policies: RwLock<Vec<(String, (PolicySpec, Policy))>>,
+    compaction: compaction::CompactionStats,
+    /// One compaction run at a time.
+    compact_lock: Mutex<()>,
+}
+
+/// How a [`Db`] compacts history.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// The policy of keys no stored policy matches.
+    pub default: PolicySpec,
+    /// How often the background run starts; `None` = only when asked (`compact`).
+    pub every: Option<std::time::Duration>,
 }
 
 impl Db {
@@ -101,7 +137,22 @@ impl Db {
         writer: Writer,
         registry: Arc<Registry>,
         add_creates: Option<String>,
+        retention: Retention,
     ) -> Result<Arc<Db>> {
+        let default_policy = (retention.default.clone(), retention.default.policy()?);
+        let policies = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.load_policies())
+                .await
+                .map_err(|e| Error::Storage(format!("loading policies: {e}")))??
+        };
+        let mut checked = Vec::new();
+        for (pattern, spec) in policies {
+            match spec.policy() {
+                Ok(policy) => checked.push((pattern, (spec, policy))),
+                Err(e) => tracing::warn!(%pattern, error = %e, "stored policy ignored"),
+            }
+        }
         let db = Arc::new(Db {
             add_creates,
             store: store.clone(),
@@ -111,6 +162,10 @@ impl Db {
             stats: Stats::default(),
             keys: RwLock::new(HashMap::new()),
             scheduler: Scheduler::default(),
+            default_policy,
+            policies: RwLock::new(checked),
+            compaction: compaction::CompactionStats::default(),
+            compact_lock: Mutex::new(()),
         });
         let defs = tokio::task::spawn_blocking(move || {
             let defs = store.load_defs()?;
@@ -118,7 +173,11 @@ impl Db {
                 .map(|(name, def)| {
                     let latest = store.last_point(&name)?;
                     let touched = store.touched(&name)?;
-                    Ok((name, def, latest, touched))
+                    let raw_from = store
+                        .view()
+                        .compaction_state(&name)?
+                        .map_or(f64::NEG_INFINITY, |s| s.raw_from);
+                    Ok((name, def, latest, touched, raw_from))
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -126,11 +185,12 @@ impl Db {
         .map_err(|e| Error::Storage(format!("loading keys: {e}")))??;
 
         let count = defs.len();
-        for (name, def, latest, touched) in defs {
+        for (name, def, latest, touched, raw_from) in defs {
             let mut state = KeyState {
                 def: Some(def),
                 latest,
                 touched,
+                raw_from,
                 ..KeyState::default()
             };
             match db.plugin_of(&state) {
@@ -151,6 +211,9 @@ impl Db {
         }
         tracing::info!(keys = count, "keys loaded");
         tokio::spawn(scheduler::run(Arc::downgrade(&db)));
+        if let Some(every) = retention.every {
+            tokio::spawn(compaction::run(Arc::downgrade(&db), every));
+        }
         Ok(db)
     }
 
@@ -282,6 +345,18 @@ impl Db {
         };
         let created = !writes.is_empty();
 
+        if let Some(t) = time
+            && t < state.raw_from
+        {
+            // Compacted history is summaries: a point cannot be added to it.
+            return Err(Error::Refused {
+                code: "compacted".into(),
+                message: format!(
+                    "time {t} is before {}, where this key's history is compacted",
+                    state.raw_from
+                ),
+            });
+        }
         let time = time.unwrap_or_else(|| next_time(now(), state.latest.as_ref()));
         let outcome = plugin.apply(&state.effective, state.latest.as_ref(), &op, time);
         let outcome = match outcome {

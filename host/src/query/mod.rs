@@ -15,6 +15,7 @@
 
 pub mod buckets;
 pub mod summarize;
+pub mod tiers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -282,13 +283,11 @@ fn summary(
     let tz = buckets::zone(q.tz.as_deref())?;
     let tz_name = q.tz.clone().unwrap_or_else(|| "UTC".into());
     let until = q.until.unwrap_or_else(now);
+    let view = store.view();
     let since = match q.since {
         Some(s) => s,
-        None => match store.first_point(key)? {
-            Some(first) => first.time,
-            // No history: nothing to summarise.
-            None => until,
-        },
+        // No history: nothing to summarise.
+        None => tiers::history_start(&view, key)?.unwrap_or(until),
     };
     let edges = match q.step {
         _ if since >= until => vec![since, since],
@@ -298,17 +297,8 @@ fn summary(
     // Time after now is not known yet: summaries stop there; buckets keep their length.
     let horizon = now();
     let clipped: Vec<Time> = edges.iter().map(|e| e.min(horizon)).collect();
-    let first = clipped[0];
-    let last = clipped[clipped.len() - 1];
-    let carried = store.point_before(key, first)?;
-    let bucket_summaries = summarize::summarize(
-        plugin,
-        options,
-        &clipped,
-        carried,
-        store.scan(key, first, last),
-        summarize::CHUNK,
-    )?;
+    let (bucket_summaries, resolution) =
+        tiers::bucket_summaries(&view, key, plugin, options, &clipped)?;
     let total = plugin.merge(options, &bucket_summaries)?;
 
     // Which figures: the caller's, or every one the type knows; coverage needs
@@ -366,7 +356,7 @@ fn summary(
     answer.insert("since".into(), number_json(since));
     answer.insert("until".into(), number_json(until));
     answer.insert("tz".into(), Json::String(tz_name));
-    answer.insert("resolution".into(), Json::String("raw".into()));
+    answer.insert("resolution".into(), Json::String(resolution));
     answer.insert("total".into(), Json::Object(total));
     match q.group {
         None => {

@@ -6,7 +6,14 @@
 //!   is therefore one prefix, and a prefix scan returns it in time order;
 //! - `touched`: key name → the latest operation that was acknowledged but not stored
 //!   (`sortable time ‖ encoded value`), so a refresh that a resolution option skipped still
-//!   counts for automatic values (uptime) after a restart.
+//!   counts for automatic values (uptime) after a restart;
+//! - `summaries`: `u16 BE name length ‖ name ‖ sortable step ‖ sortable bucket start` →
+//!   the plugin's summary of that bucket (compacted history, see [`crate::retention`]);
+//! - `compaction`: key name → its [`CompactionState`] (watermarks), as JSON;
+//! - `policies`: key name or pattern → its retention [`PolicySpec`], as JSON.
+//!
+//! A compaction step writes its summaries, deletes what they replace and moves the
+//! watermark in one atomic batch, so a crash leaves the old state or the new one.
 //!
 //! Writes go through one writer thread ([`writer`]) that commits whatever has queued up as
 //! one batch and fsyncs it once (group commit), so an acknowledged write survives `kill -9`
@@ -17,10 +24,11 @@ mod writer;
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::retention::{CompactionState, PolicySpec};
 use crate::value::{Point, Time, Value, time_from_sortable, time_to_sortable};
 
 pub use writer::{Durability, Write, WriteBatch, Writer};
@@ -47,6 +55,9 @@ pub struct Store {
     defs: Keyspace,
     points: Keyspace,
     touched: Keyspace,
+    summaries: Keyspace,
+    compaction: Keyspace,
+    policies: Keyspace,
 }
 
 impl Store {
@@ -59,11 +70,17 @@ impl Store {
         let defs = db.keyspace("defs", KeyspaceCreateOptions::default)?;
         let points = db.keyspace("points", KeyspaceCreateOptions::default)?;
         let touched = db.keyspace("touched", KeyspaceCreateOptions::default)?;
+        let summaries = db.keyspace("summaries", KeyspaceCreateOptions::default)?;
+        let compaction = db.keyspace("compaction", KeyspaceCreateOptions::default)?;
+        let policies = db.keyspace("policies", KeyspaceCreateOptions::default)?;
         Ok(Store {
             db,
             defs,
             points,
             touched,
+            summaries,
+            compaction,
+            policies,
         })
     }
 
@@ -89,6 +106,31 @@ impl Store {
             out.push((name, def));
         }
         Ok(out)
+    }
+
+    /// Every stored retention policy, by key name or pattern.
+    pub fn load_policies(&self) -> Result<Vec<(String, PolicySpec)>> {
+        let mut out = Vec::new();
+        for guard in self.policies.iter() {
+            let (k, v) = guard.into_inner()?;
+            let name = String::from_utf8(k.to_vec())
+                .map_err(|_| Error::Storage("a policy pattern on disk is not UTF-8".into()))?;
+            let spec = serde_json::from_slice(&v)
+                .map_err(|e| Error::Storage(format!("policy {name:?} is unreadable: {e}")))?;
+            out.push((name, spec));
+        }
+        Ok(out)
+    }
+
+    /// A consistent view of every keyspace as of now: reads through it see either all of a
+    /// compaction step or none of it.
+    pub fn view(&self) -> View {
+        View {
+            snap: self.db.snapshot(),
+            points: self.points.clone(),
+            summaries: self.summaries.clone(),
+            compaction: self.compaction.clone(),
+        }
     }
 
     /// The newest point of a key.
@@ -188,7 +230,17 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.defs.rotate_memtable_and_wait()?;
         self.points.rotate_memtable_and_wait()?;
+        self.summaries.rotate_memtable_and_wait()?;
+        self.compaction.rotate_memtable_and_wait()?;
         self.persist()
+    }
+
+    /// About how many summaries are stored, and the bytes their tables take on disk.
+    pub fn summaries_size(&self) -> (usize, u64) {
+        (
+            self.summaries.approximate_len(),
+            self.summaries.disk_space(),
+        )
     }
 
     /// Bytes the points keyspace takes on disk (its tables; the shared journal not counted).
@@ -220,6 +272,89 @@ fn point_key(name: &str, time: Time) -> Vec<u8> {
     let mut k = key_prefix(name);
     k.extend_from_slice(&time_to_sortable(time));
     k
+}
+
+/// `u16 BE length ‖ name ‖ sortable step`: the prefix of one tier's summaries.
+fn tier_prefix(name: &str, step: f64) -> Vec<u8> {
+    let mut k = key_prefix(name);
+    k.extend_from_slice(&time_to_sortable(step));
+    k
+}
+
+fn summary_key(name: &str, step: f64, start: Time) -> Vec<u8> {
+    let mut k = tier_prefix(name, step);
+    k.extend_from_slice(&time_to_sortable(start));
+    k
+}
+
+/// A snapshot of the store (see [`Store::view`]).
+pub struct View {
+    snap: Snapshot,
+    points: Keyspace,
+    summaries: Keyspace,
+    compaction: Keyspace,
+}
+
+impl View {
+    /// A key's compaction state; `None` while nothing was ever compacted.
+    pub fn compaction_state(&self, name: &str) -> Result<Option<CompactionState>> {
+        let Some(v) = self.snap.get(&self.compaction, name.as_bytes())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| Error::Storage(format!("compaction state of {name:?}: {e}")))
+    }
+
+    /// The newest point strictly before `t`.
+    pub fn point_before(&self, name: &str, t: Time) -> Result<Option<Point>> {
+        let (lo, hi) = (point_key(name, f64::NEG_INFINITY), point_key(name, t));
+        match self.snap.range(&self.points, lo..hi).next_back() {
+            Some(guard) => {
+                let (k, v) = guard.into_inner()?;
+                decode_point(&k, &v).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Points with `since <= time < until`, oldest first, read lazily.
+    pub fn scan(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+    ) -> impl DoubleEndedIterator<Item = Result<Point>> + use<> {
+        let (lo, hi) = (point_key(name, since), point_key(name, until));
+        self.snap.range(&self.points, lo..hi).map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            decode_point(&k, &v)
+        })
+    }
+
+    /// The oldest point of a key at or after `since`.
+    pub fn first_point_from(&self, name: &str, since: Time) -> Result<Option<Point>> {
+        self.scan(name, since, f64::INFINITY).next().transpose()
+    }
+
+    /// Summaries of one tier with `since <= bucket start < until`, oldest first, lazily.
+    pub fn summaries(
+        &self,
+        name: &str,
+        step: f64,
+        since: Time,
+        until: Time,
+    ) -> impl DoubleEndedIterator<Item = Result<(Time, Vec<u8>)>> + use<> {
+        let (lo, hi) = (summary_key(name, step, since), summary_key(name, step, until));
+        self.snap.range(&self.summaries, lo..hi).map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            let start: [u8; 8] = k
+                .get(k.len().saturating_sub(8)..)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| Error::Storage("a stored summary key is unreadable".into()))?;
+            Ok((time_from_sortable(start), v.to_vec()))
+        })
+    }
 }
 
 fn decode_point(k: &[u8], v: &[u8]) -> Result<Point> {

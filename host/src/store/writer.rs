@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use fjall::PersistMode;
 use tokio::sync::oneshot;
 
-use super::{KeyDef, Store, key_prefix, point_key};
+use super::{KeyDef, Store, key_prefix, point_key, summary_key};
+use crate::retention::{CompactionState, PolicySpec};
 use crate::error::{Error, Result};
-use crate::value::{Point, time_to_sortable};
+use crate::value::{Point, Time, time_to_sortable};
 
 /// Most batches committed together.
 const MAX_GROUP: usize = 4096;
@@ -43,8 +44,26 @@ pub enum Write {
     Touch { key: String, point: Point },
     /// Create or replace a key's definition.
     Def { key: String, def: KeyDef },
-    /// Remove a key's definition and all of its points.
+    /// Remove a key's definition, all of its points and summaries and its compaction state.
     DeleteKey { key: String },
+    /// Remove one point.
+    DeletePoint { key: String, time: Time },
+    /// Store the summary of one tier bucket.
+    Summary {
+        key: String,
+        step: f64,
+        start: Time,
+        summary: Vec<u8>,
+    },
+    /// Remove the summary of one tier bucket.
+    DeleteSummary { key: String, step: f64, start: Time },
+    /// Set a key's compaction watermarks.
+    Compaction { key: String, state: CompactionState },
+    /// Set (`Some`) or remove a retention policy for a key name or pattern.
+    Policy {
+        pattern: String,
+        spec: Option<PolicySpec>,
+    },
 }
 
 /// Writes committed atomically together, and what to do once they are durable.
@@ -240,10 +259,45 @@ fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
                 Write::DeleteKey { key } => {
                     batch.remove(&store.defs, key.as_bytes());
                     batch.remove(&store.touched, key.as_bytes());
+                    batch.remove(&store.compaction, key.as_bytes());
                     for guard in store.points.prefix(key_prefix(key)) {
                         batch.remove(&store.points, guard.key()?);
                     }
+                    for guard in store.summaries.prefix(key_prefix(key)) {
+                        batch.remove(&store.summaries, guard.key()?);
+                    }
                 }
+                Write::DeletePoint { key, time } => {
+                    batch.remove(&store.points, point_key(key, *time));
+                }
+                Write::Summary {
+                    key,
+                    step,
+                    start,
+                    summary,
+                } => {
+                    batch.insert(
+                        &store.summaries,
+                        summary_key(key, *step, *start),
+                        summary.as_slice(),
+                    );
+                }
+                Write::DeleteSummary { key, step, start } => {
+                    batch.remove(&store.summaries, summary_key(key, *step, *start));
+                }
+                Write::Compaction { key, state } => {
+                    let json =
+                        serde_json::to_vec(state).map_err(|e| Error::Storage(e.to_string()))?;
+                    batch.insert(&store.compaction, key.as_bytes(), json);
+                }
+                Write::Policy { pattern, spec } => match spec {
+                    Some(spec) => {
+                        let json = serde_json::to_vec(spec)
+                            .map_err(|e| Error::Storage(e.to_string()))?;
+                        batch.insert(&store.policies, pattern.as_bytes(), json);
+                    }
+                    None => batch.remove(&store.policies, pattern.as_bytes()),
+                },
             }
         }
     }

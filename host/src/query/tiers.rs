@@ -1,0 +1,110 @@
+//! Bucket summaries from whatever holds the history: raw points where they are kept, stored
+//! tier summaries where they were compacted.
+//!
+//! The window is split by the key's watermarks. Raw periods are summarised from the points
+//! as before ([`super::summarize`]); each stored tier bucket goes to the query bucket that
+//! holds its start. A query bucket's parts are merged oldest first (summaries of adjacent
+//! spans merge exactly), so a figure over compacted history is exact at the tier's step.
+//! Everything is read from one snapshot: a compaction step is seen whole or not at all.
+
+use crate::error::Result;
+use crate::plugins::Plugin;
+use crate::retention::step_label;
+use crate::store::View;
+use crate::value::Time;
+
+use super::summarize::{CHUNK, summarize};
+
+/// Parts kept per bucket before they are merged down to one.
+const MAX_PARTS: usize = 64;
+
+/// Summaries for the buckets between consecutive `edges`, and the coarsest resolution that
+/// answered (`"raw"` or a tier step such as `"1H"`).
+pub fn bucket_summaries(
+    view: &View,
+    key: &str,
+    plugin: &Plugin,
+    options: &str,
+    edges: &[Time],
+) -> Result<(Vec<Vec<u8>>, String)> {
+    let n = edges.len().saturating_sub(1);
+    let (first, last) = (edges[0], edges[n]);
+    let state = view.compaction_state(key)?;
+    let raw_from = state.as_ref().map_or(f64::NEG_INFINITY, |s| s.raw_from);
+    if n == 0 || first >= raw_from {
+        let out = summarize(
+            plugin,
+            options,
+            edges,
+            view.point_before(key, first)?,
+            view.scan(key, first, last),
+            CHUNK,
+        )?;
+        return Ok((out, "raw".into()));
+    }
+    let state = state.expect("raw_from is finite only with a state");
+    let mut parts: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
+    let mut coarsest: Option<f64> = None;
+    // Oldest (coarsest) level first, so each bucket's parts arrive in time order.
+    for i in (1..=state.tiers.len()).rev() {
+        let (lo, hi) = state.level_range(i);
+        let (lo, hi) = (lo.max(first), hi.min(last));
+        if lo >= hi {
+            continue;
+        }
+        let step = state.tiers[i - 1].step;
+        for item in view.summaries(key, step, lo, hi) {
+            let (start, summary) = item?;
+            let b = edges.partition_point(|e| *e <= start).saturating_sub(1);
+            let bucket = &mut parts[b.min(n - 1)];
+            bucket.push(summary);
+            if bucket.len() >= MAX_PARTS {
+                let merged = plugin.merge(options, bucket)?;
+                *bucket = vec![merged];
+            }
+            coarsest = Some(coarsest.map_or(step, |c: f64| c.max(step)));
+        }
+    }
+    if raw_from < last {
+        // The bucket raw_from falls in, and the raw part of it onwards.
+        let j = edges.partition_point(|e| *e <= raw_from).saturating_sub(1);
+        let mut raw_edges = vec![edges[j].max(raw_from)];
+        raw_edges.extend_from_slice(&edges[j + 1..]);
+        let raw = summarize(
+            plugin,
+            options,
+            &raw_edges,
+            view.point_before(key, raw_edges[0])?,
+            view.scan(key, raw_edges[0], last),
+            CHUNK,
+        )?;
+        for (b, s) in raw.into_iter().enumerate() {
+            parts[j + b].push(s);
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for p in parts {
+        out.push(if p.len() == 1 {
+            p.into_iter().next().expect("one part")
+        } else {
+            plugin.merge(options, &p)?
+        });
+    }
+    let resolution = coarsest.map_or_else(|| "raw".to_string(), step_label);
+    Ok((out, resolution))
+}
+
+/// Where a key's history starts: its oldest stored summary, or its first raw point.
+pub fn history_start(view: &View, key: &str) -> Result<Option<Time>> {
+    let Some(state) = view.compaction_state(key)? else {
+        return Ok(view.first_point_from(key, f64::NEG_INFINITY)?.map(|p| p.time));
+    };
+    for i in (1..=state.tiers.len()).rev() {
+        let (lo, hi) = state.level_range(i);
+        if let Some(first) = view.summaries(key, state.tiers[i - 1].step, lo, hi).next() {
+            return Ok(Some(first?.0));
+        }
+    }
+    // Only raw points are left, the oldest kept one carrying its value into raw_from.
+    Ok(Some(state.raw_from))
+}

@@ -1,0 +1,284 @@
+//! Retention policies and the compaction state of a key: which data answers for which time.
+//!
+//! A [`Policy`] keeps raw points for a while, then per-bucket summaries at coarser fixed
+//! steps (each a multiple of the one before), each tier for a while or forever. A key's
+//! [`CompactionState`] records the watermarks: raw points are authoritative from `raw_from`
+//! on, tier `i` for `[tiers[i].from, the next finer level's from)`; before the coarsest tier's
+//! `from` nothing is kept. Summaries are the plugin's mergeable ones, so a tier is built from
+//! the tier below by merging and answers every figure exactly at its step.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::error::{Error, Result};
+use crate::history::parse_step;
+use crate::value::Time;
+
+/// How long a key's history is kept, and how coarsely. Durations in seconds;
+/// `f64::INFINITY` = forever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// How long raw points are kept.
+    pub raw: f64,
+    /// Coarser and coarser tiers, finest first.
+    pub tiers: Vec<Tier>,
+}
+
+/// One tier of summaries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tier {
+    /// Bucket length in seconds, aligned to the epoch.
+    pub step: f64,
+    /// How long its summaries are kept (`f64::INFINITY` = forever).
+    pub keep: f64,
+}
+
+/// A policy as written in requests and the config: `{"raw": "7d", "tiers": [["1M", "30d"],
+/// ["1H", "2y"], ["1d", null]]}`. A missing or null duration (or `"forever"`) is forever.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub raw: Option<String>,
+    #[serde(default)]
+    pub tiers: Vec<Vec<Option<String>>>,
+}
+
+impl Default for PolicySpec {
+    /// Raw 7 days → 1 minute for 30 days → 1 hour for 2 years → 1 day forever.
+    fn default() -> Self {
+        let s = |v: &str| Some(v.to_string());
+        PolicySpec {
+            raw: s("7d"),
+            tiers: vec![
+                vec![s("1M"), s("30d")],
+                vec![s("1H"), s("2y")],
+                vec![s("1d")],
+            ],
+        }
+    }
+}
+
+impl PolicySpec {
+    /// Reads a policy from request JSON (`raw`, `tiers`; other fields are ignored).
+    pub fn from_json(args: &Json) -> Result<PolicySpec> {
+        let duration = |v: &Json| -> Result<Option<String>> {
+            match v {
+                Json::Null => Ok(None),
+                Json::String(s) => Ok(Some(s.clone())),
+                Json::Number(n) => Ok(Some(n.to_string())),
+                _ => Err(Error::query("a duration is a string like \"7d\", or null")),
+            }
+        };
+        let raw = duration(args.get("raw").unwrap_or(&Json::Null))?;
+        let tiers = match args.get("tiers") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(Json::Array(tiers)) => tiers
+                .iter()
+                .map(|t| match t {
+                    Json::Array(pair) => pair.iter().map(duration).collect::<Result<Vec<_>>>(),
+                    _ => Err(Error::query("each tier is [step, keep]")),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some(_) => return Err(Error::query("tiers must be a list of [step, keep]")),
+        };
+        Ok(PolicySpec { raw, tiers })
+    }
+
+    /// The spec as JSON (`null` = forever).
+    pub fn to_json(&self) -> Json {
+        json!({"raw": self.raw, "tiers": self.tiers.iter().map(|t| {
+            json!([t.first().cloned().flatten(), t.get(1).cloned().flatten()])
+        }).collect::<Vec<_>>()})
+    }
+
+    /// Checks the spec and turns it into seconds.
+    pub fn policy(&self) -> Result<Policy> {
+        let raw = keep_seconds(self.raw.as_deref())?;
+        let mut tiers: Vec<Tier> = Vec::new();
+        for t in &self.tiers {
+            let (Some(Some(step)), keep) = (t.first(), t.get(1).cloned().flatten()) else {
+                return Err(Error::query("each tier is [step, keep] with a step"));
+            };
+            if t.len() > 2 {
+                return Err(Error::query("each tier is [step, keep]"));
+            }
+            let step = parse_step(&Json::String(step.clone()))?;
+            if step.fract() != 0.0 {
+                return Err(Error::query("a tier step is a whole number of seconds"));
+            }
+            if let Some(prev) = tiers.last() {
+                if step <= prev.step || step % prev.step != 0.0 {
+                    return Err(Error::query(
+                        "each tier's step must be a larger multiple of the one before",
+                    ));
+                }
+                if prev.keep.is_infinite() {
+                    return Err(Error::query(
+                        "a tier kept forever must be the last (nothing would reach the next)",
+                    ));
+                }
+            } else if raw.is_infinite() {
+                return Err(Error::query(
+                    "raw points kept forever leave nothing for tiers: give raw a duration",
+                ));
+            }
+            tiers.push(Tier {
+                step,
+                keep: keep_seconds(keep.as_deref())?,
+            });
+        }
+        Ok(Policy { raw, tiers })
+    }
+}
+
+fn keep_seconds(v: Option<&str>) -> Result<f64> {
+    match v {
+        None | Some("forever") => Ok(f64::INFINITY),
+        Some(s) => parse_step(&Json::String(s.to_string())),
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == name;
+    };
+    let Some(mut name) = name.strip_prefix(head) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('*').collect();
+    let (last, middle) = parts.split_last().expect("split yields at least one part");
+    for part in middle {
+        match name.find(part) {
+            Some(i) => name = &name[i + part.len()..],
+            None => return false,
+        }
+    }
+    name.len() >= last.len() && name.ends_with(last)
+}
+
+/// The pattern that governs `name` among `patterns`: an exact name first, then the
+/// matching pattern with the most literal characters (the most specific).
+pub fn best_match<'a, T>(patterns: &'a [(String, T)], name: &str) -> Option<&'a T> {
+    patterns
+        .iter()
+        .filter(|(p, _)| glob_matches(p, name))
+        .max_by_key(|(p, _)| (!p.contains('*'), p.chars().filter(|c| *c != '*').count()))
+        .map(|(_, t)| t)
+}
+
+/// One tier's watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TierState {
+    pub step: f64,
+    /// The tier's summaries answer from here to the next finer level's `from`.
+    pub from: Time,
+}
+
+/// Which level answers for which time; stored per key, updated atomically with the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionState {
+    /// Raw points answer from here on. The newest point before it is kept as the value
+    /// carried into the raw period.
+    pub raw_from: Time,
+    /// Finest first; tier 0 answers `[tiers[0].from, raw_from)`.
+    pub tiers: Vec<TierState>,
+}
+
+impl CompactionState {
+    /// Where level `i` answers: 0 is raw, `i >= 1` is tier `i - 1`.
+    pub fn level_range(&self, i: usize) -> (Time, Time) {
+        if i == 0 {
+            (self.raw_from, f64::INFINITY)
+        } else {
+            let upper = if i == 1 {
+                self.raw_from
+            } else {
+                self.tiers[i - 2].from
+            };
+            (self.tiers[i - 1].from, upper)
+        }
+    }
+
+    /// Moves the lower watermark of level `i`.
+    pub fn set_from(&mut self, i: usize, from: Time) {
+        if i == 0 {
+            self.raw_from = from;
+        } else {
+            self.tiers[i - 1].from = from;
+        }
+    }
+}
+
+/// A step as people write it: `"1H"`, `"1d"`, `"15M"`, `"30S"`.
+pub fn step_label(step: f64) -> String {
+    for (unit, secs) in [('d', 86_400.0), ('H', 3_600.0), ('M', 60.0)] {
+        if step >= secs && step % secs == 0.0 {
+            return format!("{}{unit}", step / secs);
+        }
+    }
+    format!("{step}S")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_shell_stars() {
+        assert!(glob_matches("sensor.*", "sensor.kitchen"));
+        assert!(glob_matches("*", "x"));
+        assert!(glob_matches("a*b*c", "a12b34c"));
+        assert!(!glob_matches("a*b*c", "a12c34b"));
+        assert!(!glob_matches("sensor.*", "door"));
+        assert!(glob_matches("door", "door"));
+        assert!(!glob_matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn the_most_specific_pattern_wins() {
+        let ps = vec![
+            ("*".to_string(), 1),
+            ("sensor.*".to_string(), 2),
+            ("sensor.k*".to_string(), 3),
+            ("sensor.kitchen".to_string(), 4),
+        ];
+        assert_eq!(best_match(&ps, "sensor.kitchen"), Some(&4));
+        assert_eq!(best_match(&ps, "sensor.kid"), Some(&3));
+        assert_eq!(best_match(&ps, "sensor.x"), Some(&2));
+        assert_eq!(best_match(&ps, "door"), Some(&1));
+    }
+
+    #[test]
+    fn policies_parse_and_are_checked() -> Result<()> {
+        let p = PolicySpec::default().policy()?;
+        assert_eq!(p.raw, 7.0 * 86_400.0);
+        assert_eq!(p.tiers.len(), 3);
+        assert_eq!(p.tiers[1].keep, 730.0 * 86_400.0);
+        assert!(p.tiers[2].keep.is_infinite());
+        let spec = PolicySpec::from_json(&json!({"raw": "1d", "tiers": [["1H", "30d"], ["1d"]]}))?;
+        assert_eq!(spec.policy()?.tiers[1].step, 86_400.0);
+        for bad in [
+            json!({"raw": "1d", "tiers": [["1H", "30d"], ["90M", null]]}),
+            json!({"raw": "1d", "tiers": [["1H", null], ["1d", null]]}),
+            json!({"raw": null, "tiers": [["1H", null]]}),
+            json!({"raw": "1q"}),
+        ] {
+            assert!(
+                PolicySpec::from_json(&bad).and_then(|s| s.policy()).is_err(),
+                "{bad}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn steps_are_labelled_in_their_largest_unit() {
+        assert_eq!(step_label(60.0), "1M");
+        assert_eq!(step_label(3600.0), "1H");
+        assert_eq!(step_label(86_400.0), "1d");
+        assert_eq!(step_label(5400.0), "90M");
+        assert_eq!(step_label(7.0), "7S");
+    }
+}
