@@ -24,8 +24,10 @@ use crate::retention::{CompactionState, Policy, PolicySpec, TierState, best_matc
 use crate::store::{Write, WriteBatch};
 use crate::value::{Time, now};
 
-/// Raw time compacted per step (rounded to whole target buckets): one day.
-const RAW_CHUNK_SECONDS: f64 = 86_400.0;
+/// Raw points compacted per step, at most (fewer when a bucket edge comes first).
+const RAW_CHUNK_POINTS: usize = 50_000;
+/// Raw time compacted per step, at most (rounded to whole target buckets): 31 days.
+const RAW_CHUNK_SECONDS: f64 = 31.0 * 86_400.0;
 /// Source summaries merged per step, about.
 const TIER_CHUNK_SUMMARIES: f64 = 2_000.0;
 /// A run longer than this is logged at info level.
@@ -189,17 +191,14 @@ impl Db {
         let policy = self.policy_for(name);
         let store = self.store.clone();
         let key = name.to_string();
-        let (stored, first) = blocking(move || {
-            let view = store.view();
-            Ok((
-                view.compaction_state(&key)?,
-                view.first_point_from(&key, f64::NEG_INFINITY)?,
-            ))
-        })
-        .await?;
+        let stored = blocking(move || store.view().compaction_state(&key)).await?;
         let mut state = match stored {
             Some(s) => s,
             None => {
+                let (store, key) = (self.store.clone(), name.to_string());
+                let first =
+                    blocking(move || store.view().first_point_from(&key, f64::NEG_INFINITY))
+                        .await?;
                 let Some(first) = first else {
                     return Ok(());
                 };
@@ -276,7 +275,22 @@ impl Db {
             let cut = (((now - keep) / unit).floor() * unit).min((hi / unit).floor() * unit);
             let mut a = lo;
             while a < cut {
-                let b = (a + span).min(cut);
+                let mut b = (a + span).min(cut);
+                if i == 0 {
+                    // At most RAW_CHUNK_POINTS points, but at least one target bucket.
+                    let (store, key) = (self.store.clone(), name.to_string());
+                    let nth = blocking(move || {
+                        store
+                            .view()
+                            .scan(&key, a, b)
+                            .nth(RAW_CHUNK_POINTS)
+                            .transpose()
+                    })
+                    .await?;
+                    if let Some(p) = nth {
+                        b = ((p.time / unit).floor() * unit).max(a + unit).min(b);
+                    }
+                }
                 self.step(&ctx, &mut state, i, a, b, report).await?;
                 a = b;
             }
@@ -351,8 +365,11 @@ impl Db {
                     }
                     // Every point before `b` goes but the newest: it carries its value into
                     // the raw period that now starts at `b`.
+                    // (Scanning from the kept point, not from the start: the deleted ones
+                    // before it may still lie on disk as tombstones.)
+                    let from = view.point_before(&key, a)?.map_or(a, |p| p.time);
                     let mut old = Vec::new();
-                    for p in view.scan(&key, f64::NEG_INFINITY, b) {
+                    for p in view.scan(&key, from, b) {
                         old.push(p?.time);
                     }
                     old.pop();

@@ -1,0 +1,323 @@
+//! Compaction and retention, end to end: compacted history answers every figure exactly at
+//! its tier's step, and a compaction killed at any instant loses and doubles nothing.
+//!
+//! Each compacted key has an uncompacted twin (a policy keeping raw points forever) fed the
+//! same points; answers over old periods must be equal figure by figure (floats within a
+//! relative 1e-9: a mean merged from 24 hours adds in another order than one from raw).
+
+use anyhow::{Result, ensure};
+use komoku_tests::{Client, ServerProcess, TestServer, now};
+use serde_json::{Value as Json, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_komoku-e2e");
+const DAY: f64 = 86_400.0;
+
+/// A deterministic pseudo-random sequence (an LCG), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The value of the `k`th point of a key of `kind`.
+fn value(kind: &str, k: u64, rng: &mut Rng, counter: &mut u64) -> Json {
+    match kind {
+        "n" => json!(rng.next(100) as i64 - 20),
+        "c" => {
+            *counter += rng.next(5);
+            json!(*counter)
+        }
+        "b" => json!(rng.next(3) == 0),
+        "s" => json!(["home", "away", "sleep"][rng.next(3) as usize]),
+        _ => json!(format!("event {}", k % 7)),
+    }
+}
+
+const KINDS: [&str; 5] = ["n", "c", "b", "s", "l"];
+
+/// Defines `<kind>.c` (compacted) and `<kind>.raw` (kept raw) for every kind.
+async fn define_twins(c: &mut Client) -> Result<()> {
+    for suffix in ["c", "raw"] {
+        let defs = json!({
+            format!("n.{suffix}"): {"type": "numeric"},
+            format!("c.{suffix}"): {"type": "counter"},
+            format!("b.{suffix}"): {"type": "boolean"},
+            format!("s.{suffix}"): {"type": "string"},
+            format!("l.{suffix}"): {"type": "string", "mode": "log"},
+        });
+        ensure!(c.request(json!({ "define": defs })).await? == json!("ack"));
+    }
+    let r = c
+        .request(json!({"retention": {"key": "*.c", "raw": "1d",
+                                      "tiers": [["1H", "30d"], ["1d", null]]}}))
+        .await?;
+    ensure!(r == json!("ack"), "{r}");
+    let r = c
+        .request(json!({"retention": {"key": "*.raw", "raw": null}}))
+        .await?;
+    ensure!(r == json!("ack"), "{r}");
+    Ok(())
+}
+
+/// Puts every point of `puts` in frames of 1 000 requests.
+async fn put_all(c: &mut Client, puts: Vec<Json>) -> Result<()> {
+    for frame in puts.chunks(1000) {
+        let replies = c.request(Json::Array(frame.to_vec())).await?;
+        let replies = replies.as_array().cloned().unwrap_or_default();
+        ensure!(replies.len() == frame.len());
+        for r in replies {
+            ensure!(r == json!("ack"), "put refused: {r}");
+        }
+    }
+    Ok(())
+}
+
+/// Equal JSON, numbers within a relative 1e-9.
+fn same(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w))
+        }
+        _ => a == b,
+    }
+}
+
+async fn query(c: &mut Client, key: &str, mut args: Json) -> Result<Json> {
+    args["key"] = json!(key);
+    c.request(json!({ "query": args })).await
+}
+
+#[tokio::test]
+async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> Result<()> {
+    let s = TestServer::start_with(|cfg| {
+        cfg.durability = komoku::config::DurabilityConfig::IntervalMs(50);
+    })
+    .await?;
+    let mut c = s.client().await?;
+    define_twins(&mut c).await?;
+
+    // Two simulated years up to now, a point every 20 minutes (with jitter and a few
+    // silent days), the same points to both twins.
+    let start = ((now() - 730.0 * DAY) / DAY).floor() * DAY;
+    let end = now() - 600.0;
+    for kind in KINDS {
+        let mut rng = Rng(kind.as_bytes()[0] as u64);
+        let mut counter = 0;
+        let mut puts = Vec::new();
+        let mut k = 0u64;
+        let mut t = start + 333.0;
+        while t < end {
+            let v = value(kind, k, &mut rng, &mut counter);
+            for suffix in ["c", "raw"] {
+                puts.push(json!({"put": {"key": format!("{kind}.{suffix}"), "value": v, "time": t}}));
+            }
+            k += 1;
+            t += 1200.0 + rng.next(300) as f64;
+            if rng.next(500) == 0 {
+                t += 2.0 * DAY;
+            }
+        }
+        put_all(&mut c, puts).await?;
+    }
+
+    let report = c.request(json!({"compact": {}})).await?;
+    ensure!(num(&report["points_compacted"]) > 100_000.0, "{report}");
+    // A second run finds nothing due.
+    let again = c.request(json!({"compact": {}})).await?;
+    assert_eq!(again["steps"], json!(0), "{again}");
+    let stats = c.request(json!({"stats": {}})).await?;
+    ensure!(num(&stats["compaction"]["summaries_written"]) > 0.0, "{stats}");
+
+    let day0 = ((now() - 400.0 * DAY) / DAY).floor() * DAY;
+    let hour0 = ((now() - 10.0 * DAY) / 3600.0).floor() * 3600.0;
+    let cases = [
+        // The 1-day tier: 120 days by day, and a whole year in one bucket.
+        (json!({"since": day0, "until": day0 + 120.0 * DAY, "step": "1d"}), "1d"),
+        (json!({"since": start, "until": day0}), "1d"),
+        // The 1-hour tier: 3 days by hour, and by 6 hours.
+        (json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "1H"}), "1H"),
+        (json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "6H"}), "1H"),
+        // Across the 1-day tier, the 1-hour tier and raw points, by day.
+        (json!({"since": ((now() - 40.0 * DAY) / DAY).floor() * DAY,
+                "until": (now() / DAY).floor() * DAY, "step": "1d"}), "1d"),
+    ];
+    for kind in KINDS {
+        for (args, resolution) in &cases {
+            let compacted = query(&mut c, &format!("{kind}.c"), args.clone()).await?;
+            let raw = query(&mut c, &format!("{kind}.raw"), args.clone()).await?;
+            assert_eq!(compacted["resolution"], json!(resolution), "{kind} {args}");
+            assert_eq!(raw["resolution"], json!("raw"));
+            for part in ["total", "buckets"] {
+                assert!(
+                    same(&compacted[part], &raw[part]),
+                    "{kind} {args} {part}:\ncompacted {}\nraw       {}",
+                    compacted[part],
+                    raw[part]
+                );
+            }
+        }
+        // The whole history by default (since = the first point's bucket).
+        let all = json!({"until": day0, "figures": ["coverage_seconds"]});
+        let compacted = query(&mut c, &format!("{kind}.c"), all.clone()).await?;
+        ensure!(num(&compacted["since"]) == start, "{compacted}");
+        // The v1 stepped fetch reads tiers too.
+        let fetch = json!({"since": day0, "until": day0 + 10.0 * DAY, "step": 86_400});
+        let a = c
+            .request(json!({"fetch": {"key": format!("{kind}.c"), "opts": fetch}}))
+            .await?;
+        let b = c
+            .request(json!({"fetch": {"key": format!("{kind}.raw"), "opts": fetch}}))
+            .await?;
+        assert!(same(&a, &b), "{kind} fetch:\n{a}\n{b}");
+    }
+
+    // A put into compacted history is refused, not lost silently; the raw period takes it.
+    let late = c
+        .request(json!({"put": {"key": "n.c", "value": 1, "time": day0}}))
+        .await?;
+    assert_eq!(late, json!({"error": "compacted"}));
+    let recent = c
+        .request(json!({"put": {"key": "n.c", "value": 1, "time": now() - 3600.0}}))
+        .await?;
+    assert_eq!(recent, json!("ack"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn policies_are_listed_removed_and_checked() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    let r = c
+        .request(json!({"retention": {"key": "sensor.*", "raw": "2d", "tiers": [["1H", null]]}}))
+        .await?;
+    assert_eq!(r, json!("ack"));
+    let listed = c.request(json!({"retention": {}})).await?;
+    assert_eq!(
+        listed["policies"],
+        json!({"sensor.*": {"raw": "2d", "tiers": [["1H", null]]}})
+    );
+    assert_eq!(listed["default"]["raw"], json!("7d"));
+    let bad = c
+        .request(json!({"retention": {"key": "x", "raw": "1d", "tiers": [["1H", "1d"], ["90M", null]]}}))
+        .await?;
+    assert_eq!(bad, json!({"error": "invalid_query"}));
+    let r = c
+        .request(json!({"retention": {"key": "sensor.*", "remove": true}}))
+        .await?;
+    assert_eq!(r, json!("ack"));
+    assert_eq!(
+        c.request(json!({"retention": {}})).await?["policies"],
+        json!({})
+    );
+    Ok(())
+}
+
+fn num(v: &Json) -> f64 {
+    komoku_tests::num(v)
+}
+
+/// The total `count` and `integral` of `key` over `[since, until)`.
+async fn totals(c: &mut Client, key: &str, since: f64, until: f64) -> Result<(f64, f64)> {
+    let a = query(
+        c,
+        key,
+        json!({"since": since, "until": until, "figures": ["count", "integral"]}),
+    )
+    .await?;
+    Ok((num(&a["total"]["count"]), num(&a["total"]["integral"])))
+}
+
+#[tokio::test]
+async fn compaction_killed_at_random_moments_loses_and_doubles_nothing() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let mut server = ServerProcess::start(BIN, data.path())?;
+    let mut c = Client::connect(&server.url()).await?;
+    let r = c
+        .request(json!({"retention": {"key": "k*", "raw": "1d",
+                                      "tiers": [["1H", "30d"], ["1d", null]]}}))
+        .await?;
+    ensure!(r == json!("ack"), "{r}");
+
+    // 300 days at 30 minutes per key, integer values and times: every total is exact.
+    // Key k0 measures how long a compaction takes; each round then kills the compaction of
+    // one more key at a random moment within that time.
+    const KEYS: usize = 9;
+    let start = ((now() - 300.0 * DAY) / DAY).floor() * DAY;
+    let until = (now() / 3600.0).floor() * 3600.0 - 3600.0;
+    let mut rng = Rng(7);
+    let mut points = Vec::new();
+    let mut t = start;
+    while t < until - 1800.0 {
+        points.push((t, rng.next(100) as f64));
+        t += 1800.0;
+    }
+    for k in 0..KEYS {
+        let puts: Vec<Json> = points
+            .iter()
+            .map(|(t, v)| json!({"put": {"key": format!("k{k}"), "value": v, "time": t}}))
+            .collect();
+        put_all(&mut c, puts).await?;
+    }
+    let count = points.len() as f64;
+    let integral: f64 = points
+        .iter()
+        .enumerate()
+        .map(|(i, (t, v))| v * (points.get(i + 1).map_or(until, |p| p.0) - t))
+        .sum();
+    assert_eq!(totals(&mut c, "k0", start, until).await?, (count, integral));
+
+    let began = std::time::Instant::now();
+    let report = c.request(json!({"compact": {"key": "k0"}})).await?;
+    let whole = began.elapsed().as_millis() as u64;
+    ensure!(num(&report["steps"]) >= 10.0, "{report}");
+
+    let mut kills = 0;
+    for k in 1..KEYS {
+        let url = server.url();
+        let run = tokio::spawn(async move {
+            let mut c = Client::connect(&url).await?;
+            c.request(json!({"compact": {"key": format!("k{k}")}})).await
+        });
+        let wait = rng.next(whole.max(1));
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        if !run.is_finished() {
+            kills += 1;
+        }
+        server.kill9()?;
+        server = ServerProcess::start(BIN, data.path())?;
+        let mut c = Client::connect(&server.url()).await?;
+        for key in 0..KEYS {
+            assert_eq!(
+                totals(&mut c, &format!("k{key}"), start, until).await?,
+                (count, integral),
+                "key k{key} after killing k{k}'s compaction after {wait} of {whole} ms"
+            );
+        }
+        // Compaction resumes where it stopped, and ends with the same totals.
+        c.request(json!({"compact": {"key": format!("k{k}")}}))
+            .await?;
+        assert_eq!(
+            totals(&mut c, &format!("k{k}"), start, until).await?,
+            (count, integral)
+        );
+    }
+    println!("{kills} of {} kills landed during a compaction of {whole} ms", KEYS - 1);
+    ensure!(kills >= 4, "only {kills} of {} kills landed during a compaction", KEYS - 1);
+    let mut c = Client::connect(&server.url()).await?;
+    let a = query(&mut c, "k3", json!({"since": start, "until": start + 10.0 * DAY})).await?;
+    assert_eq!(a["resolution"], json!("1d"), "{a}");
+    Ok(())
+}
