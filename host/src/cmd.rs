@@ -207,7 +207,9 @@ impl Command {
                     return Err(Error::query("retention needs the key (name or pattern)"));
                 }
                 if sets && remove {
-                    return Err(Error::query("retention sets a policy or removes it, not both"));
+                    return Err(Error::query(
+                        "retention sets a policy or removes it, not both",
+                    ));
                 }
                 let spec = if sets {
                     let spec = PolicySpec::from_json(args)?;

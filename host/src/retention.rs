@@ -266,7 +266,9 @@ mod tests {
             json!({"raw": "1q"}),
         ] {
             assert!(
-                PolicySpec::from_json(&bad).and_then(|s| s.policy()).is_err(),
+                PolicySpec::from_json(&bad)
+                    .and_then(|s| s.policy())
+                    .is_err(),
                 "{bad}"
             );
         }

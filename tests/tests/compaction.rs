@@ -82,7 +82,10 @@ async fn put_all(c: &mut Client, puts: Vec<Json>) -> Result<()> {
 fn same(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
         }
         (Json::Object(x), Json::Object(y)) => {
@@ -122,7 +125,9 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
         while t < end {
             let v = value(kind, k, &mut rng, &mut counter);
             for suffix in ["c", "raw"] {
-                puts.push(json!({"put": {"key": format!("{kind}.{suffix}"), "value": v, "time": t}}));
+                puts.push(
+                    json!({"put": {"key": format!("{kind}.{suffix}"), "value": v, "time": t}}),
+                );
             }
             k += 1;
             t += 1200.0 + rng.next(300) as f64;
@@ -139,20 +144,35 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
     let again = c.request(json!({"compact": {}})).await?;
     assert_eq!(again["steps"], json!(0), "{again}");
     let stats = c.request(json!({"stats": {}})).await?;
-    ensure!(num(&stats["compaction"]["summaries_written"]) > 0.0, "{stats}");
+    ensure!(
+        num(&stats["compaction"]["summaries_written"]) > 0.0,
+        "{stats}"
+    );
 
     let day0 = ((now() - 400.0 * DAY) / DAY).floor() * DAY;
     let hour0 = ((now() - 10.0 * DAY) / 3600.0).floor() * 3600.0;
     let cases = [
         // The 1-day tier: 120 days by day, and a whole year in one bucket.
-        (json!({"since": day0, "until": day0 + 120.0 * DAY, "step": "1d"}), "1d"),
+        (
+            json!({"since": day0, "until": day0 + 120.0 * DAY, "step": "1d"}),
+            "1d",
+        ),
         (json!({"since": start, "until": day0}), "1d"),
         // The 1-hour tier: 3 days by hour, and by 6 hours.
-        (json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "1H"}), "1H"),
-        (json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "6H"}), "1H"),
+        (
+            json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "1H"}),
+            "1H",
+        ),
+        (
+            json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "6H"}),
+            "1H",
+        ),
         // Across the 1-day tier, the 1-hour tier and raw points, by day.
-        (json!({"since": ((now() - 40.0 * DAY) / DAY).floor() * DAY,
-                "until": (now() / DAY).floor() * DAY, "step": "1d"}), "1d"),
+        (
+            json!({"since": ((now() - 40.0 * DAY) / DAY).floor() * DAY,
+                "until": (now() / DAY).floor() * DAY, "step": "1d"}),
+            "1d",
+        ),
     ];
     for kind in KINDS {
         for (args, resolution) in &cases {
@@ -211,7 +231,9 @@ async fn policies_are_listed_removed_and_checked() -> Result<()> {
     );
     assert_eq!(listed["default"]["raw"], json!("7d"));
     let bad = c
-        .request(json!({"retention": {"key": "x", "raw": "1d", "tiers": [["1H", "1d"], ["90M", null]]}}))
+        .request(
+            json!({"retention": {"key": "x", "raw": "1d", "tiers": [["1H", "1d"], ["90M", null]]}}),
+        )
         .await?;
     assert_eq!(bad, json!({"error": "invalid_query"}));
     let r = c
@@ -289,7 +311,8 @@ async fn compaction_killed_at_random_moments_loses_and_doubles_nothing() -> Resu
         let url = server.url();
         let run = tokio::spawn(async move {
             let mut c = Client::connect(&url).await?;
-            c.request(json!({"compact": {"key": format!("k{k}")}})).await
+            c.request(json!({"compact": {"key": format!("k{k}")}}))
+                .await
         });
         let wait = rng.next(whole.max(1));
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
@@ -314,10 +337,22 @@ async fn compaction_killed_at_random_moments_loses_and_doubles_nothing() -> Resu
             (count, integral)
         );
     }
-    println!("{kills} of {} kills landed during a compaction of {whole} ms", KEYS - 1);
-    ensure!(kills >= 4, "only {kills} of {} kills landed during a compaction", KEYS - 1);
+    println!(
+        "{kills} of {} kills landed during a compaction of {whole} ms",
+        KEYS - 1
+    );
+    ensure!(
+        kills >= 4,
+        "only {kills} of {} kills landed during a compaction",
+        KEYS - 1
+    );
     let mut c = Client::connect(&server.url()).await?;
-    let a = query(&mut c, "k3", json!({"since": start, "until": start + 10.0 * DAY})).await?;
+    let a = query(
+        &mut c,
+        "k3",
+        json!({"since": start, "until": start + 10.0 * DAY}),
+    )
+    .await?;
     assert_eq!(a["resolution"], json!("1d"), "{a}");
     Ok(())
 }

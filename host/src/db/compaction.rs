@@ -228,9 +228,7 @@ impl Db {
                 .zip(&policy.tiers)
                 .all(|(s, p)| s.step == p.step);
         if !steps_match {
-            self.compaction
-                .skipped_keys
-                .fetch_add(1, Ordering::Relaxed);
+            self.compaction.skipped_keys.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(key = %name, "the key's policy changed its tier steps; its stored tiers are kept as they are and it is not compacted");
             return Ok(());
         }

@@ -97,7 +97,9 @@ pub fn bucket_summaries(
 /// Where a key's history starts: its oldest stored summary, or its first raw point.
 pub fn history_start(view: &View, key: &str) -> Result<Option<Time>> {
     let Some(state) = view.compaction_state(key)? else {
-        return Ok(view.first_point_from(key, f64::NEG_INFINITY)?.map(|p| p.time));
+        return Ok(view
+            .first_point_from(key, f64::NEG_INFINITY)?
+            .map(|p| p.time));
     };
     for i in (1..=state.tiers.len()).rev() {
         let (lo, hi) = state.level_range(i);

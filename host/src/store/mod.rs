@@ -345,7 +345,10 @@ impl View {
         since: Time,
         until: Time,
     ) -> impl DoubleEndedIterator<Item = Result<(Time, Vec<u8>)>> + use<> {
-        let (lo, hi) = (summary_key(name, step, since), summary_key(name, step, until));
+        let (lo, hi) = (
+            summary_key(name, step, since),
+            summary_key(name, step, until),
+        );
         self.snap.range(&self.summaries, lo..hi).map(|guard| {
             let (k, v) = guard.into_inner()?;
             let start: [u8; 8] = k

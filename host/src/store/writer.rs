@@ -16,8 +16,8 @@ use fjall::PersistMode;
 use tokio::sync::oneshot;
 
 use super::{KeyDef, Store, key_prefix, point_key, summary_key};
-use crate::retention::{CompactionState, PolicySpec};
 use crate::error::{Error, Result};
+use crate::retention::{CompactionState, PolicySpec};
 use crate::value::{Point, Time, time_to_sortable};
 
 /// Most batches committed together.
@@ -292,8 +292,8 @@ fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
                 }
                 Write::Policy { pattern, spec } => match spec {
                     Some(spec) => {
-                        let json = serde_json::to_vec(spec)
-                            .map_err(|e| Error::Storage(e.to_string()))?;
+                        let json =
+                            serde_json::to_vec(spec).map_err(|e| Error::Storage(e.to_string()))?;
                         batch.insert(&store.policies, pattern.as_bytes(), json);
                     }
                     None => batch.remove(&store.policies, pattern.as_bytes()),
