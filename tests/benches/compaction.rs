@@ -1,0 +1,176 @@
+//! Compaction: disk use before and after, bytes per raw point and per key-year, and put
+//! throughput while a compaction runs.
+//!
+//! Each "key set" is a numeric sensor at 5 s, a door boolean changing 50 times a day and a
+//! string state changing 6 times a day, simulated up to now with the default policy (raw
+//! 7 days → 1 minute for 30 days → 1 hour for 2 years → 1 day forever).
+//!
+//! `cargo bench -p komoku-tests --bench compaction -- --quick` runs 4 key sets × 30 days
+//! (about 2 million points). The issue's full size, 1 000 key sets × 365 days, is 6.3
+//! billion points (`-- --keys 1000 --days 365`): hours of ingest and hundreds of GB, meant
+//! for a big machine. Prints figures; asserts nothing about speed.
+
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use komoku_tests::Client;
+use serde_json::{Value as Json, json};
+
+const DAY: f64 = 86_400.0;
+const CLIENTS: usize = 4;
+
+fn arg(name: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The puts of key set `k` for `[from, to)`, in time order.
+fn day_puts(k: usize, from: f64, to: f64) -> Vec<Json> {
+    let mut out = Vec::new();
+    let mut seed = (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (from as u64);
+    let mut rnd = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut t = from;
+    let mut i = 0u64;
+    while t < to {
+        let temp = 20.0 + (rnd(100) as f64) / 10.0;
+        out.push(json!({"put": {"key": format!("temp.{k}"), "value": temp, "time": t}}));
+        // 86 400 / 1 728 = 50 door changes a day; 6 state changes a day.
+        if i % 345 == 0 {
+            let open = (t / 1728.0) as u64 % 2 == 1;
+            out.push(json!({"put": {"key": format!("door.{k}"), "value": open, "time": t}}));
+        }
+        if i % 2880 == 0 {
+            let mode = ["home", "away", "sleep"][rnd(3) as usize];
+            out.push(json!({"put": {"key": format!("mode.{k}"), "value": mode, "time": t}}));
+        }
+        t += 5.0;
+        i += 1;
+    }
+    out
+}
+
+/// Ingests `[from, to)` for every key set with `CLIENTS` connections in frames of 1 000.
+/// Returns (puts, seconds).
+async fn ingest(url: &str, keys: usize, from: f64, to: f64) -> Result<(usize, f64)> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(&url).await?;
+            let mut puts = 0;
+            for k in (c..keys).step_by(CLIENTS) {
+                let mut day = from;
+                while day < to {
+                    let all = day_puts(k, day, (day + DAY).min(to));
+                    for frame in all.chunks(1000) {
+                        let reply = client.request(Json::Array(frame.to_vec())).await?;
+                        ensure!(!reply.to_string().contains("error"), "refused: {reply}");
+                    }
+                    puts += all.len();
+                    day += DAY;
+                }
+            }
+            anyhow::Ok(puts)
+        }));
+    }
+    let mut puts = 0;
+    for t in tasks {
+        puts += t.await??;
+    }
+    Ok((puts, started.elapsed().as_secs_f64()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let keys = arg("--keys").unwrap_or(if quick { 4 } else { 1000 });
+    let days = arg("--days").unwrap_or(if quick { 30 } else { 365 }) as f64;
+    let data = tempfile::tempdir()?;
+    let config = komoku_tests::config(data.path(), &komoku_tests::fixtures_dir());
+    let server = komoku::Server::start(&config).await?;
+    let url = format!("ws://{}/", server.local_addr);
+    let db = server.db().clone();
+    let store = db.store().clone();
+
+    let end = (komoku_tests::now() / DAY).floor() * DAY;
+    let start = end - days * DAY;
+    println!(
+        "{keys} key sets (numeric at 5 s, door boolean 50 changes/day, string state), {days} days, \
+         default policy, durability sync, {CLIENTS} clients, frames of 1 000 puts\n"
+    );
+    let (puts, secs) = ingest(&url, keys, start, end - DAY).await?;
+    let rate_alone = puts as f64 / secs;
+    println!("ingest, no compaction:    {puts} puts in {secs:.1} s = {rate_alone:.0} puts/s");
+
+    db.settled().await?;
+    store.flush()?;
+    let points = store.approximate_points();
+    let points_bytes = store.points_disk_space();
+    let before = store.disk_space()?;
+    println!(
+        "before compaction:        {before} bytes on disk; {points} raw points, {:.1} bytes per raw point (points tables)",
+        points_bytes as f64 / points as f64
+    );
+
+    // The last day goes in while everything older is compacted.
+    let compacting = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let report = db.compact(None, komoku::value::now()).await?;
+            anyhow::Ok((report, started.elapsed().as_secs_f64()))
+        })
+    };
+    let (puts, secs) = ingest(&url, keys, end - DAY, end).await?;
+    let compaction_running = !compacting.is_finished();
+    let (report, compaction_secs) = compacting.await??;
+    println!(
+        "ingest during compaction: {puts} puts in {secs:.1} s = {:.0} puts/s ({:.2} of the rate alone; compaction {} for the whole ingest)",
+        puts as f64 / secs,
+        puts as f64 / secs / rate_alone,
+        if compaction_running { "ran" } else { "did not run" }
+    );
+    println!(
+        "compaction:               {compaction_secs:.1} s, {} steps, {} raw points → {} summaries",
+        report.steps, report.points_compacted, report.summaries_written
+    );
+
+    db.settled().await?;
+    store.flush()?;
+    store.major_compact()?;
+    let after = store.disk_space()?;
+    let (summaries, summaries_bytes) = store.summaries_size();
+    let points_after = store.approximate_points();
+    println!(
+        "after compaction:         {after} bytes on disk ({:.1}× smaller); {points_after} raw points left ({} bytes), {summaries} summaries ({summaries_bytes} bytes, {:.1} bytes each)",
+        before as f64 / after as f64,
+        store.points_disk_space(),
+        summaries_bytes as f64 / summaries.max(1) as f64,
+    );
+    println!(
+        "per key set:              {:.0} bytes now, {:.0} bytes per key-year at this size",
+        after as f64 / keys as f64,
+        after as f64 / keys as f64 * 365.0 / days
+    );
+    // At steady state a key set holds 7 days of raw points, 30 days of minutes, 2 years of
+    // hours and one day summary per day: only the last grows.
+    let per_point = store.points_disk_space() as f64 / points_after.max(1) as f64;
+    let per_summary = summaries_bytes as f64 / summaries.max(1) as f64;
+    let raw_day = 86_400.0 / 5.0 + 50.0 + 6.0;
+    let steady = 7.0 * raw_day * per_point + (30.0 * 1440.0 + 730.0 * 24.0) * 3.0 * per_summary;
+    println!(
+        "steady state (estimate):  {steady:.0} bytes per key set, then {:.0} bytes per key set per year (the 1-day tier)",
+        365.0 * 3.0 * per_summary
+    );
+    server.shutdown().await?;
+    Ok(())
+}
