@@ -172,5 +172,21 @@ async fn main() -> Result<()> {
         365.0 * 3.0 * per_summary
     );
     server.shutdown().await?;
+    let mut parts: Vec<(String, u64)> = std::fs::read_dir(data.path())?
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), dir_bytes(&e.path())))
+        .collect();
+    parts.sort();
+    println!("folder after shutdown:    {parts:?}");
     Ok(())
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|d| d.flatten().map(|e| dir_bytes(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
 }

@@ -230,8 +230,10 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.defs.rotate_memtable_and_wait()?;
         self.points.rotate_memtable_and_wait()?;
+        self.touched.rotate_memtable_and_wait()?;
         self.summaries.rotate_memtable_and_wait()?;
         self.compaction.rotate_memtable_and_wait()?;
+        self.policies.rotate_memtable_and_wait()?;
         self.persist()
     }
 
