@@ -43,11 +43,11 @@ fn day_puts(k: usize, from: f64, to: f64) -> Vec<Json> {
         let temp = 20.0 + (rnd(100) as f64) / 10.0;
         out.push(json!({"put": {"key": format!("temp.{k}"), "value": temp, "time": t}}));
         // 86 400 / 1 728 = 50 door changes a day; 6 state changes a day.
-        if i % 345 == 0 {
+        if i.is_multiple_of(345) {
             let open = (t / 1728.0) as u64 % 2 == 1;
             out.push(json!({"put": {"key": format!("door.{k}"), "value": open, "time": t}}));
         }
-        if i % 2880 == 0 {
+        if i.is_multiple_of(2880) {
             let mode = ["home", "away", "sleep"][rnd(3) as usize];
             out.push(json!({"put": {"key": format!("mode.{k}"), "value": mode, "time": t}}));
         }
@@ -115,10 +115,11 @@ async fn main() -> Result<()> {
     store.flush()?;
     let points = store.approximate_points();
     let points_bytes = store.points_disk_space();
-    let before = store.disk_space()?;
+    let before = points_bytes + store.summaries_size().1;
     println!(
-        "before compaction:        {before} bytes on disk; {points} raw points, {:.1} bytes per raw point (points tables)",
-        points_bytes as f64 / points as f64
+        "before compaction:        {before} bytes of history tables; {points} raw points, {:.1} bytes per raw point; fjall in all (journal included): {} bytes",
+        points_bytes as f64 / points as f64,
+        store.disk_space()?
     );
 
     // The last day goes in while everything older is compacted.
@@ -137,7 +138,11 @@ async fn main() -> Result<()> {
         "ingest during compaction: {puts} puts in {secs:.1} s = {:.0} puts/s ({:.2} of the rate alone; compaction {} for the whole ingest)",
         puts as f64 / secs,
         puts as f64 / secs / rate_alone,
-        if compaction_running { "ran" } else { "did not run" }
+        if compaction_running {
+            "ran"
+        } else {
+            "did not run"
+        }
     );
     println!(
         "compaction:               {compaction_secs:.1} s, {} steps, {} raw points → {} summaries",
@@ -147,14 +152,15 @@ async fn main() -> Result<()> {
     db.settled().await?;
     store.flush()?;
     store.major_compact()?;
-    let after = store.disk_space()?;
     let (summaries, summaries_bytes) = store.summaries_size();
+    let after = store.points_disk_space() + summaries_bytes;
     let points_after = store.approximate_points();
     println!(
-        "after compaction:         {after} bytes on disk ({:.1}× smaller); {points_after} raw points left ({} bytes), {summaries} summaries ({summaries_bytes} bytes, {:.1} bytes each)",
+        "after compaction:         {after} bytes of history tables ({:.1}× smaller); {points_after} raw points left ({} bytes), {summaries} summaries ({summaries_bytes} bytes, {:.1} bytes each); fjall in all: {} bytes",
         before as f64 / after as f64,
         store.points_disk_space(),
         summaries_bytes as f64 / summaries.max(1) as f64,
+        store.disk_space()?
     );
     println!(
         "per key set:              {:.0} bytes now, {:.0} bytes per key-year at this size",
@@ -174,9 +180,15 @@ async fn main() -> Result<()> {
     server.shutdown().await?;
     let mut parts: Vec<(String, u64)> = std::fs::read_dir(data.path())?
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), dir_bytes(&e.path())))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                dir_bytes(&e.path()),
+            )
+        })
         .collect();
     parts.sort();
+    // The journal is one preallocated 64 MiB file; fjall deletes replaced tables lazily.
     println!("folder after shutdown:    {parts:?}");
     Ok(())
 }
