@@ -356,3 +356,51 @@ async fn compaction_killed_at_random_moments_loses_and_doubles_nothing() -> Resu
     assert_eq!(a["resolution"], json!("1d"), "{a}");
     Ok(())
 }
+
+#[tokio::test]
+async fn skipped_repeats_still_count_as_coverage_after_compaction() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    for key in ["d.c", "d.raw"] {
+        let def = json!({"define": {key: {"type": "boolean", "same_value_resolution": 86_400}}});
+        ensure!(c.request(def).await? == json!("ack"));
+    }
+    c.request(json!({"retention": {"key": "*.c", "raw": "1d", "tiers": [["1H", null]]}}))
+        .await?;
+    c.request(json!({"retention": {"key": "*.raw", "raw": null}}))
+        .await?;
+    let t0 = ((now() - 10.0 * DAY) / 3600.0).floor() * 3600.0;
+    // The repeats (at +600, +6000) are acknowledged but not stored.
+    for (dt, v) in [
+        (0.0, true),
+        (600.0, true),
+        (5400.0, false),
+        (6000.0, false),
+        (9000.0, true),
+    ] {
+        for key in ["d.c", "d.raw"] {
+            let r = c
+                .request(json!({"put": {"key": key, "value": v, "time": t0 + dt}}))
+                .await?;
+            ensure!(r == json!("ack"), "{r}");
+        }
+    }
+    c.request(json!({"compact": {}})).await?;
+    let args = json!({"since": t0, "until": t0 + 3.0 * 3600.0, "step": "1H"});
+    let compacted = query(&mut c, "d.c", args.clone()).await?;
+    let raw = query(&mut c, "d.raw", args).await?;
+    assert_eq!(compacted["resolution"], json!("1H"));
+    assert!(
+        same(&compacted["buckets"], &raw["buckets"]),
+        "{compacted}\n{raw}"
+    );
+    for b in compacted["buckets"].as_array().into_iter().flatten() {
+        assert_eq!(b["coverage"], json!(1), "{b}");
+    }
+    assert_eq!(
+        compacted["total"]["time_true"],
+        json!(5400 + 1800),
+        "{compacted}"
+    );
+    Ok(())
+}
