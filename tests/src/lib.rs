@@ -262,6 +262,11 @@ impl ServerProcess {
         format!("ws://{}/", self.addr)
     }
 
+    /// The server's process id (to read its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) -> Result<()> {
         self.child.kill()?;
