@@ -233,18 +233,18 @@ impl Access {
         }
         // Exhaustive on purpose: a new command must say what it needs.
         match command {
-            Command::Get { key } | Command::Last { key } | Command::Fetch { key, .. } => {
+            Command::Get { key, .. } | Command::Last { key, .. } | Command::Fetch { key, .. } => {
                 self.require(Permission::Read, key)
             }
-            Command::Put { key, .. } | Command::Add { key, .. } | Command::Delete { key } => {
+            Command::Put { key, .. } | Command::Add { key, .. } | Command::Delete { key, .. } => {
                 self.require(Permission::Write, key)
             }
             // A push carries the value: subscribing needs both.
-            Command::Sub { key } => {
+            Command::Sub { key, .. } => {
                 self.require(Permission::Subscribe, key)?;
                 self.require(Permission::Read, key)
             }
-            Command::Define { keys } => keys
+            Command::Define { keys, .. } => keys
                 .iter()
                 .try_for_each(|d| self.require(Permission::Define, &d.key)),
             Command::Keys { .. }

@@ -132,7 +132,7 @@ async fn start_one(
         return Started::Done(Json::String("err".into()));
     }
     let subscribing = match &command {
-        Command::Sub { key } => Some(key.clone()),
+        Command::Sub { key, .. } => Some(key.clone()),
         _ => None,
     };
     let listing = matches!(command, Command::Keys { .. });

@@ -93,7 +93,7 @@ impl Session {
     pub fn admit(&mut self, command: &Command) -> Result<()> {
         self.access.authorize(command)?;
         match command {
-            Command::Sub { key }
+            Command::Sub { key, .. }
                 if !self.subscriptions.contains(key)
                     && self.subscriptions.len() >= self.limits.max_subscriptions =>
             {
@@ -102,7 +102,7 @@ impl Session {
                     self.limits.max_subscriptions
                 )))
             }
-            Command::Unsub { key } => {
+            Command::Unsub { key, .. } => {
                 self.subscriptions.remove(key);
                 Ok(())
             }
