@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::plugins::Limits;
+use crate::session::ConnectionLimits;
 use crate::store::Durability;
+use crate::tls::TlsConfig;
 
 /// Everything a server needs to start. Every field has a default (see each).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +45,17 @@ pub struct Config {
     /// Pushes queued for one connection before it counts as too slow and is dropped.
     /// Default = 10 000.
     pub push_queue: usize,
+    /// Most requests in one array frame. Default = 10 000.
+    pub max_batch: usize,
+    /// Most keys one connection may be subscribed to at once. Default = 10 000.
+    pub max_subscriptions: usize,
+    /// Tokens and what each may do (`[auth]`). Default = disabled.
+    pub auth: AuthConfig,
+    /// Serve wss:// with this certificate and key (`[tls]`). Default = none (plain ws://).
+    pub tls: Option<TlsConfig>,
+    /// Start even though a listener is reachable from other machines while auth is disabled.
+    /// Default = false: such a server refuses to start.
+    pub allow_unauthenticated_remote: bool,
 }
 
 /// `durability = "sync"` or `durability = 50` (milliseconds).
@@ -74,6 +88,11 @@ impl Default for Config {
             plugin_memory_mib: 64,
             max_frame_bytes: 1 << 20,
             push_queue: 10_000,
+            max_batch: 10_000,
+            max_subscriptions: 10_000,
+            auth: AuthConfig::default(),
+            tls: None,
+            allow_unauthenticated_remote: false,
         }
     }
 }
@@ -84,6 +103,35 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// Refuses settings that would expose an open server: a listener on a non-loopback
+    /// address while auth is disabled, unless `allow_unauthenticated_remote` says so.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.auth.enabled || self.allow_unauthenticated_remote {
+            return Ok(());
+        }
+        for addr in std::iter::once(self.listen).chain(self.v2_listen) {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "refusing to listen on {addr} without authentication: anyone who can reach \
+                     it could read and change every key. Enable [auth] with tokens, listen on \
+                     127.0.0.1, or set allow_unauthenticated_remote = true if the network is \
+                     trusted"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-connection limits.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_frame_bytes: self.max_frame_bytes,
+            push_queue: self.push_queue.max(1),
+            max_batch: self.max_batch,
+            max_subscriptions: self.max_subscriptions,
+        }
     }
 
     /// The storage durability mode.
@@ -117,6 +165,25 @@ mod tests {
         assert_eq!(config.listen, Config::default().listen);
         assert_eq!(config.durability(), Durability::Sync);
         Ok(())
+    }
+
+    #[test]
+    fn an_open_server_refuses_to_listen_beyond_loopback() -> anyhow::Result<()> {
+        let remote: Config = toml::from_str("listen = \"0.0.0.0:7373\"")?;
+        let message = remote
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("without authentication"), "{message}");
+        let v2: Config = toml::from_str("v2_listen = \"192.168.1.2:7374\"")?;
+        assert!(v2.check().is_err());
+        let allowed: Config =
+            toml::from_str("listen = \"0.0.0.0:7373\"\nallow_unauthenticated_remote = true")?;
+        allowed.check()?;
+        let authed: Config = toml::from_str("listen = \"[::]:7373\"\n[auth]\nenabled = true")?;
+        authed.check()?;
+        Config::default().check()
     }
 
     #[test]
