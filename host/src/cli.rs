@@ -17,6 +17,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    tool: Option<Tool>,
     /// TOML config file; flags given here override it.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -37,21 +39,35 @@ struct Args {
     durability: Option<String>,
 }
 
+/// Helpers that do not start the server.
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Prints the config line `hash = "sha256:..."` for a token. Reads the token from
+    /// standard input when not given (keeps it out of the shell history).
+    HashToken { token: Option<String> },
+    /// Makes a new random token and prints it with its config line.
+    NewToken,
+}
+
 /// Runs the server as the command line says, until SIGINT/SIGTERM.
 pub fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if let Some(tool) = args.tool.take() {
+        return run_tool(tool);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run())
+        .block_on(run(args))
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse();
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -90,6 +106,29 @@ async fn run() -> anyhow::Result<()> {
     server.shutdown().await?;
     if fatal {
         anyhow::bail!("stopped after a storage failure");
+    }
+    Ok(())
+}
+
+fn run_tool(tool: Tool) -> anyhow::Result<()> {
+    match tool {
+        Tool::HashToken { token } => {
+            let token = match token {
+                Some(t) => t,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            anyhow::ensure!(!token.is_empty(), "empty token");
+            println!("hash = \"{}\"", crate::auth::hash_token(&token));
+        }
+        Tool::NewToken => {
+            let token = crate::auth::new_token()?;
+            println!("token: {token}");
+            println!("hash = \"{}\"", crate::auth::hash_token(&token));
+        }
     }
     Ok(())
 }

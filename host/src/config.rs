@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::db::Retention;
 use crate::plugins::Limits;
 use crate::retention::PolicySpec;
+use crate::session::ConnectionLimits;
 use crate::store::Durability;
+use crate::tls::TlsConfig;
 
 /// Everything a server needs to start. Every field has a default (see each).
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +54,17 @@ pub struct Config {
     /// 7 days, then 1-minute summaries for 30 days, 1-hour summaries for 2 years, 1-day
     /// summaries forever.
     pub retention: PolicySpec,
+    /// Most requests in one array frame. Default = 10 000.
+    pub max_batch: usize,
+    /// Most keys one connection may be subscribed to at once. Default = 10 000.
+    pub max_subscriptions: usize,
+    /// Tokens and what each may do (`[auth]`). Default = disabled.
+    pub auth: AuthConfig,
+    /// Serve wss:// with this certificate and key (`[tls]`). Default = none (plain ws://).
+    pub tls: Option<TlsConfig>,
+    /// Start even though a listener is reachable from other machines while auth is disabled.
+    /// Default = false: such a server refuses to start.
+    pub allow_unauthenticated_remote: bool,
 }
 
 /// `durability = "sync"` or `durability = 50` (milliseconds).
@@ -85,6 +99,11 @@ impl Default for Config {
             push_queue: 10_000,
             compaction_interval: 60,
             retention: PolicySpec::default(),
+            max_batch: 10_000,
+            max_subscriptions: 10_000,
+            auth: AuthConfig::default(),
+            tls: None,
+            allow_unauthenticated_remote: false,
         }
     }
 }
@@ -95,6 +114,35 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// Refuses settings that would expose an open server: a listener on a non-loopback
+    /// address while auth is disabled, unless `allow_unauthenticated_remote` says so.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.auth.enabled || self.allow_unauthenticated_remote {
+            return Ok(());
+        }
+        for addr in std::iter::once(self.listen).chain(self.v2_listen) {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "refusing to listen on {addr} without authentication: anyone who can reach \
+                     it could read and change every key. Enable [auth] with tokens, listen on \
+                     127.0.0.1, or set allow_unauthenticated_remote = true if the network is \
+                     trusted"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-connection limits.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_frame_bytes: self.max_frame_bytes,
+            push_queue: self.push_queue.max(1),
+            max_batch: self.max_batch,
+            max_subscriptions: self.max_subscriptions,
+        }
     }
 
     /// The storage durability mode.
@@ -139,6 +187,25 @@ mod tests {
         assert_eq!(config.retention, PolicySpec::default());
         assert_eq!(config.compaction_interval, 60);
         Ok(())
+    }
+
+    #[test]
+    fn an_open_server_refuses_to_listen_beyond_loopback() -> anyhow::Result<()> {
+        let remote: Config = toml::from_str("listen = \"0.0.0.0:7373\"")?;
+        let message = remote
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("without authentication"), "{message}");
+        let v2: Config = toml::from_str("v2_listen = \"192.168.1.2:7374\"")?;
+        assert!(v2.check().is_err());
+        let allowed: Config =
+            toml::from_str("listen = \"0.0.0.0:7373\"\nallow_unauthenticated_remote = true")?;
+        allowed.check()?;
+        let authed: Config = toml::from_str("listen = \"[::]:7373\"\n[auth]\nenabled = true")?;
+        authed.check()?;
+        Config::default().check()
     }
 
     #[test]

@@ -54,6 +54,17 @@ pub enum Error {
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
+
+    /// Auth is enabled and the connection has no valid token (none yet, wrong or revoked).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+
+    /// The connection's token lacks a permission on a key. The reply names the permission.
+    #[error("forbidden: no {permission} permission on key {key:?}")]
+    Forbidden {
+        permission: &'static str,
+        key: String,
+    },
 }
 
 impl Error {
@@ -71,6 +82,8 @@ impl Error {
             Error::LimitExceeded(_) => "limit_exceeded",
             Error::Storage(_) => "storage_failed",
             Error::ShuttingDown => "shutting_down",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
         }
     }
 

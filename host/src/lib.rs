@@ -4,6 +4,10 @@
 //! Map of the modules, from the wire inwards:
 //!
 //! - [`server`]: websocket listeners, one task per connection, shutdown in order;
+//! - [`tls`]: wss:// with rustls, from the certificate and key in the config;
+//! - [`session`]: one connection's access and limits, asked before every command;
+//! - [`auth`]: tokens (kept as hashes) and the key patterns each may read, write,
+//!   subscribe to and define;
 //! - [`protocol`]: frames to requests and replies, in the v1 (Ruby) and v2 dialects;
 //! - [`cmd`]: the command set both dialects share: parse, then apply;
 //! - [`history`]: `fetch`, a key's past as the v1 clients read it;
@@ -20,6 +24,7 @@
 //! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see;
 //! - [`cli`]: the command line (`main.rs` only calls it).
 
+pub mod auth;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -32,8 +37,10 @@ pub mod pubsub;
 pub mod query;
 pub mod retention;
 pub mod server;
+pub mod session;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod value;
 
 pub use config::Config;

@@ -3,15 +3,13 @@
 //! every reply in `{"result": ...}` or `{"error": ...}` and echoes `query_id`. Both dialects
 //! run the same [`Command`]s.
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 use crate::cmd::{Command, Reply};
 use crate::db::{Db, Durable};
 use crate::error::Error;
 use crate::pubsub::Subscriber;
-
-/// Most requests in one array frame.
-pub const MAX_BATCH: usize = 10_000;
+use crate::session::Session;
 
 /// How replies are encoded on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +21,10 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// The dialect a websocket path asks for: `/v2` is v2, everything else v1.
+    /// The dialect a websocket path asks for: `/v2` is v2, everything else v1. A query
+    /// string (`/?token=...`) is not part of the path.
     pub fn for_path(path: &str) -> Dialect {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
         if path.trim_end_matches('/') == "/v2" {
             Dialect::V2
         } else {
@@ -33,23 +33,31 @@ impl Dialect {
     }
 }
 
-/// Answers one frame's payload with the reply frame's JSON.
-pub async fn answer(db: &Db, me: &Subscriber, dialect: Dialect, payload: &[u8]) -> Json {
+/// Answers one frame's payload with the reply frame's JSON, for the connection whose push
+/// side is `me` and whose access and limits are `session`.
+pub async fn answer(
+    db: &Db,
+    me: &Subscriber,
+    session: &mut Session,
+    dialect: Dialect,
+    payload: &[u8],
+) -> Json {
     let request: Json = match serde_json::from_slice(payload) {
         Ok(j) => j,
         Err(e) => return encode(dialect, Err(Error::InvalidJson(e.to_string())), None),
     };
     match request {
         Json::Array(requests) => {
-            if requests.len() > MAX_BATCH {
-                let e = Error::LimitExceeded(format!("at most {MAX_BATCH} requests per frame"));
+            let max = session.limits().max_batch;
+            if requests.len() > max {
+                let e = Error::LimitExceeded(format!("at most {max} requests per frame"));
                 return encode(dialect, Err(e), None);
             }
             // Apply every request in order, then wait for durability once for all of them:
             // the frame's writes share group commits instead of paying an fsync each.
             let mut started = Vec::with_capacity(requests.len());
             for request in requests {
-                started.push(start_one(db, me, dialect, request).await);
+                started.push(start_one(db, me, session, dialect, request).await);
             }
             let mut replies = Vec::with_capacity(started.len());
             for s in started {
@@ -58,7 +66,7 @@ pub async fn answer(db: &Db, me: &Subscriber, dialect: Dialect, payload: &[u8]) 
             Json::Array(replies)
         }
         request => {
-            start_one(db, me, dialect, request)
+            start_one(db, me, session, dialect, request)
                 .await
                 .finish(dialect)
                 .await
@@ -89,7 +97,13 @@ impl Started {
     }
 }
 
-async fn start_one(db: &Db, me: &Subscriber, dialect: Dialect, request: Json) -> Started {
+async fn start_one(
+    db: &Db,
+    me: &Subscriber,
+    session: &mut Session,
+    dialect: Dialect,
+    request: Json,
+) -> Started {
     let Json::Object(request) = request else {
         return Started::Done(encode(
             dialect,
@@ -98,17 +112,42 @@ async fn start_one(db: &Db, me: &Subscriber, dialect: Dialect, request: Json) ->
         ));
     };
     let query_id = request.get("query_id").cloned();
+    // `auth` is about the connection, not the database: the session answers it.
+    if let Some(args) = request.get("auth")
+        && request.len() == 1 + usize::from(query_id.is_some())
+    {
+        let result = session.authenticate(args).map(|()| Reply::Ack);
+        return Started::Done(encode(dialect, result, query_id));
+    }
     let command = match Command::parse(&request) {
         Ok(c) => c,
         Err(e) => return Started::Done(encode(dialect, Err(e), query_id)),
     };
+    if let Err(e) = session.admit(&command) {
+        return Started::Done(encode(dialect, Err(e), query_id));
+    }
     if let (Command::Unknown(name), Dialect::V1) = (&command, dialect) {
         tracing::debug!(request = %name, "unknown request");
         db.stats().count("unknown");
         return Started::Done(Json::String("err".into()));
     }
+    let subscribing = match &command {
+        Command::Sub { key, .. } => Some(key.clone()),
+        _ => None,
+    };
+    let listing = matches!(command, Command::Keys { .. });
     match command.start(db, me).await {
-        Ok((reply, durable)) => Started::Pending(reply, durable, query_id),
+        Ok((reply, durable)) => {
+            if let Some(key) = subscribing {
+                session.subscribed(key);
+            }
+            let reply = if listing {
+                session.filter_keys(reply)
+            } else {
+                reply
+            };
+            Started::Pending(reply, durable, query_id)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
             Started::Done(encode(dialect, Err(e), query_id))
@@ -121,14 +160,13 @@ fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>
         Dialect::V1 => match result {
             Ok(Reply::Ack) => Json::String("ack".into()),
             Ok(Reply::Value(v)) => v,
-            Err(e) => json!({ "error": e.code() }),
+            Err(e) => Json::Object(error_object(&e)),
         },
         Dialect::V2 => {
-            let mut out = Map::new();
-            match result {
-                Ok(Reply::Ack) => out.insert("result".into(), Json::String("ok".into())),
-                Ok(Reply::Value(v)) => out.insert("result".into(), v),
-                Err(e) => out.insert("error".into(), Json::String(e.code().to_string())),
+            let mut out = match result {
+                Ok(Reply::Ack) => Map::from_iter([("result".into(), Json::from("ok"))]),
+                Ok(Reply::Value(v)) => Map::from_iter([("result".into(), v)]),
+                Err(e) => error_object(&e),
             };
             if let Some(id) = query_id {
                 out.insert("query_id".into(), id);
@@ -136,4 +174,14 @@ fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>
             Json::Object(out)
         }
     }
+}
+
+/// `{"error": code}`, plus for `forbidden` the missing permission and the key.
+fn error_object(e: &Error) -> Map<String, Json> {
+    let mut out = Map::from_iter([("error".into(), Json::from(e.code()))]);
+    if let Error::Forbidden { permission, key } = e {
+        out.insert("permission".into(), Json::from(*permission));
+        out.insert("key".into(), Json::from(key.as_str()));
+    }
+    out
 }

@@ -5,31 +5,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Access, Auth, token_in_request};
 use crate::config::Config;
 use crate::db::Db;
 use crate::plugins::Registry;
 use crate::protocol::{self, Dialect};
 use crate::pubsub::Subscriber;
+pub use crate::session::ConnectionLimits;
+use crate::session::Session;
 use crate::store::Store;
 
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Per-connection settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    pub max_frame_bytes: usize,
-    pub push_queue: usize,
+/// How long a new connection has to finish its TLS and websocket handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection of a listener shares: its limits, the tokens, the TLS acceptor.
+#[derive(Clone)]
+pub struct Policy {
+    pub limits: ConnectionLimits,
+    pub auth: Arc<Auth>,
+    /// With it, connections speak TLS (wss://).
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// A running server.
@@ -47,6 +58,12 @@ pub struct Server {
 impl Server {
     /// Opens the database, loads the plugins, binds the listeners and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        config.check()?;
+        let policy = Policy {
+            limits: config.connection_limits(),
+            auth: Arc::new(Auth::from_config(&config.auth)?),
+            tls: config.tls.as_ref().map(crate::tls::acceptor).transpose()?,
+        };
         let store = Store::open(&config.data_dir)?;
         let shutdown = CancellationToken::new();
         let fatal = shutdown.clone();
@@ -84,10 +101,6 @@ impl Server {
         )
         .await?;
 
-        let limits = ConnectionLimits {
-            max_frame_bytes: config.max_frame_bytes,
-            push_queue: config.push_queue.max(1),
-        };
         let tasks = TaskTracker::new();
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -95,7 +108,7 @@ impl Server {
             listener,
             None,
             db.clone(),
-            limits,
+            policy.clone(),
             shutdown.clone(),
             tasks.clone(),
         ));
@@ -107,7 +120,7 @@ impl Server {
                     listener,
                     Some(Dialect::V2),
                     db.clone(),
-                    limits,
+                    policy.clone(),
                     shutdown.clone(),
                     tasks.clone(),
                 ));
@@ -115,7 +128,14 @@ impl Server {
             }
             None => None,
         };
-        tracing::info!(%local_addr, v2 = ?v2_addr, data = %config.data_dir.display(), "komoku listening");
+        tracing::info!(
+            %local_addr,
+            v2 = ?v2_addr,
+            data = %config.data_dir.display(),
+            auth = policy.auth.enabled(),
+            tls = policy.tls.is_some(),
+            "komoku listening"
+        );
         Ok(Server {
             local_addr,
             v2_addr,
@@ -178,7 +198,7 @@ pub async fn run(
     listener: TcpListener,
     dialect: Option<Dialect>,
     db: Arc<Db>,
-    limits: ConnectionLimits,
+    policy: Policy,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -191,8 +211,23 @@ pub async fn run(
             Ok((stream, peer)) => {
                 let db = db.clone();
                 let shutdown = shutdown.clone();
+                let policy = policy.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = serve(stream, dialect, db, limits, shutdown).await {
+                    let _ = stream.set_nodelay(true);
+                    let served = match policy.tls.clone() {
+                        Some(tls) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
+                            {
+                                Ok(Ok(stream)) => {
+                                    serve(stream, dialect, db, &policy, shutdown).await
+                                }
+                                Ok(Err(e)) => Err(anyhow::Error::from(e).context("tls handshake")),
+                                Err(_) => Err(anyhow::anyhow!("tls handshake timed out")),
+                            }
+                        }
+                        None => serve(stream, dialect, db, &policy, shutdown).await,
+                    };
+                    if let Err(e) = served {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -206,32 +241,56 @@ pub async fn run(
     }
 }
 
+/// The answer to an upgrade request with a wrong or revoked token.
+fn unauthorized() -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some("unauthorized\n".into()));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response
+}
+
 // The handshake callback's error type is tungstenite's, large by its design.
 #[allow(clippy::result_large_err)]
 /// One connection: requests are answered in order; pushes go out between replies, never
 /// before the reply to the request that caused them.
-async fn serve(
-    stream: TcpStream,
+async fn serve<S>(
+    stream: S,
     dialect: Option<Dialect>,
     db: Arc<Db>,
-    limits: ConnectionLimits,
+    policy: &Policy,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let _ = stream.set_nodelay(true);
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = policy.limits;
     let mut path = String::from("/");
+    let mut access = Access::Anonymous;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_frame_bytes))
         .max_frame_size(Some(limits.max_frame_bytes));
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |req: &Request, resp: Response| {
             path = req.uri().path().to_string();
+            let token = token_in_request(
+                req.uri().query(),
+                req.headers().get("authorization").map(|v| v.as_bytes()),
+            );
+            // A wrong token fails the upgrade (HTTP 401); none at all leaves the
+            // connection anonymous until an `auth` request.
+            access = policy
+                .auth
+                .access(token.as_deref())
+                .map_err(|_| unauthorized())?;
             Ok(resp)
         },
         Some(ws_config),
-    )
-    .await?;
+    );
+    let ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| anyhow::anyhow!("websocket handshake timed out"))??;
     let dialect = dialect.unwrap_or_else(|| Dialect::for_path(&path));
+    let mut session = Session::new(policy.auth.clone(), access, limits);
     let (mut sink, mut incoming) = ws.split();
 
     let (tx, mut pushes) = mpsc::channel::<Arc<str>>(limits.push_queue);
@@ -260,7 +319,7 @@ async fn serve(
                         Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
                         Some(Err(e)) => return Err(anyhow::Error::from(e)),
                     };
-                    protocol::answer(&db, &me, dialect, &payload).await.to_string()
+                    protocol::answer(&db, &me, &mut session, dialect, &payload).await.to_string()
                 }
                 Some(push) = pushes.recv() => push.to_string(),
             };

@@ -50,6 +50,25 @@ pub fn config(data: &Path, plugins: &Path) -> komoku::Config {
     }
 }
 
+/// An `[[auth.tokens]]` entry for `secret` granting `read`, `write`, `subscribe` and `define`
+/// on the given key patterns.
+pub fn token(
+    name: &str,
+    secret: &str,
+    [read, write, subscribe, define]: [&[&str]; 4],
+) -> komoku::auth::TokenConfig {
+    let patterns = |p: &[&str]| p.iter().map(|s| s.to_string()).collect();
+    komoku::auth::TokenConfig {
+        name: name.into(),
+        hash: komoku::auth::hash_token(secret),
+        revoked: false,
+        read: patterns(read),
+        write: patterns(write),
+        subscribe: patterns(subscribe),
+        define: patterns(define),
+    }
+}
+
 /// A real server in this process, on a fresh temp data dir, with the built-in types and the
 /// fixture plugins.
 pub struct TestServer {
@@ -108,7 +127,14 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Result<Client> {
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        Self::connect_request(url).await
+    }
+
+    /// Connects with a full upgrade request (to set headers such as `Authorization`).
+    pub async fn connect_request(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<Client> {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .context("connect timed out")??;
         Ok(Client {
@@ -236,6 +262,11 @@ impl ServerProcess {
 
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
+    }
+
+    /// The server's process id (to read its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -1,0 +1,465 @@
+//! Who may do what. Tokens come from the config as SHA-256 hashes (the secret itself is never
+//! stored), a presented token is hashed and compared with every configured hash in constant
+//! time, and each token grants four permissions — read, write, subscribe, define — on key
+//! patterns (`*` matches any run of characters: `sensor.*`, `*`).
+//!
+//! A connection's [`Access`] decides each command before it runs: [`Access::authorize`].
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::cmd::Command;
+use crate::error::{Error, Result};
+
+/// The `[auth]` section of the config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Every connection must present a token before anything else. Default = false.
+    pub enabled: bool,
+    /// The tokens (`[[auth.tokens]]`). Default = none.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Shown in logs, never to clients.
+    pub name: String,
+    /// `"sha256:<64 hex digits>"`, as printed by `komoku hash-token`.
+    pub hash: String,
+    /// A revoked token is refused like a wrong one. Default = false.
+    #[serde(default)]
+    pub revoked: bool,
+    /// Key patterns this token may `get`, `last`, `fetch`, see in `keys` and receive pushes for.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Key patterns this token may `put`, `increment`, `decrement`, `delete`.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Key patterns this token may `sub` to (pushes also need `read`).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Key patterns this token may `define`.
+    #[serde(default)]
+    pub define: Vec<String>,
+}
+
+/// What a request needs on a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Read,
+    Write,
+    Subscribe,
+    Define,
+}
+
+impl Permission {
+    /// The word used in the config and in `forbidden` replies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Subscribe => "subscribe",
+            Permission::Define => "define",
+        }
+    }
+}
+
+/// The key patterns one token is granted, per permission.
+#[derive(Debug)]
+pub struct Grants {
+    /// The token's name from the config.
+    pub name: String,
+    read: Vec<String>,
+    write: Vec<String>,
+    subscribe: Vec<String>,
+    define: Vec<String>,
+}
+
+impl Grants {
+    /// Whether this token has `permission` on `key`.
+    pub fn allows(&self, permission: Permission, key: &str) -> bool {
+        let patterns = match permission {
+            Permission::Read => &self.read,
+            Permission::Write => &self.write,
+            Permission::Subscribe => &self.subscribe,
+            Permission::Define => &self.define,
+        };
+        patterns.iter().any(|p| glob(p, key))
+    }
+}
+
+struct Token {
+    hash: [u8; 32],
+    revoked: bool,
+    grants: Arc<Grants>,
+}
+
+/// The configured tokens, ready to check.
+pub struct Auth {
+    enabled: bool,
+    tokens: Vec<Token>,
+}
+
+impl Auth {
+    /// Checks the config: every hash well formed, every name unique.
+    pub fn from_config(config: &AuthConfig) -> anyhow::Result<Auth> {
+        let mut tokens = Vec::with_capacity(config.tokens.len());
+        for t in &config.tokens {
+            let hash = parse_hash(&t.hash).map_err(|e| {
+                anyhow::anyhow!(
+                    "auth token {:?}: {e} (make one with `komoku hash-token`)",
+                    t.name
+                )
+            })?;
+            if config.tokens.iter().filter(|o| o.name == t.name).count() > 1 {
+                anyhow::bail!("auth token name {:?} is used twice", t.name);
+            }
+            tokens.push(Token {
+                hash,
+                revoked: t.revoked,
+                grants: Arc::new(Grants {
+                    name: t.name.clone(),
+                    read: t.read.clone(),
+                    write: t.write.clone(),
+                    subscribe: t.subscribe.clone(),
+                    define: t.define.clone(),
+                }),
+            });
+        }
+        if config.enabled && !tokens.iter().any(|t| !t.revoked) {
+            tracing::warn!("auth is enabled but no token is usable: no client can connect");
+        }
+        Ok(Auth {
+            enabled: config.enabled,
+            tokens,
+        })
+    }
+
+    /// Auth switched off: every connection may do everything.
+    pub fn disabled() -> Auth {
+        Auth {
+            enabled: false,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Whether connections must present a token.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The grants of a presented token, or `unauthorized` (wrong or revoked: the client is
+    /// not told which). Every configured hash is compared, in constant time, so the time
+    /// taken says nothing about how close a guess was or which token matched.
+    pub fn check(&self, presented: &str) -> Result<Arc<Grants>> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found: Option<&Token> = None;
+        for t in &self.tokens {
+            if bool::from(t.hash.ct_eq(&digest)) {
+                found = Some(t);
+            }
+        }
+        match found {
+            Some(t) if !t.revoked => Ok(t.grants.clone()),
+            Some(t) => {
+                tracing::warn!(token = %t.grants.name, "a revoked token was presented");
+                Err(Error::Unauthorized("token revoked".into()))
+            }
+            None => {
+                tracing::warn!("a wrong token was presented");
+                Err(Error::Unauthorized("wrong token".into()))
+            }
+        }
+    }
+
+    /// The access of a new connection that presented `token` (in its URL or headers), if any.
+    pub fn access(&self, token: Option<&str>) -> Result<Access> {
+        if !self.enabled {
+            return Ok(Access::Open);
+        }
+        match token {
+            Some(t) => self.check(t).map(Access::Token),
+            None => Ok(Access::Anonymous),
+        }
+    }
+}
+
+/// What one connection may do right now.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Auth is disabled: everything.
+    Open,
+    /// Auth is enabled and no token was accepted yet: nothing but `auth`.
+    Anonymous,
+    /// Whatever the token grants.
+    Token(Arc<Grants>),
+}
+
+impl Access {
+    /// Whether the connection may use `permission` on `key`.
+    pub fn may(&self, permission: Permission, key: &str) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Anonymous => false,
+            Access::Token(g) => g.allows(permission, key),
+        }
+    }
+
+    fn require(&self, permission: Permission, key: &str) -> Result<()> {
+        match self {
+            Access::Anonymous => Err(Error::Unauthorized("authenticate first".into())),
+            _ if self.may(permission, key) => Ok(()),
+            _ => Err(Error::Forbidden {
+                permission: permission.name(),
+                key: key.to_string(),
+            }),
+        }
+    }
+
+    /// Decides whether `command` may run. An anonymous connection may run nothing; `keys`
+    /// runs for any token, its answer filtered by [`Access::may`] read.
+    pub fn authorize(&self, command: &Command) -> Result<()> {
+        if matches!(self, Access::Open) {
+            return Ok(());
+        }
+        if matches!(self, Access::Anonymous) {
+            return Err(Error::Unauthorized("authenticate first".into()));
+        }
+        // Exhaustive on purpose: a new command must say what it needs.
+        match command {
+            Command::Get { key, .. } | Command::Last { key, .. } | Command::Fetch { key, .. } => {
+                self.require(Permission::Read, key)
+            }
+            Command::Query(query) => self.require(Permission::Read, &query.key),
+            Command::Put { key, .. } | Command::Add { key, .. } | Command::Delete { key, .. } => {
+                self.require(Permission::Write, key)
+            }
+            // A push carries the value: subscribing needs both.
+            Command::Sub { key, .. } => {
+                self.require(Permission::Subscribe, key)?;
+                self.require(Permission::Read, key)
+            }
+            Command::Define { keys, .. } => keys
+                .iter()
+                .try_for_each(|d| self.require(Permission::Define, &d.key)),
+            // A policy decides how long a key's history is kept: it is part of defining it.
+            Command::Retention {
+                pattern: Some(pattern),
+                spec,
+                remove,
+            } if spec.is_some() || *remove => self.require(Permission::Define, pattern),
+            // Compaction only does what the policies say, but costs work: writers may ask.
+            Command::Compact { key } => {
+                self.require(Permission::Write, key.as_deref().unwrap_or("*"))
+            }
+            Command::Retention { .. }
+            | Command::Keys { .. }
+            | Command::Unsub { .. }
+            | Command::Stats
+            | Command::Types
+            | Command::Ping(_)
+            | Command::Unknown(_) => Ok(()),
+        }
+    }
+}
+
+/// `"sha256:<hex>"` of a token, the form the config stores.
+pub fn hash_token(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// A new random token: 32 bytes from the OS as 64 hex digits (URL-safe).
+pub fn new_token() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn parse_hash(text: &str) -> std::result::Result<[u8; 32], String> {
+    let hex = text
+        .strip_prefix("sha256:")
+        .ok_or("hash must start with \"sha256:\"")?;
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err("hash must be 64 hex digits after \"sha256:\"".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| "hash must be 64 hex digits after \"sha256:\"")?;
+    }
+    Ok(out)
+}
+
+/// The token a websocket upgrade request carries: `Authorization: Bearer <token>`, or
+/// `?token=<token>` in the URL (how the unmodified Ruby client sends one).
+pub fn token_in_request(query: Option<&str>, authorization: Option<&[u8]>) -> Option<String> {
+    if let Some(value) = authorization.and_then(|v| std::str::from_utf8(v).ok())
+        && let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+    {
+        return Some(token.trim().to_string());
+    }
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(percent_decode)
+}
+
+/// `%XX` and `+` decoding of a query value; malformed escapes are kept as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `*` matches any run of characters (dots included); everything else matches itself.
+fn glob(pattern: &str, key: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = key.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: an exact name
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_prefixes_suffixes_and_exact_names() {
+        assert!(glob("*", ""));
+        assert!(glob("*", "anything.at.all"));
+        assert!(glob("sensor.*", "sensor.temp"));
+        assert!(glob("sensor.*", "sensor."));
+        assert!(!glob("sensor.*", "sensors.temp"));
+        assert!(!glob("sensor.*", "sensor"));
+        assert!(glob("*.temp", "kitchen.temp"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXcYYb"));
+        assert!(glob("a*a", "aa"));
+        assert!(!glob("a*a", "a"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+    }
+
+    #[test]
+    fn tokens_are_checked_against_hashes_and_revocation() -> anyhow::Result<()> {
+        let config: AuthConfig = toml::from_str(&format!(
+            r#"
+            enabled = true
+            [[tokens]]
+            name = "good"
+            hash = "{}"
+            read = ["*"]
+            [[tokens]]
+            name = "old"
+            hash = "{}"
+            revoked = true
+            read = ["*"]
+            "#,
+            hash_token("s3cret"),
+            hash_token("old")
+        ))?;
+        let auth = Auth::from_config(&config)?;
+        assert_eq!(auth.check("s3cret").map(|g| g.name.clone())?, "good");
+        assert_eq!(
+            auth.check("wrong")
+                .err()
+                .map(|e| e.code().to_string())
+                .as_deref(),
+            Some("unauthorized")
+        );
+        assert_eq!(
+            auth.check("old")
+                .err()
+                .map(|e| e.code().to_string())
+                .as_deref(),
+            Some("unauthorized")
+        );
+        assert!(matches!(auth.access(None)?, Access::Anonymous));
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused_at_start() {
+        for bad in [
+            "s3cret",
+            "sha256:abc",
+            &format!("sha256:{}", "zz".repeat(32)),
+        ] {
+            let config = AuthConfig {
+                enabled: true,
+                tokens: vec![TokenConfig {
+                    name: "t".into(),
+                    hash: bad.to_string(),
+                    revoked: false,
+                    read: vec![],
+                    write: vec![],
+                    subscribe: vec![],
+                    define: vec![],
+                }],
+            };
+            assert!(Auth::from_config(&config).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_found_in_headers_and_urls() {
+        assert_eq!(
+            token_in_request(Some("a=1&token=x%2By+z"), None).as_deref(),
+            Some("x+y z")
+        );
+        assert_eq!(
+            token_in_request(Some("token=%zz%4"), None).as_deref(),
+            Some("%zz%4")
+        );
+        assert_eq!(
+            token_in_request(Some("token=url"), Some(b"Bearer hdr")).as_deref(),
+            Some("hdr")
+        );
+        assert_eq!(token_in_request(None, Some(b"Basic xyz")), None);
+        assert_eq!(token_in_request(Some("tokenx=1"), None), None);
+    }
+}

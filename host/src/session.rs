@@ -1,0 +1,131 @@
+//! One connection's state beyond its socket: what it may do (its [`Access`]) and the limits
+//! that keep one client from using up the server. The protocol asks it before every command.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value as Json};
+
+use crate::auth::{Access, Auth, Permission};
+use crate::cmd::{Command, Reply};
+use crate::error::{Error, Result};
+
+/// Per-connection limits (each a config setting; defaults in [`crate::Config`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Largest websocket message accepted.
+    pub max_frame_bytes: usize,
+    /// Pushes queued before the connection is closed as too slow.
+    pub push_queue: usize,
+    /// Most requests in one array frame.
+    pub max_batch: usize,
+    /// Most keys one connection may be subscribed to at once.
+    pub max_subscriptions: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        let c = crate::Config::default();
+        ConnectionLimits {
+            max_frame_bytes: c.max_frame_bytes,
+            push_queue: c.push_queue,
+            max_batch: c.max_batch,
+            max_subscriptions: c.max_subscriptions,
+        }
+    }
+}
+
+/// One connection's access and the bookkeeping its limits need.
+pub struct Session {
+    access: Access,
+    auth: Arc<Auth>,
+    limits: ConnectionLimits,
+    subscriptions: HashSet<String>,
+}
+
+impl Session {
+    /// A connection that starts with `access` (see [`Auth::access`]).
+    pub fn new(auth: Arc<Auth>, access: Access, limits: ConnectionLimits) -> Session {
+        Session {
+            access,
+            auth,
+            limits,
+            subscriptions: HashSet::new(),
+        }
+    }
+
+    /// A connection of a server without auth and with the default limits.
+    pub fn open() -> Session {
+        Session::new(
+            Arc::new(Auth::disabled()),
+            Access::Open,
+            ConnectionLimits::default(),
+        )
+    }
+
+    /// The connection's limits.
+    pub fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    /// The connection's current access.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// `{"auth": {"token": "..."}}`. A wrong token leaves the access as it was. With auth
+    /// disabled any token is accepted, so a client configured with one still works.
+    pub fn authenticate(&mut self, args: &Json) -> Result<()> {
+        let Some(token) = args.get("token").and_then(Json::as_str) else {
+            return Err(Error::query("auth takes {\"token\": \"...\"}"));
+        };
+        if !self.auth.enabled() {
+            return Ok(());
+        }
+        let grants = self.auth.check(token)?;
+        tracing::debug!(token = %grants.name, "authenticated");
+        self.access = Access::Token(grants);
+        Ok(())
+    }
+
+    /// Whether `command` may run on this connection now: its permission, and the
+    /// subscription limit for a `sub`.
+    pub fn admit(&mut self, command: &Command) -> Result<()> {
+        self.access.authorize(command)?;
+        match command {
+            Command::Sub { key, .. }
+                if !self.subscriptions.contains(key)
+                    && self.subscriptions.len() >= self.limits.max_subscriptions =>
+            {
+                Err(Error::LimitExceeded(format!(
+                    "at most {} subscriptions per connection",
+                    self.limits.max_subscriptions
+                )))
+            }
+            Command::Unsub { key, .. } => {
+                self.subscriptions.remove(key);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a subscription that succeeded.
+    pub fn subscribed(&mut self, key: String) {
+        self.subscriptions.insert(key);
+    }
+
+    /// A `keys` answer cut down to the keys this connection may read.
+    pub fn filter_keys(&self, reply: Reply) -> Reply {
+        match (&self.access, reply) {
+            (Access::Token(_), Reply::Value(Json::Object(keys))) => {
+                let readable: Map<String, Json> = keys
+                    .into_iter()
+                    .filter(|(name, _)| self.access.may(Permission::Read, name))
+                    .collect();
+                Reply::Value(Json::Object(readable))
+            }
+            (_, reply) => reply,
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Authentication and authorization over a real websocket: tokens in the URL, in a header or
+//! in an `auth` request; wrong, missing and revoked tokens; each permission denied and
+//! granted; `keys` and pushes filtered to what the token may read.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use komoku_tests::{Client, TestServer, token};
+use serde_json::json;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const ALL: &[&str] = &["*"];
+const NONE: &[&str] = &[];
+const SENSORS: &[&str] = &["sensor.*"];
+
+/// admin: everything; sensors: read/write/subscribe `sensor.*`, define nothing;
+/// watcher: subscribe to everything but read nothing; old: everything, revoked.
+async fn server() -> Result<TestServer> {
+    TestServer::start_with(|cfg| {
+        cfg.auth.enabled = true;
+        let mut old = token("old", "old-secret", [ALL, ALL, ALL, ALL]);
+        old.revoked = true;
+        cfg.auth.tokens = vec![
+            token("admin", "admin-secret", [ALL, ALL, ALL, ALL]),
+            token(
+                "sensors",
+                "sensor-secret",
+                [SENSORS, SENSORS, SENSORS, NONE],
+            ),
+            token("watcher", "watcher-secret", [NONE, NONE, ALL, NONE]),
+            old,
+        ];
+    })
+    .await
+}
+
+async fn connect_as(s: &TestServer, secret: &str) -> Result<Client> {
+    Client::connect(&format!("{}?token={secret}", s.url())).await
+}
+
+/// The HTTP status of a refused websocket upgrade.
+async fn refused_status(url: &str) -> Result<u16> {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tungstenite::Error::Http(response)) => Ok(response.status().as_u16()),
+        Err(e) => bail!("expected an HTTP refusal, got {e}"),
+        Ok(_) => bail!("the upgrade with a bad token was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn a_connection_without_token_can_only_authenticate() -> Result<()> {
+    let s = server().await?;
+    let mut c = s.client().await?;
+    let unauthorized = json!({"error": "unauthorized"});
+    for request in [
+        json!({"get": {"key": "sensor.t"}}),
+        json!({"put": {"key": "sensor.t", "value": 1}}),
+        json!({"keys": {}}),
+        json!({"sub": {"key": "sensor.t"}}),
+        json!({"stats": {}}),
+        json!({"frobnicate": {}}),
+    ] {
+        assert_eq!(c.request(request.clone()).await?, unauthorized, "{request}");
+    }
+    assert_eq!(
+        c.request(json!([{"get": {"key": "a"}}, {"ping": 1}]))
+            .await?,
+        json!([unauthorized, unauthorized])
+    );
+    let mut v2 = s.client_v2().await?;
+    assert_eq!(
+        v2.request(json!({"get": {"key": "a"}, "query_id": 7}))
+            .await?,
+        json!({"error": "unauthorized", "query_id": 7})
+    );
+    // Then it authenticates and may work.
+    assert_eq!(
+        c.request(json!({"auth": {"token": "sensor-secret"}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        c.request(json!({"put": {"key": "sensor.t", "value": 1}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        v2.request(json!({"auth": {"token": "admin-secret"}, "query_id": 8}))
+            .await?,
+        json!({"result": "ok", "query_id": 8})
+    );
+    assert_eq!(
+        v2.request(json!({"get": {"key": "sensor.t"}})).await?,
+        json!({"result": 1})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_and_revoked_tokens_are_refused() -> Result<()> {
+    let s = server().await?;
+    // In the URL or a header: the upgrade itself fails with 401.
+    assert_eq!(
+        refused_status(&format!("{}?token=nope", s.url())).await?,
+        401
+    );
+    assert_eq!(
+        refused_status(&format!("{}?token=old-secret", s.url())).await?,
+        401
+    );
+    assert_eq!(
+        refused_status(&format!("{}?token=", s.url_v2())).await?,
+        401
+    );
+    let mut request = s.url().into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer old-secret".parse()?);
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => bail!("a revoked bearer token was not refused: {:?}", other.err()),
+    }
+
+    // In an `auth` request: an error reply, and the connection stays unauthenticated.
+    let mut c = s.client().await?;
+    for wrong in ["nope", "old-secret", "", "ADMIN-SECRET"] {
+        assert_eq!(
+            c.request(json!({"auth": {"token": wrong}})).await?,
+            json!({"error": "unauthorized"}),
+            "{wrong}"
+        );
+        assert_eq!(
+            c.request(json!({"get": {"key": "a"}})).await?,
+            json!({"error": "unauthorized"})
+        );
+    }
+    assert_eq!(
+        c.request(json!({"auth": {"secret": "admin-secret"}}))
+            .await?,
+        json!({"error": "invalid_query"})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bearer_header_authenticates() -> Result<()> {
+    let s = server().await?;
+    let mut request = s.url_v2().into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer sensor-secret".parse()?);
+    let mut c = Client::connect_request(request).await?;
+    assert_eq!(
+        c.request(json!({"put": {"key": "sensor.h", "value": 40}}))
+            .await?,
+        json!({"result": "ok"})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_ruby_client_authenticates_through_its_url() -> Result<()> {
+    let s = server().await?;
+    // Exactly what the unmodified Ruby client does with ws://host:port/?token=...: v1 replies.
+    let mut ruby = connect_as(&s, "sensor-secret").await?;
+    assert_eq!(
+        ruby.request(json!({"put": {"key": "sensor.t", "value": 21.5}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        ruby.request(json!({"get": {"key": "sensor.t"}})).await?,
+        json!(21.5)
+    );
+    assert_eq!(ruby.request(json!({"frobnicate": {}})).await?, json!("err"));
+    // The query string does not hide the v2 path.
+    let mut v2 = Client::connect(&format!("{}?token=sensor-secret", s.url_v2())).await?;
+    assert_eq!(
+        v2.request(json!({"get": {"key": "sensor.t"}})).await?,
+        json!({"result": 21.5})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_permission_is_denied_and_granted_by_pattern() -> Result<()> {
+    let s = server().await?;
+    let mut admin = connect_as(&s, "admin-secret").await?;
+    let mut sensors = connect_as(&s, "sensor-secret").await?;
+    let mut watcher = connect_as(&s, "watcher-secret").await?;
+    let forbidden = |permission: &str, key: &str| json!({"error": "forbidden", "permission": permission, "key": key});
+
+    // write
+    assert_eq!(
+        sensors
+            .request(json!({"put": {"key": "sensor.t", "value": 1}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        sensors
+            .request(json!({"put": {"key": "door", "value": true}}))
+            .await?,
+        forbidden("write", "door")
+    );
+    assert_eq!(
+        sensors
+            .request(json!({"increment": {"key": "visits"}}))
+            .await?,
+        forbidden("write", "visits")
+    );
+    assert_eq!(
+        sensors.request(json!({"delete": {"key": "door"}})).await?,
+        forbidden("write", "door")
+    );
+    assert_eq!(
+        admin
+            .request(json!({"put": {"key": "door", "value": true}}))
+            .await?,
+        json!("ack")
+    );
+    // read
+    for request in [
+        json!({"get": {"key": "door"}}),
+        json!({"last": {"key": "door"}}),
+        json!({"fetch": {"key": "door"}}),
+        json!({"query": {"key": "door", "at": 0}}),
+        json!({"query": {"key": "door", "figures": ["fraction_true"]}}),
+    ] {
+        assert_eq!(
+            sensors.request(request.clone()).await?,
+            forbidden("read", "door"),
+            "{request}"
+        );
+    }
+    assert_eq!(
+        sensors.request(json!({"get": {"key": "sensor.t"}})).await?,
+        json!(1)
+    );
+    assert_eq!(
+        sensors
+            .request(json!({"query": {"key": "sensor.t", "last": 1}}))
+            .await?[0][1],
+        json!(1)
+    );
+    assert_eq!(
+        admin.request(json!({"get": {"key": "door"}})).await?,
+        json!(true)
+    );
+    // define: sensors has none; in a multi-key define, one denied key refuses the request.
+    assert_eq!(
+        sensors
+            .request(json!({"define": {"sensor.u": {"type": "uptime"}}}))
+            .await?,
+        forbidden("define", "sensor.u")
+    );
+    assert_eq!(
+        admin
+            .request(json!({"define": {"sensor.u": {"type": "uptime", "max_time": 5}}}))
+            .await?,
+        json!("ack")
+    );
+    // subscribe: needs subscribe, and read (a push carries the value).
+    assert_eq!(
+        sensors.request(json!({"sub": {"key": "door"}})).await?,
+        forbidden("subscribe", "door")
+    );
+    assert_eq!(
+        watcher.request(json!({"sub": {"key": "door"}})).await?,
+        forbidden("read", "door")
+    );
+    assert_eq!(
+        sensors.request(json!({"sub": {"key": "sensor.t"}})).await?,
+        json!("ack")
+    );
+    // Denials in an array are per request.
+    assert_eq!(
+        sensors
+            .request(json!([
+                {"put": {"key": "sensor.t", "value": 2}},
+                {"put": {"key": "door", "value": false}},
+            ]))
+            .await?,
+        json!(["ack", forbidden("write", "door")])
+    );
+    // v2 names the permission too.
+    let mut v2 = Client::connect(&format!("{}?token=sensor-secret", s.url_v2())).await?;
+    assert_eq!(
+        v2.request(json!({"get": {"key": "door"}, "query_id": "q"}))
+            .await?,
+        json!({"error": "forbidden", "permission": "read", "key": "door", "query_id": "q"})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_lists_only_readable_keys() -> Result<()> {
+    let s = server().await?;
+    let mut admin = connect_as(&s, "admin-secret").await?;
+    for (key, value) in [
+        ("sensor.a", json!(1)),
+        ("sensor.b", json!(2)),
+        ("secret.c", json!(3)),
+    ] {
+        assert_eq!(
+            admin
+                .request(json!({"put": {"key": key, "value": value}}))
+                .await?,
+            json!("ack")
+        );
+    }
+    let mut sensors = connect_as(&s, "sensor-secret").await?;
+    assert_eq!(
+        sensors
+            .request(json!({"keys": {"include": ["value"]}}))
+            .await?,
+        json!({
+            "sensor.a": {"type": "numeric", "value": 1},
+            "sensor.b": {"type": "numeric", "value": 2},
+        })
+    );
+    let mut watcher = connect_as(&s, "watcher-secret").await?;
+    assert_eq!(watcher.request(json!({"keys": {}})).await?, json!({}));
+    let all = admin.request(json!({"keys": {}})).await?;
+    assert_eq!(all.as_object().map(|o| o.len()), Some(3), "{all}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn pushes_reach_only_readers_of_the_key() -> Result<()> {
+    let s = server().await?;
+    let mut admin = connect_as(&s, "admin-secret").await?;
+    let mut sensors = connect_as(&s, "sensor-secret").await?;
+    assert_eq!(
+        sensors.request(json!({"sub": {"key": "sensor.t"}})).await?,
+        json!("ack")
+    );
+    assert_eq!(
+        sensors.request(json!({"sub": {"key": "secret.c"}})).await?,
+        json!({"error": "forbidden", "permission": "subscribe", "key": "secret.c"})
+    );
+    assert_eq!(
+        admin.request(json!({"sub": {"key": "secret.c"}})).await?,
+        json!("ack")
+    );
+    admin
+        .request(json!([
+            {"put": {"key": "secret.c", "value": 1}},
+            {"put": {"key": "sensor.t", "value": 2}},
+        ]))
+        .await?;
+    // The sensors connection gets sensor.t only; the secret push never comes.
+    let push = sensors.push().await?;
+    assert_eq!(push["pub"]["key"], json!("sensor.t"), "{push}");
+    assert_eq!(sensors.maybe_push(Duration::from_millis(300)).await?, None);
+    assert_eq!(admin.push().await?["pub"]["key"], json!("secret.c"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_open_server_refuses_a_non_loopback_listener() -> Result<()> {
+    let refused = TestServer::start_with(|cfg| cfg.listen = "0.0.0.0:0".parse().expect("addr"))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("without authentication"), "{refused}");
+    let with_auth = TestServer::start_with(|cfg| {
+        cfg.listen = "0.0.0.0:0".parse().expect("addr");
+        cfg.auth.enabled = true;
+    })
+    .await?;
+    with_auth.stop().await?;
+    Ok(())
+}
