@@ -374,3 +374,30 @@ async fn an_open_server_refuses_a_non_loopback_listener() -> Result<()> {
     with_auth.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn retention_needs_define_on_the_pattern_and_compact_needs_write() -> Result<()> {
+    let s = server().await?;
+    let mut sensors = connect_as(&s, "sensor-secret").await?;
+    let policy = json!({"retention": {"key": "sensor.*", "raw": "1d", "tiers": [["1H", null]]}});
+    assert_eq!(
+        sensors.request(policy.clone()).await?,
+        json!({"error": "forbidden", "permission": "define", "key": "sensor.*"})
+    );
+    // Listing policies needs only a token; compacting needs write.
+    assert!(sensors.request(json!({"retention": {}})).await?["policies"].is_object());
+    assert!(
+        sensors
+            .request(json!({"compact": {"key": "sensor.t"}}))
+            .await?["steps"]
+            .is_number()
+    );
+    assert_eq!(
+        sensors.request(json!({"compact": {}})).await?,
+        json!({"error": "forbidden", "permission": "write", "key": "*"})
+    );
+    let mut admin = connect_as(&s, "admin-secret").await?;
+    assert_eq!(admin.request(policy).await?, json!("ack"));
+    assert!(admin.request(json!({"compact": {}})).await?["steps"].is_number());
+    Ok(())
+}

@@ -229,7 +229,8 @@ impl Db {
                 .all(|(s, p)| s.step == p.step);
         if !steps_match {
             self.compaction.skipped_keys.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(key = %name, "the key's policy changed its tier steps; its stored tiers are kept as they are and it is not compacted");
+            // Every run meets it again: counted, logged at debug only.
+            tracing::debug!(key = %name, "the key's policy changed its tier steps; its stored tiers are kept as they are and it is not compacted");
             return Ok(());
         }
         let empty = plugin.merge(&options, &[])?;
