@@ -239,7 +239,7 @@ describe("summarize, merge, render", () => {
     ]);
     assert.deepEqual(
       Object.keys(render(DEFAULTS, [0, 10], undefined, points, ["*"])[0]),
-      ["coverage_seconds", "count", "first", "integral", "last", "max", "mean", "min"],
+      ["count", "coverage_seconds", "first", "integral", "last", "max", "mean", "min"],
       '["*"] names every figure',
     );
     const r = refusal(() => render(DEFAULTS, [0, 10], undefined, points, ["increase"]));
