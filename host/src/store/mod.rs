@@ -174,16 +174,9 @@ impl Store {
             .collect()
     }
 
-    /// The newest point strictly before `t`.
+    /// The newest point strictly before `t` (from a fresh snapshot).
     pub fn point_before(&self, name: &str, t: Time) -> Result<Option<Point>> {
-        let (lo, hi) = (point_key(name, f64::NEG_INFINITY), point_key(name, t));
-        match self.points.range(lo..hi).next_back() {
-            Some(guard) => {
-                let (k, v) = guard.into_inner()?;
-                decode_point(&k, &v).map(Some)
-            }
-            None => Ok(None),
-        }
+        self.view().point_before(name, t)
     }
 
     /// Points of a key with `since <= time <= until`, oldest first, read lazily.
@@ -196,15 +189,9 @@ impl Store {
         self.range_iter(name, since, until)
     }
 
-    /// The oldest point of a key.
+    /// The oldest point of a key (from a fresh snapshot).
     pub fn first_point(&self, name: &str) -> Result<Option<Point>> {
-        match self.points.prefix(key_prefix(name)).next() {
-            Some(guard) => {
-                let (k, v) = guard.into_inner()?;
-                decode_point(&k, &v).map(Some)
-            }
-            None => Ok(None),
-        }
+        self.view().first_point_from(name, f64::NEG_INFINITY)
     }
 
     fn range_iter(
