@@ -86,19 +86,9 @@ pub fn parse_step(v: &Json) -> Result<f64> {
     let seconds = match v {
         Json::Number(n) => n.as_f64().ok_or_else(bad)?,
         Json::String(s) => {
-            let unit = s.chars().last().ok_or_else(bad)?;
-            let count: f64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
-            let unit_secs = match unit {
-                'S' => 1.0,
-                'M' => 60.0,
-                'H' => 3600.0,
-                'd' => 86_400.0,
-                'w' => 7.0 * 86_400.0,
-                'm' => 31.0 * 86_400.0,
-                'y' => 365.0 * 86_400.0,
-                _ => return Err(bad()),
-            };
-            count * unit_secs
+            let (count, unit) = split_unit(s).ok_or_else(bad)?;
+            let count: f64 = count.parse().map_err(|_| bad())?;
+            count * unit_seconds(unit).ok_or_else(bad)?
         }
         _ => return Err(bad()),
     };
@@ -107,6 +97,26 @@ pub fn parse_step(v: &Json) -> Result<f64> {
     } else {
         Err(bad())
     }
+}
+
+/// `"15M"` → (`"15"`, `'M'`): a step's count and its unit letter.
+pub fn split_unit(s: &str) -> Option<(&str, char)> {
+    let unit = s.chars().last()?;
+    Some((&s[..s.len() - unit.len_utf8()], unit))
+}
+
+/// The fixed length of a step unit in seconds (`m` = 31 days, `y` = 365 days, as in v1).
+pub fn unit_seconds(unit: char) -> Option<f64> {
+    Some(match unit {
+        'S' => 1.0,
+        'M' => 60.0,
+        'H' => 3600.0,
+        'd' => 86_400.0,
+        'w' => 7.0 * 86_400.0,
+        'm' => 31.0 * 86_400.0,
+        'y' => 365.0 * 86_400.0,
+        _ => return None,
+    })
 }
 
 /// Answers a v1 `fetch`.

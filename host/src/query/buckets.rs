@@ -7,6 +7,7 @@ use jiff::{Timestamp, ToSpan};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+use crate::history::{split_unit, unit_seconds};
 use crate::value::Time;
 
 /// A bucket length.
@@ -40,8 +41,7 @@ impl Step {
         let step = match v {
             Json::Number(n) => Step::Fixed(n.as_f64().ok_or_else(bad)?),
             Json::String(s) => {
-                let unit = s.chars().last().ok_or_else(bad)?;
-                let count = &s[..s.len() - unit.len_utf8()];
+                let (count, unit) = split_unit(s).ok_or_else(bad)?;
                 let calendar = |unit| -> Result<Step> {
                     let count: u32 = count.parse().map_err(|_| bad())?;
                     if count == 0 {
@@ -49,14 +49,11 @@ impl Step {
                     }
                     Ok(Step::Calendar { unit, count })
                 };
-                let fixed = |secs: f64| -> Result<Step> {
-                    let count: f64 = count.parse().map_err(|_| bad())?;
-                    Ok(Step::Fixed(count * secs))
-                };
                 match unit {
-                    'S' => fixed(1.0)?,
-                    'M' => fixed(60.0)?,
-                    'H' => fixed(3600.0)?,
+                    'S' | 'M' | 'H' => {
+                        let count: f64 = count.parse().map_err(|_| bad())?;
+                        Step::Fixed(count * unit_seconds(unit).ok_or_else(bad)?)
+                    }
                     'd' => calendar(CalendarUnit::Day)?,
                     'w' => calendar(CalendarUnit::Week)?,
                     'm' => calendar(CalendarUnit::Month)?,

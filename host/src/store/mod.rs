@@ -95,31 +95,12 @@ impl Store {
 
     /// Every key definition.
     pub fn load_defs(&self) -> Result<Vec<(String, KeyDef)>> {
-        let mut out = Vec::new();
-        for guard in self.defs.iter() {
-            let (k, v) = guard.into_inner()?;
-            let name = String::from_utf8(k.to_vec())
-                .map_err(|_| Error::Storage("a key name on disk is not UTF-8".into()))?;
-            let def: KeyDef = serde_json::from_slice(&v).map_err(|e| {
-                Error::Storage(format!("definition of {name:?} is unreadable: {e}"))
-            })?;
-            out.push((name, def));
-        }
-        Ok(out)
+        load_json(&self.defs, "key definition")
     }
 
     /// Every stored retention policy, by key name or pattern.
     pub fn load_policies(&self) -> Result<Vec<(String, PolicySpec)>> {
-        let mut out = Vec::new();
-        for guard in self.policies.iter() {
-            let (k, v) = guard.into_inner()?;
-            let name = String::from_utf8(k.to_vec())
-                .map_err(|_| Error::Storage("a policy pattern on disk is not UTF-8".into()))?;
-            let spec = serde_json::from_slice(&v)
-                .map_err(|e| Error::Storage(format!("policy {name:?} is unreadable: {e}")))?;
-            out.push((name, spec));
-        }
-        Ok(out)
+        load_json(&self.policies, "retention policy")
     }
 
     /// A consistent view of every keyspace as of now: reads through it see either all of a
@@ -254,6 +235,23 @@ impl Store {
     pub fn disk_space(&self) -> Result<u64> {
         Ok(self.db.disk_space()?)
     }
+}
+
+/// Every entry of a keyspace of name → JSON record; `what` names the records in errors.
+fn load_json<T: serde::de::DeserializeOwned>(
+    keyspace: &Keyspace,
+    what: &str,
+) -> Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for guard in keyspace.iter() {
+        let (k, v) = guard.into_inner()?;
+        let name = String::from_utf8(k.to_vec())
+            .map_err(|_| Error::Storage(format!("the name of a {what} on disk is not UTF-8")))?;
+        let record = serde_json::from_slice(&v)
+            .map_err(|e| Error::Storage(format!("{what} {name:?} is unreadable: {e}")))?;
+        out.push((name, record));
+    }
+    Ok(out)
 }
 
 /// `u16 BE length ‖ name`: the prefix of all of a key's points.
