@@ -211,6 +211,105 @@ impl CompactionState {
     }
 }
 
+/// A key's stored tiers re-expressed in the tiers of a policy with other steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restructure {
+    /// The watermarks afterwards: raw points stay as they are (`raw_from` is unchanged);
+    /// each new tier answers from where the old data it can hold begins.
+    pub state: CompactionState,
+    /// Old tiers (indices into the old state's tiers) whose summaries are dropped because
+    /// the new policy keeps nothing that old; every other old summary moves into the new
+    /// tier that covers its start (see [`CompactionState::home`]).
+    pub dropped: Vec<usize>,
+}
+
+/// Plans how `old` becomes `policy`'s tiers at time `now` when the steps changed.
+/// `has_data[k]` says whether old tier `k` holds any summary.
+///
+/// An old summary of step `s` fits a new tier whose step is a multiple of `s` (it merges
+/// exactly into that tier's buckets). Old tiers are finest-first and each step divides the
+/// next, so the old tiers that fit new tier `j` or a finer one cover one recent stretch of
+/// time; new tier `j` starts where that stretch starts. Every new boundary is therefore an
+/// old boundary, and no old summary straddles one. Old data that no new tier can hold is
+/// refused (`Err` says why) unless the new policy keeps nothing that old anyway.
+pub fn plan_restructure(
+    old: &CompactionState,
+    has_data: &[bool],
+    policy: &Policy,
+    now: Time,
+) -> std::result::Result<Restructure, String> {
+    let horizon = match policy.tiers.last() {
+        Some(t) => now - t.keep,
+        None => now - policy.raw,
+    };
+    let mut dropped = Vec::new();
+    // (old lower bound, finest new tier that fits) of every old tier with data, finest first.
+    let mut kept: Vec<(Time, usize)> = Vec::new();
+    for (k, tier) in old.tiers.iter().enumerate() {
+        if !has_data.get(k).copied().unwrap_or(true) {
+            continue;
+        }
+        let (lo, hi) = old.level_range(k + 1);
+        match policy.tiers.iter().position(|t| t.step % tier.step == 0.0) {
+            Some(j) => kept.push((lo, j)),
+            None if hi <= horizon => dropped.push(k),
+            None => {
+                return Err(format!(
+                    "it holds {} summaries from {lo} to {hi} that no tier of the new policy can \
+                     hold (none has a step that is a multiple of {}): add such a tier, or keep \
+                     nothing that old",
+                    step_label(tier.step),
+                    step_label(tier.step)
+                ));
+            }
+        }
+    }
+    let mut froms = vec![old.raw_from; policy.tiers.len()];
+    for j in (0..policy.tiers.len()).rev() {
+        // Where the old data that fits tier j (or a finer one) begins.
+        let begins = kept
+            .iter()
+            .filter(|(_, fit)| *fit <= j)
+            .map(|(lo, _)| *lo)
+            .fold(old.raw_from, f64::min);
+        froms[j] = match froms.get(j + 1) {
+            Some(coarser) => begins.max(*coarser),
+            None => begins,
+        };
+    }
+    Ok(Restructure {
+        state: CompactionState {
+            raw_from: old.raw_from,
+            tiers: policy
+                .tiers
+                .iter()
+                .zip(froms)
+                .map(|(t, from)| TierState { step: t.step, from })
+                .collect(),
+        },
+        dropped,
+    })
+}
+
+impl CompactionState {
+    /// The tier (index into `tiers`) that answers for time `t`, and the start its bucket
+    /// holding `t` is stored under; `None` when raw points answer or nothing is kept.
+    pub fn home(&self, t: Time) -> Option<(usize, Time)> {
+        (1..=self.tiers.len()).find_map(|i| {
+            let (lo, hi) = self.level_range(i);
+            (lo <= t && t < hi).then(|| (i - 1, self.bucket_start(i - 1, t)))
+        })
+    }
+
+    /// The start tier `j`'s bucket holding `t` is stored under: the bucket's aligned start,
+    /// or the tier's lower watermark when that lies inside the bucket (a bucket the tier
+    /// holds only part of, after a change of steps).
+    pub fn bucket_start(&self, j: usize, t: Time) -> Time {
+        let tier = self.tiers[j];
+        ((t / tier.step).floor() * tier.step).max(tier.from)
+    }
+}
+
 /// A step as people write it: `"1H"`, `"1d"`, `"15M"`, `"30S"`.
 pub fn step_label(step: f64) -> String {
     for (unit, secs) in [('d', 86_400.0), ('H', 3_600.0), ('M', 60.0)] {
@@ -273,6 +372,73 @@ mod tests {
             );
         }
         Ok(())
+    }
+
+    const H: f64 = 3_600.0;
+    const D: f64 = 86_400.0;
+
+    /// Raw from day 40 + 5 h; an hourly tier from day 10; a daily tier from day 0.
+    fn two_tiers() -> CompactionState {
+        CompactionState {
+            raw_from: 40.0 * D + 5.0 * H,
+            tiers: vec![
+                TierState {
+                    step: H,
+                    from: 10.0 * D,
+                },
+                TierState { step: D, from: 0.0 },
+            ],
+        }
+    }
+
+    fn policy(json: Json) -> Policy {
+        PolicySpec::from_json(&json)
+            .and_then(|s| s.policy())
+            .expect("a valid policy")
+    }
+
+    #[test]
+    fn a_change_of_steps_moves_old_tiers_into_the_finest_new_tier_that_holds_them() {
+        let new = policy(json!({"raw": "1d", "tiers": [["1M", "4H"], ["6H", "60d"], ["1d"]]}));
+        let plan = plan_restructure(&two_tiers(), &[true, true], &new, 41.0 * D)
+            .expect("every old tier fits");
+        let froms: Vec<f64> = plan.state.tiers.iter().map(|t| t.from).collect();
+        // No old data fits 1 minute: that tier starts empty at the raw watermark; the hours
+        // go to 6 hours where they began, the days stay days.
+        assert_eq!(froms, vec![40.0 * D + 5.0 * H, 10.0 * D, 0.0]);
+        assert_eq!(plan.state.raw_from, 40.0 * D + 5.0 * H);
+        assert!(plan.dropped.is_empty());
+        // The last hours before the raw watermark go to a 6-hour bucket the tier holds whole
+        // (its start is aligned); the first ones to the bucket starting at the tier's start.
+        assert_eq!(plan.state.home(40.0 * D + 4.0 * H), Some((1, 40.0 * D)));
+        assert_eq!(plan.state.home(10.0 * D + H), Some((1, 10.0 * D)));
+        assert_eq!(plan.state.home(3.0 * D + 7.0 * H), Some((2, 3.0 * D)));
+        assert_eq!(plan.state.home(40.0 * D + 5.0 * H), None);
+        // A tier that starts inside one of its buckets stores that bucket under its start.
+        let mut state = plan.state.clone();
+        state.tiers[1].from = 10.0 * D + 2.0 * H;
+        assert_eq!(
+            state.bucket_start(1, 10.0 * D + 3.0 * H),
+            10.0 * D + 2.0 * H
+        );
+    }
+
+    #[test]
+    fn old_data_no_new_tier_can_hold_is_refused_unless_past_the_new_keep() {
+        // 7 minutes: a multiple of neither an hour nor a day.
+        let new = policy(json!({"raw": "1d", "tiers": [["1M", "4H"], ["7M", null]]}));
+        let refused = plan_restructure(&two_tiers(), &[true, true], &new, 41.0 * D);
+        assert!(refused.is_err_and(|e| e.contains("1H summaries")));
+        let new = policy(json!({"raw": "1d", "tiers": [["1H", "30d"]]}));
+        // Days older than the new 30-day keep are dropped, as a run would trim them.
+        let plan = plan_restructure(&two_tiers(), &[true, true], &new, 41.0 * D)
+            .expect("the days are past the keep");
+        assert_eq!(plan.dropped, vec![1]);
+        assert_eq!(plan.state.tiers[0].from, 10.0 * D);
+        // ... but not days that it would still keep.
+        assert!(plan_restructure(&two_tiers(), &[true, true], &new, 39.0 * D).is_err());
+        // An old tier without summaries needs no home.
+        assert!(plan_restructure(&two_tiers(), &[true, false], &new, 39.0 * D).is_ok());
     }
 
     #[test]

@@ -415,3 +415,113 @@ async fn skipped_repeats_still_count_as_coverage_after_compaction() -> Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_change_of_tier_steps_rebuilds_the_tiers_and_they_still_answer_like_raw() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    // Raw 1 day → 1 hour for 30 days → 1 day forever; raw a day and an hour when a day
+    // would put the raw watermark on a 6-hour edge (see below).
+    define_twins(&mut c).await?;
+    let raw_hours = 24.0 + f64::from(((now() / 3600.0).floor() - 24.0) % 6.0 == 0.0);
+    let r = c
+        .request(
+            json!({"retention": {"key": "*.c", "raw": format!("{raw_hours}H"),
+                        "tiers": [["1H", "30d"], ["1d", null]]}}),
+        )
+        .await?;
+    ensure!(r == json!("ack"), "{r}");
+
+    // 120 days up to now, a point every 20 minutes or so.
+    let start = ((now() - 120.0 * DAY) / DAY).floor() * DAY;
+    let end = now() - 60.0;
+    for kind in KINDS {
+        let mut rng = Rng(kind.as_bytes()[0] as u64 + 1);
+        let mut counter = 0;
+        let (mut puts, mut k, mut t) = (Vec::new(), 0u64, start + 77.0);
+        while t < end {
+            let v = value(kind, k, &mut rng, &mut counter);
+            for suffix in ["c", "raw"] {
+                puts.push(
+                    json!({"put": {"key": format!("{kind}.{suffix}"), "value": v, "time": t}}),
+                );
+            }
+            k += 1;
+            t += 1100.0 + rng.next(200) as f64;
+        }
+        put_all(&mut c, puts).await?;
+    }
+    let first = c.request(json!({"compact": {}})).await?;
+    ensure!(num(&first["summaries_written"]) > 0.0, "{first}");
+
+    // Hours become 6 hours, days stay days; the new minute tier fills from raw points (kept
+    // for 2 hours now). The raw watermark was on an hour inside a 6-hour bucket: the 6-hour
+    // tier then holds part of that bucket, and the minutes, as they age, merge into it.
+    let changed = json!({"retention": {"key": "*.c", "raw": "2H",
+                         "tiers": [["1M", "4H"], ["6H", "60d"], ["1d", null]]}});
+    ensure!(c.request(changed).await? == json!("ack"));
+    let second = c.request(json!({"compact": {}})).await?;
+    ensure!(num(&second["points_compacted"]) > 0.0, "{second}");
+    let again = c.request(json!({"compact": {}})).await?;
+    assert_eq!(again["steps"], json!(0), "{again}");
+    let stats = c.request(json!({"stats": {}})).await?;
+    assert_eq!(stats["compaction"]["skipped_keys"], json!(0), "{stats}");
+
+    let six = 6.0 * 3600.0;
+    let hour = |t: f64| (t / 3600.0).floor() * 3600.0;
+    let cases = [
+        (
+            json!({"since": start, "until": start + 50.0 * DAY, "step": "1d"}),
+            "1d",
+        ),
+        // Old hours, merged into 6-hour buckets.
+        (
+            json!({"since": hour(now() - 25.0 * DAY), "until": hour(now() - 10.0 * DAY),
+                   "step": "6H"}),
+            "6H",
+        ),
+        // Across the 6-hour tier and the minute tier (which fed the 6-hour bucket it
+        // started inside), by 6 hours.
+        (
+            json!({"since": ((now() - 3.0 * DAY) / six).floor() * six,
+                   "until": ((now() - 3600.0) / six).floor() * six, "step": "6H"}),
+            "6H",
+        ),
+        // The minute tier, rebuilt from raw points.
+        (
+            json!({"since": hour(now() - 4.0 * 3600.0) + 3600.0,
+                   "until": hour(now() - 2.0 * 3600.0), "step": "1H"}),
+            "1M",
+        ),
+        (
+            json!({"since": start, "until": hour(now() - 3.0 * 3600.0)}),
+            "1d",
+        ),
+    ];
+    for kind in KINDS {
+        for (args, resolution) in &cases {
+            let compacted = query(&mut c, &format!("{kind}.c"), args.clone()).await?;
+            let raw = query(&mut c, &format!("{kind}.raw"), args.clone()).await?;
+            assert_eq!(compacted["resolution"], json!(resolution), "{kind} {args}");
+            for part in ["total", "buckets"] {
+                assert!(
+                    same(&compacted[part], &raw[part]),
+                    "{kind} {args} {part}:\ncompacted {}\nraw       {}",
+                    compacted[part],
+                    raw[part]
+                );
+            }
+        }
+    }
+
+    // Steps that cannot hold the 6-hour summaries (7 minutes divides no 6 hours) are
+    // refused, not left to stall the keys' compaction.
+    let unfit = c
+        .request(json!({"retention": {"key": "*.c", "raw": "2H",
+                        "tiers": [["1M", "4H"], ["7M", null]]}}))
+        .await?;
+    assert_eq!(unfit, json!({"error": "invalid_query"}));
+    let listed = c.request(json!({"retention": {}})).await?;
+    assert_eq!(listed["policies"]["*.c"]["raw"], json!("2H"), "{listed}");
+    Ok(())
+}

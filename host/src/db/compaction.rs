@@ -20,7 +20,10 @@ use super::{Db, Durable};
 use crate::error::{Error, Result};
 use crate::plugins::Plugin;
 use crate::query::summarize::{CHUNK, summarize};
-use crate::retention::{CompactionState, Policy, PolicySpec, TierState, best_match, step_label};
+use crate::retention::{
+    CompactionState, Policy, PolicySpec, Restructure, TierState, best_match, glob_matches,
+    plan_restructure, step_label,
+};
 use crate::store::{Write, WriteBatch};
 use crate::value::{Time, now};
 
@@ -43,6 +46,8 @@ pub struct CompactionStats {
     summaries_removed: AtomicU64,
     skipped_keys: AtomicU64,
     last_run_ms: AtomicU64,
+    /// Keys already warned about (a policy their compacted history does not fit).
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What one compaction run did.
@@ -88,6 +93,12 @@ impl Db {
             return Err(Error::query("a policy's key pattern is 1 to 1024 bytes"));
         }
         let policy = spec.as_ref().map(PolicySpec::policy).transpose()?;
+        let mut after = self.policies.read().map(|p| p.clone()).unwrap_or_default();
+        after.retain(|(p, _)| p != pattern);
+        if let (Some(spec), Some(policy)) = (&spec, &policy) {
+            after.push((pattern.to_string(), (spec.clone(), policy.clone())));
+        }
+        self.check_fits(pattern, &after).await?;
         let mut policies = self
             .policies
             .write()
@@ -104,6 +115,41 @@ impl Db {
             after: None,
         });
         Ok(Durable(Some(done)))
+    }
+
+    /// Refuses a change of policies (`after` is the table with it) that would leave a key
+    /// that `pattern` matches with compacted history its new tiers cannot hold: the change
+    /// would otherwise stop that key's compaction (see [`plan_restructure`]).
+    async fn check_fits(
+        &self,
+        pattern: &str,
+        after: &[(String, (PolicySpec, Policy))],
+    ) -> Result<()> {
+        let names: Vec<String> = self
+            .keys
+            .read()
+            .map(|k| {
+                k.keys()
+                    .filter(|name| glob_matches(pattern, name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in names {
+            let policy = best_match(after, &name)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| self.default_policy.1.clone());
+            let (store, key) = (self.store.clone(), name.clone());
+            let Some(state) = blocking(move || store.view().compaction_state(&key)).await? else {
+                continue;
+            };
+            if let Err(why) = self.plan_restructure(&name, &state, &policy, now()).await? {
+                return Err(Error::query(format!(
+                    "the policy does not fit key {name:?}: {why}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `{"default": spec, "policies": {pattern: spec}}`.
@@ -221,18 +267,6 @@ impl Db {
                 }
             }
         };
-        let steps_match = state.tiers.len() == policy.tiers.len()
-            && state
-                .tiers
-                .iter()
-                .zip(&policy.tiers)
-                .all(|(s, p)| s.step == p.step);
-        if !steps_match {
-            self.compaction.skipped_keys.fetch_add(1, Ordering::Relaxed);
-            // Every run meets it again: counted, logged at debug only.
-            tracing::debug!(key = %name, "the key's policy changed its tier steps; its stored tiers are kept as they are and it is not compacted");
-            return Ok(());
-        }
         let empty = plugin.merge(&options, &[])?;
         let ctx = Ctx {
             name,
@@ -240,6 +274,18 @@ impl Db {
             options: &options,
             empty: &empty,
         };
+        let steps_match = state.tiers.len() == policy.tiers.len()
+            && state
+                .tiers
+                .iter()
+                .zip(&policy.tiers)
+                .all(|(s, p)| s.step == p.step);
+        if !steps_match {
+            match self.restructure(&ctx, &state, &policy, now, report).await? {
+                Some(next) => state = next,
+                None => return Ok(()),
+            }
+        }
         let levels = state.tiers.len() + 1;
         for i in 0..levels {
             let keep = if i == 0 {
@@ -274,7 +320,9 @@ impl Db {
             let cut = (((now - keep) / unit).floor() * unit).min((hi / unit).floor() * unit);
             let mut a = lo;
             while a < cut {
-                let mut b = (a + span).min(cut);
+                // `a` lies inside a bucket only where a change of steps left a partial one.
+                let next_edge = (a / unit).floor() * unit + unit;
+                let mut b = (((a + span) / unit).floor() * unit).max(next_edge).min(cut);
                 if i == 0 {
                     // At most RAW_CHUNK_POINTS points, but at least one target bucket.
                     let (store, key) = (self.store.clone(), name.to_string());
@@ -287,7 +335,7 @@ impl Db {
                     })
                     .await?;
                     if let Some(p) = nth {
-                        b = ((p.time / unit).floor() * unit).max(a + unit).min(b);
+                        b = ((p.time / unit).floor() * unit).max(next_edge).min(b);
                     }
                 }
                 self.step(&ctx, &mut state, i, a, b, report).await?;
@@ -299,6 +347,11 @@ impl Db {
 
     /// Moves `[a, b)` of level `i` into level `i + 1` (or drops it past the last), as one
     /// atomic batch, and records the new watermark in `state`.
+    ///
+    /// `a` is a bucket edge of the target tier except after a change of steps, where the
+    /// target may hold a partial bucket ending at `a`: that summary is merged first into the
+    /// first new one (summaries of adjacent spans merge exactly) and stored again under its
+    /// start.
     async fn step(
         &self,
         ctx: &Ctx<'_>,
@@ -317,7 +370,6 @@ impl Db {
             slot.lock().await.raw_from = b;
             self.settled().await?;
         }
-        let target = state.tiers.get(i).map(|t| t.step);
         let source = if i == 0 {
             None
         } else {
@@ -330,25 +382,21 @@ impl Db {
             ctx.options.to_string(),
             ctx.empty.to_vec(),
         );
-        let (mut writes, removed_points, removed_summaries) = blocking(move || {
+        let target = state.clone();
+        let (writes, removed_points, removed_summaries) = blocking(move || {
             let view = store.view();
             let mut writes = Vec::new();
-            let mut keep_summary = |start: Time, step: f64, summary: Vec<u8>| {
-                if summary != empty {
-                    writes.push(Write::Summary {
-                        key: key.clone(),
-                        step,
-                        start,
-                        summary,
-                    });
-                }
-            };
+            // The target tier's summaries of `[a, b)`, in time order, as (bucket start,
+            // part): merged per bucket, after the partial bucket ending at `a` if any.
+            let mut parts: Vec<(Time, Vec<u8>)> = Vec::new();
             let removed;
             match source {
                 None => {
-                    if let Some(step) = target {
-                        let n = ((b - a) / step).round().max(1.0) as usize;
-                        let mut edges: Vec<Time> = (0..n).map(|k| a + k as f64 * step).collect();
+                    if let Some(step) = target.tiers.get(i).map(|t| t.step) {
+                        let first = (a / step).floor() * step + step;
+                        let mut edges = vec![a];
+                        let n = ((b - first) / step).ceil().max(0.0) as usize;
+                        edges.extend((0..n).map(|k| first + k as f64 * step));
                         edges.push(b);
                         let summaries = summarize(
                             &plugin,
@@ -358,8 +406,8 @@ impl Db {
                             view.scan(&key, a, b),
                             CHUNK,
                         )?;
-                        for (k, s) in summaries.into_iter().enumerate() {
-                            keep_summary(edges[k], step, s);
+                        for (k, summary) in summaries.into_iter().enumerate() {
+                            parts.push((target.bucket_start(i, edges[k]), summary));
                         }
                     }
                     // Every point before `b` goes but the newest: it carries its value into
@@ -381,26 +429,13 @@ impl Db {
                     }
                 }
                 Some(source) => {
-                    let mut bucket: Option<Time> = None;
-                    let mut parts: Vec<Vec<u8>> = Vec::new();
                     let mut starts = Vec::new();
                     for item in view.summaries(&key, source, a, b) {
                         let (start, summary) = item?;
                         starts.push(start);
-                        if let Some(step) = target {
-                            let this = (start / step).floor() * step;
-                            if bucket.is_some_and(|t| t != this) {
-                                let merged = plugin.merge(&options, &parts)?;
-                                parts.clear();
-                                keep_summary(bucket.unwrap_or(this), step, merged);
-                            }
-                            bucket = Some(this);
-                            parts.push(summary);
+                        if i < target.tiers.len() {
+                            parts.push((target.bucket_start(i, start), summary));
                         }
-                    }
-                    if let (Some(step), Some(start)) = (target, bucket) {
-                        let merged = plugin.merge(&options, &parts)?;
-                        keep_summary(start, step, merged);
                     }
                     removed = starts.len() as u64;
                     for start in starts {
@@ -412,27 +447,195 @@ impl Db {
                     }
                 }
             }
+            if let Some(tier) = target.tiers.get(i) {
+                let partial = target.bucket_start(i, a);
+                if partial < a {
+                    for item in view.summaries(&key, tier.step, partial, a) {
+                        let (start, summary) = item?;
+                        parts.insert(0, (start, summary));
+                    }
+                }
+                for (start, merged) in merge_runs(&plugin, &options, parts)? {
+                    if merged != empty {
+                        writes.push(Write::Summary {
+                            key: key.clone(),
+                            step: tier.step,
+                            start,
+                            summary: merged,
+                        });
+                    }
+                }
+            }
             let points = if source.is_none() { removed } else { 0 };
             let summaries = if source.is_some() { removed } else { 0 };
             Ok((writes, points, summaries))
         })
         .await?;
+        let mut next = state.clone();
+        next.set_from(i, b);
+        self.commit(
+            ctx.name,
+            writes,
+            &next,
+            removed_points,
+            removed_summaries,
+            report,
+        )
+        .await?;
+        *state = next;
+        tracing::debug!(key = %ctx.name, level = i, from = a, to = b,
+            into = %state.tiers.get(i).map_or("nothing".into(), |t| step_label(t.step)),
+            "compaction step");
+        Ok(())
+    }
+
+    /// Re-expresses a key's stored tiers in the steps of its (changed) policy, as one atomic
+    /// batch: every old summary merges into the new tier that covers it, old data the new
+    /// policy keeps nothing of is dropped. Raw points are not touched: finer new tiers fill
+    /// from them as they age. Returns the new state, or `None` when the key's data does not
+    /// fit the policy (counted in `skipped_keys`, warned once).
+    async fn restructure(
+        &self,
+        ctx: &Ctx<'_>,
+        old: &CompactionState,
+        policy: &Policy,
+        now: Time,
+        report: &mut RunReport,
+    ) -> Result<Option<CompactionState>> {
+        let plan = match self.plan_restructure(ctx.name, old, policy, now).await? {
+            Ok(plan) => plan,
+            Err(why) => {
+                self.compaction.skipped_keys.fetch_add(1, Ordering::Relaxed);
+                let first = self
+                    .compaction
+                    .warned
+                    .lock()
+                    .map(|mut w| w.insert(ctx.name.to_string()))
+                    .unwrap_or(false);
+                if first {
+                    tracing::warn!(key = %ctx.name, reason = %why, "the key's policy changed its tier steps and its compacted history does not fit them; the key is not compacted until the policy changes");
+                }
+                return Ok(None);
+            }
+        };
+        let store = self.store.clone();
+        let (key, plugin, options, empty) = (
+            ctx.name.to_string(),
+            ctx.plugin.clone(),
+            ctx.options.to_string(),
+            ctx.empty.to_vec(),
+        );
+        let (old_state, new_state) = (old.clone(), plan.state.clone());
+        let (writes, removed) = blocking(move || {
+            let view = store.view();
+            let mut deletes = Vec::new();
+            // Per new tier, (bucket start, part) in time order.
+            let mut parts: Vec<Vec<(Time, Vec<u8>)>> = vec![Vec::new(); new_state.tiers.len()];
+            for (k, tier) in old_state.tiers.iter().enumerate().rev() {
+                let (lo, hi) = old_state.level_range(k + 1);
+                for item in view.summaries(&key, tier.step, lo, hi) {
+                    let (start, summary) = item?;
+                    deletes.push((tier.step, start));
+                    if plan.dropped.contains(&k) {
+                        continue;
+                    }
+                    let (j, bucket) = new_state.home(start).ok_or_else(|| {
+                        Error::Storage(format!("a {} summary at {start} of {key:?} has no tier after the change of steps", step_label(tier.step)))
+                    })?;
+                    parts[j].push((bucket, summary));
+                }
+            }
+            let mut writes = Vec::new();
+            let mut written = std::collections::HashSet::new();
+            for (tier, parts) in new_state.tiers.iter().zip(parts) {
+                for (start, merged) in merge_runs(&plugin, &options, parts)? {
+                    if merged != empty {
+                        written.insert((tier.step.to_bits(), start.to_bits()));
+                        writes.push(Write::Summary {
+                            key: key.clone(),
+                            step: tier.step,
+                            start,
+                            summary: merged,
+                        });
+                    }
+                }
+            }
+            let removed = deletes.len() as u64;
+            // A summary rewritten under the same step and start is replaced, not deleted.
+            for (step, start) in deletes {
+                if !written.contains(&(step.to_bits(), start.to_bits())) {
+                    writes.push(Write::DeleteSummary {
+                        key: key.clone(),
+                        step,
+                        start,
+                    });
+                }
+            }
+            Ok((writes, removed))
+        })
+        .await?;
+        self.commit(ctx.name, writes, &plan.state, 0, removed, report)
+            .await?;
+        tracing::info!(key = %ctx.name,
+            from = %old.tiers.iter().map(|t| step_label(t.step)).collect::<Vec<_>>().join(" → "),
+            to = %plan.state.tiers.iter().map(|t| step_label(t.step)).collect::<Vec<_>>().join(" → "),
+            "the key's compacted history now has its policy's tier steps");
+        Ok(Some(plan.state))
+    }
+
+    /// [`plan_restructure`] for `name`, reading which old tiers hold summaries.
+    async fn plan_restructure(
+        &self,
+        name: &str,
+        old: &CompactionState,
+        policy: &Policy,
+        now: Time,
+    ) -> Result<std::result::Result<Restructure, String>> {
+        let (store, key, state) = (self.store.clone(), name.to_string(), old.clone());
+        let has_data = blocking(move || {
+            let view = store.view();
+            (1..=state.tiers.len())
+                .map(|i| {
+                    let (lo, hi) = state.level_range(i);
+                    Ok(view
+                        .summaries(&key, state.tiers[i - 1].step, lo, hi)
+                        .next()
+                        .transpose()?
+                        .is_some())
+                })
+                .collect::<Result<Vec<bool>>>()
+        })
+        .await?;
+        Ok(plan_restructure(old, &has_data, policy, now))
+    }
+
+    /// Queues one compaction batch (the data `writes` and the key's new `state`) under the
+    /// key's lock, so a `delete` of the key comes wholly before or after it, waits until it
+    /// is durable, and counts it.
+    async fn commit(
+        &self,
+        name: &str,
+        mut writes: Vec<Write>,
+        state: &CompactionState,
+        removed_points: u64,
+        removed_summaries: u64,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| Error::UnknownKey(name.to_string()))?;
         let written = writes
             .iter()
             .filter(|w| matches!(w, Write::Summary { .. }))
             .count() as u64;
-        let mut next = state.clone();
-        next.set_from(i, b);
         writes.push(Write::Compaction {
-            key: ctx.name.to_string(),
-            state: next.clone(),
+            key: name.to_string(),
+            state: state.clone(),
         });
         let done = {
-            // Queued under the key's lock, so a `delete` of the key comes wholly before or
-            // after this step.
             let key_state = slot.lock().await;
             if key_state.def.is_none() {
-                return Err(Error::UnknownKey(ctx.name.to_string()));
+                return Err(Error::UnknownKey(name.to_string()));
             }
             self.writer.submit(WriteBatch {
                 writes,
@@ -440,7 +643,6 @@ impl Db {
             })
         };
         done.await.unwrap_or(Err(Error::ShuttingDown))?;
-        *state = next;
         let c = &self.compaction;
         c.steps.fetch_add(1, Ordering::Relaxed);
         c.points_compacted
@@ -452,11 +654,40 @@ impl Db {
         report.points_compacted += removed_points;
         report.summaries_written += written;
         report.summaries_removed += removed_summaries;
-        tracing::debug!(key = %ctx.name, level = i, from = a, to = b,
-            into = %state.tiers.get(i).map_or("nothing".into(), |t| step_label(t.step)),
-            "compaction step");
         Ok(())
     }
+}
+
+/// Merges consecutive parts with the same bucket start (parts in time order), oldest first.
+fn merge_runs(
+    plugin: &Plugin,
+    options: &str,
+    parts: Vec<(Time, Vec<u8>)>,
+) -> Result<Vec<(Time, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut run: Vec<Vec<u8>> = Vec::new();
+    let mut bucket = None;
+    for (start, part) in parts {
+        if bucket.is_some_and(|b| b != start) {
+            out.push((bucket.unwrap_or(start), merge(plugin, options, &mut run)?));
+        }
+        bucket = Some(start);
+        run.push(part);
+    }
+    if let Some(start) = bucket {
+        out.push((start, merge(plugin, options, &mut run)?));
+    }
+    Ok(out)
+}
+
+/// One part as it is, several merged; leaves `run` empty.
+fn merge(plugin: &Plugin, options: &str, run: &mut Vec<Vec<u8>>) -> Result<Vec<u8>> {
+    if run.len() == 1 {
+        return Ok(run.pop().expect("one part"));
+    }
+    let merged = plugin.merge(options, run)?;
+    run.clear();
+    Ok(merged)
 }
 
 /// What every step of one key's compaction shares.
