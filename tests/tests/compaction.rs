@@ -222,6 +222,42 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
         .request(json!({"put": {"key": "n.c", "value": 1, "time": now() - 3600.0}}))
         .await?;
     assert_eq!(recent, json!("ack"));
+
+    // Points themselves are gone from compacted history: `at`, `last` and `spans` reaching
+    // into it say so rather than answer from the one point left; elsewhere they answer
+    // like the raw twin.
+    for (kind, args) in [
+        ("n", json!({"at": day0 + 100.0})),
+        ("s", json!({"last": 1000})),
+        (
+            "b",
+            json!({"spans": true, "since": day0, "until": day0 + DAY}),
+        ),
+    ] {
+        let a = query(&mut c, &format!("{kind}.c"), args.clone()).await?;
+        assert_eq!(a, json!({"error": "compacted"}), "{kind} {args}");
+    }
+    let t0 = (now() / 600.0).floor() * 600.0;
+    for k in 1..=5 {
+        for key in ["s.c", "s.raw"] {
+            let t = t0 - 600.0 * k as f64;
+            let r = c
+                .request(json!({"put": {"key": key, "value": "home", "time": t}}))
+                .await?;
+            ensure!(r == json!("ack"), "{r}");
+        }
+    }
+    for (kind, args) in [
+        ("n", json!({"at": now() - 7200.0})),
+        ("n", json!({"at": start - 10.0 * DAY})),
+        ("s", json!({"last": 5})),
+        ("b", json!({"spans": true, "since": now() - 5.0 * 3600.0})),
+    ] {
+        let a = query(&mut c, &format!("{kind}.c"), args.clone()).await?;
+        let b = query(&mut c, &format!("{kind}.raw"), args.clone()).await?;
+        assert_eq!(a, b, "{kind} {args}");
+        ensure!(a.get("error").is_none(), "{kind} {args}: {a}");
+    }
     Ok(())
 }
 

@@ -25,7 +25,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::plugins::Plugin;
-use crate::store::Store;
+use crate::store::{Store, View};
 use crate::value::{Point, Time, now, number_json};
 
 use buckets::Step;
@@ -198,19 +198,39 @@ impl Query {
         let key = self.key;
         match self.shape {
             Shape::At(t) => {
-                let found = blocking(move || store.point_before(&key, t.next_up())).await?;
-                Ok(found.map_or(
-                    Json::Null,
-                    |p| json!({"time": number_json(p.time), "value": p.value.to_json()}),
-                ))
+                blocking(move || {
+                    let view = store.view();
+                    let found = view.point_before(&key, t.next_up())?;
+                    // Before the raw watermark only the point carried into it is left: exact
+                    // when it is at or before `t`; otherwise the answer is in summaries.
+                    if found.is_none()
+                        && let Some(raw_from) = compacted_within(&view, &key, t, t)?
+                    {
+                        return Err(compacted(raw_from));
+                    }
+                    Ok(found.map_or(
+                        Json::Null,
+                        |p| json!({"time": number_json(p.time), "value": p.value.to_json()}),
+                    ))
+                })
+                .await
             }
             Shape::Last { count, until } => {
-                let until = until.unwrap_or(f64::INFINITY);
-                let mut newest =
-                    blocking(move || store.range_rev(&key, f64::NEG_INFINITY, until, count))
-                        .await?;
-                newest.reverse();
-                Ok(Json::Array(newest.iter().map(point_row).collect()))
+                blocking(move || {
+                    let until = until.unwrap_or(f64::INFINITY);
+                    let view = store.view();
+                    let mut newest = store.range_rev(&key, f64::NEG_INFINITY, until, count)?;
+                    // Fewer points than asked, and older ones were compacted: not all of them.
+                    if newest.len() < count
+                        && let Some(raw_from) =
+                            compacted_within(&view, &key, f64::NEG_INFINITY, until)?
+                    {
+                        return Err(compacted(raw_from));
+                    }
+                    newest.reverse();
+                    Ok(Json::Array(newest.iter().map(point_row).collect()))
+                })
+                .await
             }
             Shape::Spans {
                 value,
@@ -222,6 +242,28 @@ impl Query {
                 blocking(move || summary(&store, &key, &plugin, &effective, s)).await
             }
         }
+    }
+}
+
+/// The key's raw watermark when `[since, until]` reaches into history compacted before it
+/// (from the oldest summary to the watermark).
+fn compacted_within(view: &View, key: &str, since: Time, until: Time) -> Result<Option<Time>> {
+    let Some(state) = view.compaction_state(key)? else {
+        return Ok(None);
+    };
+    let start = tiers::history_start(view, key)?.unwrap_or(state.raw_from);
+    let reaches = since < state.raw_from && start <= until && start < state.raw_from;
+    Ok(reaches.then_some(state.raw_from))
+}
+
+/// The answer for points asked of compacted history: they are gone, summaries remain.
+fn compacted(raw_from: Time) -> Error {
+    Error::Refused {
+        code: "compacted".into(),
+        message: format!(
+            "points before {raw_from} are compacted into summaries; ask a summary (since, \
+             until, step) for that period"
+        ),
     }
 }
 
@@ -239,6 +281,10 @@ pub fn spans(
     let open_ended = until.is_none_or(|u| u >= now());
     let until = until.unwrap_or_else(now);
     let since = since.unwrap_or(until - 86_400.0);
+    let view = store.view();
+    if let Some(raw_from) = compacted_within(&view, key, since, until)? {
+        return Err(compacted(raw_from));
+    }
     let holds = |p: &Point| p.value.to_json() == *wanted;
     let mut out = Vec::new();
     let mut open = store
