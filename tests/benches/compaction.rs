@@ -9,6 +9,9 @@
 //! (about 2 million points). The issue's full size, 1 000 key sets × 365 days, is 6.3
 //! billion points (`-- --keys 1000 --days 365`): hours of ingest and hundreds of GB, meant
 //! for a big machine. Prints figures; asserts nothing about speed.
+//!
+//! `-- --keys 1 --years 3` shows where disk use stops growing: three simulated years one
+//! after the other, each compacted as of its end, with the history's size after each.
 
 use std::time::Instant;
 
@@ -57,27 +60,26 @@ fn day_puts(k: usize, from: f64, to: f64) -> Vec<Json> {
     out
 }
 
-/// Ingests `[from, to)` for every key set with `CLIENTS` connections in frames of 1 000.
+/// Ingests `[from, to)` for every key set with `CLIENTS` connections in frames of 1 000;
+/// the (key set, day) pairs are dealt round-robin, so one key set uses every client too.
 /// Returns (puts, seconds).
 async fn ingest(url: &str, keys: usize, from: f64, to: f64) -> Result<(usize, f64)> {
     let started = Instant::now();
+    let days = ((to - from) / DAY).ceil().max(0.0) as usize;
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let url = url.to_string();
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect(&url).await?;
             let mut puts = 0;
-            for k in (c..keys).step_by(CLIENTS) {
-                let mut day = from;
-                while day < to {
-                    let all = day_puts(k, day, (day + DAY).min(to));
-                    for frame in all.chunks(1000) {
-                        let reply = client.request(Json::Array(frame.to_vec())).await?;
-                        ensure!(!reply.to_string().contains("error"), "refused: {reply}");
-                    }
-                    puts += all.len();
-                    day += DAY;
+            for n in (c..keys * days).step_by(CLIENTS) {
+                let (k, day) = (n % keys, from + (n / keys) as f64 * DAY);
+                let all = day_puts(k, day, (day + DAY).min(to));
+                for frame in all.chunks(1000) {
+                    let reply = client.request(Json::Array(frame.to_vec())).await?;
+                    ensure!(!reply.to_string().contains("error"), "refused: {reply}");
                 }
+                puts += all.len();
             }
             anyhow::Ok(puts)
         }));
@@ -89,10 +91,58 @@ async fn ingest(url: &str, keys: usize, from: f64, to: f64) -> Result<(usize, f6
     Ok((puts, started.elapsed().as_secs_f64()))
 }
 
+/// `--years N`: N simulated years, one after the other, each followed by a compaction "at"
+/// the end of that year (`Db::compact` takes the time to compact as of); prints the
+/// history's size per key set after each, so the growth per year shows where it stops.
+async fn growth(keys: usize, years: usize) -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let config = komoku_tests::config(data.path(), &komoku_tests::fixtures_dir());
+    let server = komoku::Server::start(&config).await?;
+    let url = format!("ws://{}/", server.local_addr);
+    let db = server.db().clone();
+    let store = db.store().clone();
+    let year = 365.0 * DAY;
+    let start = (komoku_tests::now() / DAY).floor() * DAY - years as f64 * year;
+    println!(
+        "{keys} key sets (numeric at 5 s, door boolean 50 changes/day, string state), {years} \
+         simulated years, each compacted at its end with the default policies\n"
+    );
+    println!(
+        "| after year | puts/s | compaction s | raw points | summaries | history bytes per key set | growth in the year |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut previous = 0.0;
+    for y in 0..years {
+        let (from, to) = (start + y as f64 * year, start + (y + 1) as f64 * year);
+        let (puts, secs) = ingest(&url, keys, from, to).await?;
+        let began = Instant::now();
+        db.compact(None, to).await?;
+        let compaction = began.elapsed().as_secs_f64();
+        db.settled().await?;
+        store.flush()?;
+        store.major_compact()?;
+        let (summaries, summaries_bytes) = store.summaries_size();
+        let per_set = (store.points_disk_space() + summaries_bytes) as f64 / keys as f64;
+        println!(
+            "| {} | {:.0} | {compaction:.1} | {} | {summaries} | {per_set:.0} | {:+.0} |",
+            y + 1,
+            puts as f64 / secs,
+            store.approximate_points(),
+            per_set - previous
+        );
+        previous = per_set;
+    }
+    server.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let keys = arg("--keys").unwrap_or(if quick { 4 } else { 1000 });
+    if let Some(years) = arg("--years") {
+        return growth(keys, years).await;
+    }
     let days = arg("--days").unwrap_or(if quick { 30 } else { 365 }) as f64;
     let data = tempfile::tempdir()?;
     let config = komoku_tests::config(data.path(), &komoku_tests::fixtures_dir());
