@@ -72,11 +72,13 @@ impl RunReport {
 }
 
 impl Db {
-    /// The policy that governs `name`: its own, else the most specific matching pattern,
-    /// else the default.
-    pub fn policy_for(&self, name: &str) -> Policy {
+    /// The policy that governs `name`, a key of the type `plugin` serves: its own, else the
+    /// most specific matching pattern, else the type's default (the plugin's
+    /// `default-retention`), else the configured default.
+    pub fn policy_for(&self, name: &str, plugin: &Plugin) -> Policy {
         let policies = self.policies.read().map(|p| p.clone()).unwrap_or_default();
         best_match(&policies, name)
+            .or(plugin.default_retention.as_ref())
             .map(|(_, p)| p.clone())
             .unwrap_or_else(|| self.default_policy.1.clone())
     }
@@ -106,11 +108,24 @@ impl Db {
         Ok(Durable(Some(done)))
     }
 
-    /// `{"default": spec, "policies": {pattern: spec}}`.
+    /// `{"default": spec, "types": {type: spec}, "policies": {pattern: spec}}`: `types`
+    /// holds the loaded types that chose a default of their own.
     pub fn policies_json(&self) -> Json {
         let policies = self.policies.read().map(|p| p.clone()).unwrap_or_default();
+        let types: serde_json::Map<_, _> = self
+            .registry
+            .all()
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.info.name.clone(),
+                    p.default_retention.as_ref()?.0.to_json(),
+                ))
+            })
+            .collect();
         json!({
             "default": self.default_policy.0.to_json(),
+            "types": types,
             "policies": policies.iter().map(|(p, (spec, _))| (p.clone(), spec.to_json()))
                 .collect::<serde_json::Map<_, _>>(),
         })
@@ -188,7 +203,7 @@ impl Db {
             }
             (self.plugin_of(&state)?, state.effective.clone())
         };
-        let policy = self.policy_for(name);
+        let policy = self.policy_for(name, &plugin);
         let store = self.store.clone();
         let key = name.to_string();
         let stored = blocking(move || store.view().compaction_state(&key)).await?;
