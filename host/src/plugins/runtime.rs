@@ -313,12 +313,14 @@ impl Plugin {
         let Some(text) = text else {
             return Ok(None);
         };
-        PolicySpec::from_plugin_json(&text)
-            .map(Some)
-            .map_err(|e| Error::PluginFailed {
+        PolicySpec::from_plugin_json(&text).map(Some).map_err(|e| {
+            // The text is the plugin's: quote a bounded part of it.
+            let quoted: String = text.chars().take(200).collect();
+            Error::PluginFailed {
                 plugin: self.label(),
-                message: format!("{DEFAULT_RETENTION} returned an invalid policy {text}: {e}"),
-            })
+                message: format!("{DEFAULT_RETENTION} returned an invalid policy {quoted}: {e}"),
+            }
+        })
     }
 
     fn deadline_ticks(&self) -> u64 {
