@@ -5,7 +5,11 @@
 #   tests/fixtures/plugins-extra/<name>.wasm   test-only fixtures a test copies into its own
 #                                              plugins directory (misbehaving, reloaded, or
 #                                              refused plugins); garbage.wasm there is a
-#                                              committed non-wasm file, not built nor checked
+#                                              committed non-wasm file, not built nor checked,
+#                                              and reload_v1-before-default-retention.wasm the
+#                                              bytes of reload_v1.wasm as built before the WIT
+#                                              gained `default-retention` (an old plugin, kept
+#                                              as committed: neither built nor checked)
 #
 # Usage: scripts/build-plugins.sh [--check]
 #   --check  build into a temporary directory and exit non-zero, listing the stale files,
@@ -49,6 +53,7 @@ outputs=(
     komoku-fixture-reload-v2:tests/fixtures/plugins-extra/reload_v2.wasm
     komoku-fixture-wrong-version:tests/fixtures/plugins-extra/wrong_version.wasm
     komoku-fixture-trap-on-load:tests/fixtures/plugins-extra/trap_on_load.wasm
+    komoku-fixture-bad-retention:tests/fixtures/plugins-extra/bad_retention.wasm
 )
 
 started=$SECONDS

@@ -50,9 +50,10 @@ pub struct Config {
     /// Seconds between background compaction runs; 0 = only when a `compact` request asks.
     /// Default = 60.
     pub compaction_interval: u64,
-    /// The retention policy of keys no `retention` request covers. Default = raw points for
-    /// 7 days, then 1-minute summaries for 30 days, 1-hour summaries for 2 years, 1-day
-    /// summaries forever.
+    /// The retention policy of keys no `retention` request covers and whose type chooses
+    /// none (the plugin's `default-retention`; every built-in type chooses one). Default =
+    /// raw points for 7 days, then 1-minute summaries for 30 days, 1-hour summaries for 2
+    /// years, 1-day summaries forever.
     pub retention: PolicySpec,
     /// Most requests in one array frame. Default = 10 000.
     pub max_batch: usize,

@@ -85,6 +85,25 @@ impl PolicySpec {
         Ok(PolicySpec { raw, tiers })
     }
 
+    /// Reads and checks a policy a plugin chose for its type (`default-retention`): JSON text
+    /// of an object in the request's shape, with no other field than `raw` and `tiers` (a
+    /// misspelt `tiers` would otherwise mean "no tiers" and drop history).
+    pub fn from_plugin_json(text: &str) -> Result<(PolicySpec, Policy)> {
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| Error::query(format!("not JSON: {e}")))?;
+        let Some(fields) = json.as_object() else {
+            return Err(Error::query("a policy is a JSON object"));
+        };
+        if let Some(other) = fields.keys().find(|k| *k != "raw" && *k != "tiers") {
+            return Err(Error::query(format!(
+                "unknown field {other:?} (a policy has raw and tiers)"
+            )));
+        }
+        let spec = PolicySpec::from_json(&json)?;
+        let policy = spec.policy()?;
+        Ok((spec, policy))
+    }
+
     /// The spec as JSON (`null` = forever).
     pub fn to_json(&self) -> Json {
         json!({"raw": self.raw, "tiers": self.tiers.iter().map(|t| {
@@ -439,6 +458,25 @@ mod tests {
         assert!(plan_restructure(&two_tiers(), &[true, true], &new, 39.0 * D).is_err());
         // An old tier without summaries needs no home.
         assert!(plan_restructure(&two_tiers(), &[true, false], &new, 39.0 * D).is_ok());
+    }
+
+    #[test]
+    fn plugin_policies_are_checked_strictly() -> Result<()> {
+        let (spec, policy) = PolicySpec::from_plugin_json(
+            r#"{"raw": "90d", "tiers": [["1H", "2y"], ["1d", null]]}"#,
+        )?;
+        assert_eq!(spec.raw.as_deref(), Some("90d"));
+        assert_eq!(policy.tiers[0].step, 3600.0);
+        assert!(policy.tiers[1].keep.is_infinite());
+        for bad in [
+            r#"{"raw": "7d", "tier": [["1H", null]]}"#,
+            r#"{"raw": "7d", "tiers": [["1H", null], ["1d", null]]}"#,
+            r#"["7d"]"#,
+            "raw 7d",
+        ] {
+            assert!(PolicySpec::from_plugin_json(bad).is_err(), "{bad}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! throughput while a compaction runs.
 //!
 //! Each "key set" is a numeric sensor at 5 s, a door boolean changing 50 times a day and a
-//! string state changing 6 times a day, simulated up to now with the default policy (raw
-//! 7 days → 1 minute for 30 days → 1 hour for 2 years → 1 day forever).
+//! string state changing 6 times a day, simulated up to now under each type's default
+//! policy (numeric: raw 7 days → 1 minute for 30 days → 1 hour for 2 years → 1 day forever;
+//! boolean and string: raw 90 days → 1 hour for 2 years → 1 day forever).
 //!
 //! `cargo bench -p komoku-tests --bench compaction -- --quick` runs 4 key sets × 30 days
 //! (about 2 million points). The issue's full size, 1 000 key sets × 365 days, is 6.3
@@ -155,7 +156,7 @@ async fn main() -> Result<()> {
     let start = end - days * DAY;
     println!(
         "{keys} key sets (numeric at 5 s, door boolean 50 changes/day, string state), {days} days, \
-         default policy, durability sync, {CLIENTS} clients, frames of 1 000 puts\n"
+         each type's default policy, durability sync, {CLIENTS} clients, frames of 1 000 puts\n"
     );
     let (puts, secs) = ingest(&url, keys, start, end - DAY).await?;
     let rate_alone = puts as f64 / secs;

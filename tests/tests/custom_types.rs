@@ -107,6 +107,15 @@ async fn temperature_celsius_behaves(component: &str) -> Result<()> {
         json!({"error": "invalid_option"}),
         "{component}"
     );
+
+    // The example chooses no retention policy (the SDK's default): the configured one
+    // applies, and only the built-in types are listed with one of their own.
+    let retention = c.request(json!({"retention": {}})).await?;
+    ensure!(
+        retention["types"].get("temperature_celsius").is_none()
+            && retention["types"].get("numeric").is_some(),
+        "{component}: {retention}"
+    );
     c.close().await?;
     s.stop().await?;
     Ok(())

@@ -16,6 +16,7 @@
 //   result<string,refusal>  20/4   case u8 @0, payload @4
 //   result<outcome,refusal> 64/8   case u8 @0, payload @8
 //   info                  32/4   name @0, version @8, description @16, default-options @24
+//   option<string>        12/4   case u8 @0, string @4
 //
 // Flattened values (a variant: i32 case, then its cases' flattenings joined slot by slot;
 // i32 joined with f64 gives i64):

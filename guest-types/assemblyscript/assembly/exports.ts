@@ -1,8 +1,9 @@
 // The core exports of the `key-type` world, for the type passed to `register`. Re-export
 // them from the plugin's entry file: `export * from "komoku-key-type/assembly/exports";`.
 //
-// The build (`komoku-build`) renames `check_options` to `check-options` (and its
-// `cabi_post_`), since AssemblyScript names cannot hold a hyphen.
+// The build (`komoku-build`) renames `check_options` to `check-options` and
+// `default_retention` to `default-retention` (and their `cabi_post_`), since AssemblyScript
+// names cannot hold a hyphen.
 //
 // Flattening (canonical ABI: at most 16 flat parameters, at most 1 flat result; beyond
 // that, a pointer). Every function's parameters fit in 16 values; every result but
@@ -20,6 +21,7 @@
 //   merge(string: 2, list<list<u8>>: 2)         -> ptr list<u8>
 //   render(string: 2, list<list<u8>>: 2, list<string>: 2)
 //                                               -> ptr result<string, refusal>
+//   default-retention()                         -> ptr option<string>
 
 import {
   free,
@@ -246,4 +248,20 @@ export function render(
 
 export function cabi_post_render(ret: usize): void {
   freeTextResult(ret);
+}
+
+/** Writes an `option<string>` (12 bytes: case u8 @0, string @4). */
+export function default_retention(): usize {
+  const policy = keyType().defaultRetention();
+  if (policy == null) {
+    store<u8>(RET_AREA, 0);
+  } else {
+    store<u8>(RET_AREA, 1);
+    storeString(RET_AREA + 4, policy);
+  }
+  return RET_AREA;
+}
+
+export function cabi_post_default_retention(ret: usize): void {
+  if (load<u8>(ret) != 0) freeAt(ret + 4);
 }

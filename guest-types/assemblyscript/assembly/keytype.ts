@@ -13,7 +13,8 @@ import { codes, Info, Input, Operation, OperationKind, Outcome, Point, Refusal, 
  *
  * Defaults: `guess` 0; `add` refused (`unsupported_operation`); options
  * `same_value_resolution` and `min_resolution` with the built-ins' store decision; no
- * schedule; time-weighted number summaries (`NumberSummary`, default figure `mean`).
+ * schedule; time-weighted number summaries (`NumberSummary`, default figure `mean`); no
+ * default retention policy of its own (the server's applies).
  */
 export abstract class KeyType {
   constructor(
@@ -105,6 +106,18 @@ export abstract class KeyType {
   /** The default figure as a bare JSON scalar. Default = the summary's. */
   defaultFigure(options: Options, summary: Summary): string {
     return summary.defaultFigure();
+  }
+
+  /**
+   * The retention policy of this type's keys when no `retention` request covers them, as
+   * JSON text in the shape of a `retention` request:
+   * `{"raw": "7d", "tiers": [["1M", "30d"], ["1H", "2y"], ["1d", null]]}` keeps raw points
+   * 7 days, then 1-minute summaries 30 days, 1-hour summaries 2 years and 1-day summaries
+   * forever. The host reads it once, when the plugin loads, and refuses the plugin if the
+   * policy is invalid. Default = null: the server's configured default applies.
+   */
+  defaultRetention(): string | null {
+    return null;
   }
 }
 

@@ -1,5 +1,5 @@
 // A test-only key type exercising every shape of the world: text values, schedules,
-// `add`, extra options. `npm test` builds it into a component and calls it through jco.
+// `add`, extra options, a default retention policy. `npm test` builds it into a component and calls it through jco.
 import {
   addNumber,
   castNumber,
@@ -64,6 +64,10 @@ class Fixture extends KeyType {
     const o = options as FixtureOptions;
     if (o.expireAfter <= 0) return null;
     return new Scheduled(latest.time + o.expireAfter, Value.ofText("expired"));
+  }
+
+  defaultRetention(): string | null {
+    return '{"raw": "90d", "tiers": [["1H", "2y"], ["1d", null]]}';
   }
 }
 

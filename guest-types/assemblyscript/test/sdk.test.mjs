@@ -296,6 +296,18 @@ describe("summarize, merge, render", () => {
   });
 });
 
+describe("default-retention", () => {
+  test("the type's policy comes as JSON text", () => {
+    assert.deepEqual(JSON.parse(plugin.defaultRetention()), {
+      raw: "90d",
+      tiers: [
+        ["1H", "2y"],
+        ["1d", null],
+      ],
+    });
+  });
+});
+
 describe("memory", () => {
   test("argument and result buffers are freed: 5000 rounds of every call leave the memory as it was", async () => {
     const { root, memory } = await instantiate();
@@ -313,6 +325,7 @@ describe("memory", () => {
       root.merge(options, summaries);
       root.render(options, summaries, ["mean", "last"]);
       refusal(() => root.render(options, summaries, ["nope"]));
+      root.defaultRetention();
     };
     for (let i = 0; i < 500; i++) round();
     const warm = memory.buffer.byteLength;

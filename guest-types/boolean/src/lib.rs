@@ -4,8 +4,9 @@
 //! `invalid_value`. Options: `same_value_resolution`, `min_resolution`. Summaries are time
 //! per state ([`StateSummary<bool>`]); the default figure is `fraction_true`.
 
+use komoku_guest::serde_json::json;
 use komoku_guest::summary::StateSummary;
-use komoku_guest::{Input, KeyType, Refusal, Resolution, Value, cast, export_key_type};
+use komoku_guest::{Input, Json, KeyType, Refusal, Resolution, Value, cast, export_key_type};
 
 /// A flag.
 pub struct Boolean;
@@ -17,6 +18,14 @@ impl KeyType for Boolean {
 
     type Options = Resolution;
     type Summary = StateSummary<bool>;
+
+    /// A flag changes a few times an hour at most, and each change matters ("was the door
+    /// open at 14:05?" is answered from raw points only): raw points 90 days, cheaper than
+    /// 1-minute summaries (1 440 a day, changes or not) would be; then 1-hour summaries 2
+    /// years (time per state, rises and falls, longest runs), 1-day summaries forever.
+    fn default_retention() -> Option<Json> {
+        Some(json!({"raw": "90d", "tiers": [["1H", "2y"], ["1d", null]]}))
+    }
 
     /// Claims booleans and boolean text (3).
     fn guess(sample: &Input) -> u8 {

@@ -7,9 +7,10 @@
 //! `same_value_resolution` is. Summaries are [`NumberSummary`], with the figures `increase`
 //! and `rate` besides numeric's.
 
+use komoku_guest::serde_json::json;
 use komoku_guest::summary::NumberSummary;
 use komoku_guest::{
-    Input, KeyType, OpKind, Point, Refusal, Resolution, Value, cast, export_key_type,
+    Input, Json, KeyType, OpKind, Point, Refusal, Resolution, Value, cast, export_key_type,
 };
 
 /// A counter.
@@ -23,6 +24,12 @@ impl KeyType for Counter {
 
     type Options = Resolution;
     type Summary = NumberSummary;
+
+    /// Like numeric (counters are sampled as often): raw 7 days, then 1-minute summaries 30
+    /// days, 1-hour summaries 2 years, 1-day summaries forever.
+    fn default_retention() -> Option<Json> {
+        Some(json!({"raw": "7d", "tiers": [["1M", "30d"], ["1H", "2y"], ["1d", null]]}))
+    }
 
     fn cast(_options: &Resolution, input: Input) -> Result<Value, Refusal> {
         cast::number(Self::NAME, &input).map(Value::Number)

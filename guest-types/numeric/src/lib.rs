@@ -6,9 +6,10 @@
 //! Options: `same_value_resolution`, `min_resolution` (never dropping an increment).
 //! Summaries are time-weighted ([`NumberSummary`]); the default figure is the mean.
 
+use komoku_guest::serde_json::json;
 use komoku_guest::summary::NumberSummary;
 use komoku_guest::{
-    Input, KeyType, OpKind, Point, Refusal, Resolution, Value, cast, export_key_type,
+    Input, Json, KeyType, OpKind, Point, Refusal, Resolution, Value, cast, export_key_type,
 };
 
 /// A gauge: the latest reading of something.
@@ -21,6 +22,12 @@ impl KeyType for Numeric {
 
     type Options = Resolution;
     type Summary = NumberSummary;
+
+    /// Gauges are sampled often and read at fine steps while recent: raw points 7 days, then
+    /// 1-minute summaries 30 days, 1-hour summaries 2 years, 1-day summaries forever.
+    fn default_retention() -> Option<Json> {
+        Some(json!({"raw": "7d", "tiers": [["1M", "30d"], ["1H", "2y"], ["1d", null]]}))
+    }
 
     /// Claims numbers (2).
     fn guess(sample: &Input) -> u8 {

@@ -228,6 +228,17 @@ pub trait KeyType: 'static {
     fn default_figure(_options: &Self::Options, summary: &Self::Summary) -> Json {
         summary.default_figure()
     }
+
+    /// The retention policy of this type's keys when no `retention` request covers them, in
+    /// the shape of a `retention` request:
+    /// `json!({"raw": "7d", "tiers": [["1M", "30d"], ["1H", "2y"], ["1d", null]]})` keeps
+    /// raw points 7 days, then 1-minute summaries 30 days, 1-hour summaries 2 years and
+    /// 1-day summaries forever. The host reads it once, when the plugin loads, and refuses
+    /// the plugin if the policy is invalid. Default = `None`: the server's configured
+    /// default (`[retention]`) applies.
+    fn default_retention() -> Option<Json> {
+        None
+    }
 }
 
 /// Exports a [`KeyType`] as the plugin's `key-type` world.
@@ -283,6 +294,9 @@ macro_rules! export_key_type {
                     figures: Vec<String>,
                 ) -> Result<String, $crate::Refusal> {
                     $crate::world::render::<$ty>(options, summaries, figures)
+                }
+                fn default_retention() -> Option<String> {
+                    $crate::world::default_retention::<$ty>()
                 }
             }
 

@@ -72,6 +72,11 @@ pub fn info<T: KeyType>(version: &str) -> Info {
     }
 }
 
+/// `default-retention`: the type's retention policy as JSON text, if it chose one.
+pub fn default_retention<T: KeyType>() -> Option<String> {
+    T::default_retention().map(|policy| policy.to_string())
+}
+
 /// `guess`: how strongly the type claims a new key whose first value is `sample`.
 pub fn guess<T: KeyType>(sample: Input) -> u8 {
     T::guess(&sample)

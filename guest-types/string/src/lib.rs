@@ -14,6 +14,7 @@
 //! `count`, `first` and `last`, the others render as `null`. Default figure: the state with
 //! the most time (state mode), the last entry (log mode).
 
+use komoku_guest::serde_json::json;
 use komoku_guest::summary::{self, Bucket, DecodeError, LogSummary, StateSummary, Summary};
 use komoku_guest::{
     Input, Json, KeyType, OpKind, Options, OptionsReader, Point, Refusal, Resolution, Value, cast,
@@ -134,6 +135,13 @@ impl KeyType for Text {
 
     type Options = StringOptions;
     type Summary = StringSummary;
+
+    /// States (armed, away, ...) change rarely and logs are read entry by entry: raw points
+    /// 90 days; then 1-hour summaries 2 years (time per state and transitions, or the
+    /// entries' count, first and last), 1-day summaries forever.
+    fn default_retention() -> Option<Json> {
+        Some(json!({"raw": "90d", "tiers": [["1H", "2y"], ["1d", null]]}))
+    }
 
     /// Claims any text (1); boolean claims `"true"`/`"false"` more strongly.
     fn guess(sample: &Input) -> u8 {

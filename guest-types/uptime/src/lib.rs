@@ -6,10 +6,11 @@
 //! `time + max_time` (even when the repeat is not stored: it still refreshes the key);
 //! `false` cancels. Summaries are boolean's.
 
+use komoku_guest::serde_json::json;
 use komoku_guest::summary::StateSummary;
 use komoku_guest::{
-    Input, KeyType, Options, OptionsReader, Point, Refusal, Resolution, Scheduled, Value, cast,
-    export_key_type,
+    Input, Json, KeyType, Options, OptionsReader, Point, Refusal, Resolution, Scheduled, Value,
+    cast, export_key_type,
 };
 
 /// A liveness flag.
@@ -45,6 +46,15 @@ impl KeyType for Uptime {
 
     type Options = UptimeOptions;
     type Summary = StateSummary<bool>;
+
+    /// Every refresh is stored (unless `same_value_resolution` skips repeats), so raw points
+    /// grow with the heartbeat rate (2 880 a day at 30 s), not with the outages. Raw points
+    /// 30 days keep a month of exact outage times (`at`, `spans`); then 1-hour summaries 2
+    /// years (fraction up, falls, longest outage per hour), 1-day summaries forever. A
+    /// 1-minute tier would keep half as many entries as 30 s heartbeats, for little.
+    fn default_retention() -> Option<Json> {
+        Some(json!({"raw": "30d", "tiers": [["1H", "2y"], ["1d", null]]}))
+    }
 
     fn cast(_options: &UptimeOptions, input: Input) -> Result<Value, Refusal> {
         cast::boolean(Self::NAME, &input).map(Value::Boolean)

@@ -77,11 +77,23 @@ impl RunReport {
 }
 
 impl Db {
-    /// The policy that governs `name`: its own, else the most specific matching pattern,
-    /// else the default.
-    pub fn policy_for(&self, name: &str) -> Policy {
+    /// The policy that governs `name`, a key of the type `plugin` serves: its own, else the
+    /// most specific matching pattern, else the type's default (the plugin's
+    /// `default-retention`), else the configured default.
+    pub fn policy_for(&self, name: &str, plugin: &Plugin) -> Policy {
         let policies = self.policies.read().map(|p| p.clone()).unwrap_or_default();
-        best_match(&policies, name)
+        self.governing(&policies, name, plugin)
+    }
+
+    /// [`Db::policy_for`] with the table `policies`.
+    fn governing(
+        &self,
+        policies: &[(String, (PolicySpec, Policy))],
+        name: &str,
+        plugin: &Plugin,
+    ) -> Policy {
+        best_match(policies, name)
+            .or(plugin.default_retention.as_ref())
             .map(|(_, p)| p.clone())
             .unwrap_or_else(|| self.default_policy.1.clone())
     }
@@ -136,9 +148,17 @@ impl Db {
             })
             .unwrap_or_default();
         for name in names {
-            let policy = best_match(after, &name)
-                .map(|(_, p)| p.clone())
-                .unwrap_or_else(|| self.default_policy.1.clone());
+            let Some(slot) = self.slot(&name) else {
+                continue;
+            };
+            let plugin = {
+                let state = slot.lock().await;
+                if state.def.is_none() {
+                    continue;
+                }
+                self.plugin_of(&state)?
+            };
+            let policy = self.governing(after, &name, &plugin);
             let (store, key) = (self.store.clone(), name.clone());
             let Some(state) = blocking(move || store.view().compaction_state(&key)).await? else {
                 continue;
@@ -152,11 +172,24 @@ impl Db {
         Ok(())
     }
 
-    /// `{"default": spec, "policies": {pattern: spec}}`.
+    /// `{"default": spec, "types": {type: spec}, "policies": {pattern: spec}}`: `types`
+    /// holds the loaded types that chose a default of their own.
     pub fn policies_json(&self) -> Json {
         let policies = self.policies.read().map(|p| p.clone()).unwrap_or_default();
+        let types: serde_json::Map<_, _> = self
+            .registry
+            .all()
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.info.name.clone(),
+                    p.default_retention.as_ref()?.0.to_json(),
+                ))
+            })
+            .collect();
         json!({
             "default": self.default_policy.0.to_json(),
+            "types": types,
             "policies": policies.iter().map(|(p, (spec, _))| (p.clone(), spec.to_json()))
                 .collect::<serde_json::Map<_, _>>(),
         })
@@ -234,7 +267,7 @@ impl Db {
             }
             (self.plugin_of(&state)?, state.effective.clone())
         };
-        let policy = self.policy_for(name);
+        let policy = self.policy_for(name, &plugin);
         let store = self.store.clone();
         let key = name.to_string();
         let stored = blocking(move || store.view().compaction_state(&key)).await?;

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-use super::bindings::{KeyType, KeyTypePre, wit};
+use super::bindings::{KeyTypeBase, KeyTypeBaseIndices, wit};
 use crate::error::{Error, Result};
+use crate::retention::{Policy, PolicySpec};
 use crate::value::{Input, Point, Time, Value};
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
@@ -182,8 +183,14 @@ struct StoreData {
 
 struct Instance {
     store: Store<StoreData>,
-    bindings: KeyType,
+    /// The exports of `key-type-base`, which every plugin has.
+    bindings: KeyTypeBase,
+    /// The instance itself, for the optional exports `key-type` adds (looked up by name).
+    handle: wasmtime::component::Instance,
 }
+
+/// The optional export naming the type's default retention policy (`key-type` in wit/).
+const DEFAULT_RETENTION: &str = "default-retention";
 
 /// One loaded plugin: a compiled component ready to instantiate, and idle instances.
 pub struct Plugin {
@@ -192,14 +199,19 @@ pub struct Plugin {
     pub source: PathBuf,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// The retention policy the type chose for its keys (its `default-retention`), checked;
+    /// `None` when it has no opinion or predates that export.
+    pub default_retention: Option<(PolicySpec, Policy)>,
     engine: Engine,
-    pre: KeyTypePre<StoreData>,
+    pre: InstancePre<StoreData>,
+    indices: KeyTypeBaseIndices,
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
 }
 
 impl Plugin {
-    /// Compiles, links and smoke-tests a component (its `info()` is called once).
+    /// Compiles, links and smoke-tests a component (its `info()` is called once), and reads
+    /// its default retention policy.
     pub fn load(path: &Path, bytes: &[u8], limits: Limits) -> Result<Plugin> {
         let started = Instant::now();
         let engine = engine()?;
@@ -217,7 +229,7 @@ impl Plugin {
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| refuse("does not match the komoku:types world this host serves (rebuild it against wit/ of this Komoku)", e))?;
-        let pre = KeyTypePre::new(instance_pre).map_err(|e| {
+        let indices = KeyTypeBaseIndices::new(&instance_pre).map_err(|e| {
             refuse("does not export the key-type world of komoku:types (rebuild it against wit/ of this Komoku)", e)
         })?;
         let mut plugin = Plugin {
@@ -229,8 +241,10 @@ impl Plugin {
             },
             source: path.to_path_buf(),
             loaded_at: SystemTime::now(),
+            default_retention: None,
             engine,
-            pre,
+            pre: instance_pre,
+            indices,
             limits,
             idle: Mutex::new(Vec::new()),
         };
@@ -248,9 +262,11 @@ impl Plugin {
                 message: "info() returned an empty type name".into(),
             });
         }
+        plugin.default_retention = plugin.read_default_retention(&component)?;
         tracing::info!(
             type_name = %plugin.info.name,
             version = %plugin.info.version,
+            default_retention = plugin.default_retention.as_ref().map(|(spec, _)| spec.to_json().to_string()),
             file = %path.display(),
             ms = started.elapsed().as_millis() as u64,
             "loaded key type"
@@ -268,19 +284,64 @@ impl Plugin {
         store.limiter(|data| &mut data.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         store.epoch_deadline_trap();
-        let bindings = self.pre.instantiate(&mut store)?;
-        Ok(Instance { store, bindings })
+        let handle = self.pre.instantiate(&mut store)?;
+        let bindings = self.indices.load(&mut store, &handle)?;
+        Ok(Instance {
+            store,
+            bindings,
+            handle,
+        })
+    }
+
+    /// Calls the optional `default-retention` export, if the component has it, and checks
+    /// the policy. A policy that does not parse, or the export with another signature,
+    /// refuses the plugin.
+    fn read_default_retention(
+        &self,
+        component: &Component,
+    ) -> Result<Option<(PolicySpec, Policy)>> {
+        let Some(index) = component.get_export_index(None, DEFAULT_RETENTION) else {
+            return Ok(None); // built before the export existed: no opinion
+        };
+        let text = self.with_instance(DEFAULT_RETENTION, |i| {
+            let f = i
+                .handle
+                .get_typed_func::<(), (Option<String>,)>(&mut i.store, &index)
+                .map_err(|e| wasmtime::format_err!("is not `func() -> option<string>` ({e:#})"))?;
+            Ok(f.call(&mut i.store, ())?.0)
+        })?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        PolicySpec::from_plugin_json(&text).map(Some).map_err(|e| {
+            // The text is the plugin's: quote a bounded part of it.
+            let quoted: String = text.chars().take(200).collect();
+            Error::PluginFailed {
+                plugin: self.label(),
+                message: format!("{DEFAULT_RETENTION} returned an invalid policy {quoted}: {e}"),
+            }
+        })
     }
 
     fn deadline_ticks(&self) -> u64 {
         (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
-    /// Runs one export on an idle (or new) instance. A failed instance is dropped.
+    /// Runs one export of `key-type-base` on an idle (or new) instance. A failed instance is
+    /// dropped.
     fn call<R>(
         &self,
         what: &str,
-        f: impl FnOnce(&KeyType, &mut Store<StoreData>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&KeyTypeBase, &mut Store<StoreData>) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        self.with_instance(what, |i| f(&i.bindings, &mut i.store))
+    }
+
+    /// Runs `f` on an idle (or new) instance. A failed instance is dropped.
+    fn with_instance<R>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R> {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut instance = match pooled {
@@ -288,7 +349,7 @@ impl Plugin {
             None => self.instantiate().map_err(|e| self.failed(what, e))?,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        match f(&instance.bindings, &mut instance.store) {
+        match f(&mut instance) {
             Ok(r) => {
                 if let Ok(mut idle) = self.idle.lock()
                     && idle.len() < self.limits.pool_size
