@@ -49,7 +49,7 @@ async fn define_twins(c: &mut Client) -> Result<()> {
             format!("c.{suffix}"): {"type": "counter"},
             format!("b.{suffix}"): {"type": "boolean"},
             format!("s.{suffix}"): {"type": "string"},
-            format!("l.{suffix}"): {"type": "string", "mode": "log"},
+            format!("l.{suffix}"): {"type": "string", "mode": "log", "sample": 5},
         });
         ensure!(c.request(json!({ "define": defs })).await? == json!("ack"));
     }
@@ -212,6 +212,15 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
             .await?;
         assert!(same(&a, &b), "{kind} fetch:\n{a}\n{b}");
     }
+
+    // The log's sample outlives its points: 5 entries of a year, picked as from raw.
+    let log = query(&mut c, "l.c", json!({"since": start, "until": day0})).await?;
+    assert_eq!(log["resolution"], json!("1d"), "{log}");
+    assert_eq!(
+        log["total"]["sample"].as_array().map(Vec::len),
+        Some(5),
+        "{log}"
+    );
 
     // A put into compacted history is refused, not lost silently; the raw period takes it.
     let late = c

@@ -7,15 +7,20 @@
 //! - `mode`: `"state"` (default: the key is in one state at a time, summarised as time per
 //!   state) or `"log"` (every put is an entry: repeats are stored whatever
 //!   `same_value_resolution` says, and summaries count entries);
+//! - `sample` (log mode): how many entries each bucket's summary keeps as a sample, 0 to
+//!   100 (default 0, none); they outlive the raw points when history is compacted;
 //! - `same_value_resolution`, `min_resolution`.
 //!
 //! Figures: `time_per_state` (an object, overflowed states under `"(other)"`),
-//! `transitions`, `count`, `first`, `last`, `coverage_seconds`. Log summaries know only
-//! `count`, `first` and `last`, the others render as `null`. Default figure: the state with
-//! the most time (state mode), the last entry (log mode).
+//! `transitions`, `count`, `first`, `last`, `coverage_seconds`, `sample`. Log summaries know
+//! only `count`, `first`, `last` and `sample` (a list of `{"time", "value"}`, `null` without
+//! the option), the others render as `null`; state summaries render `sample` as `null`.
+//! Default figure: the state with the most time (state mode), the last entry (log mode).
 
 use komoku_guest::serde_json::json;
-use komoku_guest::summary::{self, Bucket, DecodeError, LogSummary, StateSummary, Summary};
+use komoku_guest::summary::{
+    self, Bucket, DecodeError, LogSummary, MAX_SAMPLE, StateSummary, Summary,
+};
 use komoku_guest::{
     Input, Json, KeyType, OpKind, Options, OptionsReader, Point, Refusal, Resolution, Value, cast,
     codes, export_key_type,
@@ -42,17 +47,32 @@ pub struct StringOptions {
     pub allowed: Option<Vec<String>>,
     /// `mode`: `"state"` or `"log"`. Default = state.
     pub mode: Mode,
+    /// `sample`: entries kept per bucket summary as a sample (log mode). Default = 0.
+    pub sample: u32,
 }
 
 impl Options for StringOptions {
     fn read(reader: &mut OptionsReader) -> Result<Self, Refusal> {
+        let resolution = Resolution::read(reader)?;
+        let allowed = reader.string_list("allowed")?;
+        let mode = match reader.choice("mode", &["state", "log"], "state")? {
+            "log" => Mode::Log,
+            _ => Mode::State,
+        };
+        let expected = format!("a whole number of entries from 0 to {MAX_SAMPLE}");
+        let sample = reader.number("sample", 0.0, &expected, |n| {
+            n.fract() == 0.0 && (0.0..=f64::from(MAX_SAMPLE)).contains(&n)
+        })? as u32;
+        if sample > 0 && mode != Mode::Log {
+            return Err(Refusal::invalid_option(
+                "sample keeps log entries: it needs \"mode\": \"log\"",
+            ));
+        }
         Ok(Self {
-            resolution: Resolution::read(reader)?,
-            allowed: reader.string_list("allowed")?,
-            mode: match reader.choice("mode", &["state", "log"], "state")? {
-                "log" => Mode::Log,
-                _ => Mode::State,
-            },
+            resolution,
+            allowed,
+            mode,
+            sample,
         })
     }
 
@@ -82,7 +102,16 @@ impl StringSummary {
 }
 
 impl Summary for StringSummary {
-    const FIGURES: &'static [&'static str] = <StateSummary<String> as Summary>::FIGURES;
+    /// The state figures, then the log's `sample`.
+    const FIGURES: &'static [&'static str] = &[
+        "time_per_state",
+        "transitions",
+        "count",
+        "first",
+        "last",
+        "coverage_seconds",
+        "sample",
+    ];
 
     fn empty() -> Self {
         Self::States(StateSummary::new())
@@ -196,7 +225,7 @@ impl KeyType for Text {
             Mode::State => buckets.iter().map(StringSummary::from_bucket).collect(),
             Mode::Log => buckets
                 .iter()
-                .map(|b| StringSummary::Log(LogSummary::from_bucket(b)))
+                .map(|b| StringSummary::Log(LogSummary::sampled(b, options.sample)))
                 .collect(),
         }
     }
@@ -233,7 +262,7 @@ mod tests {
     fn defaults_and_guess() {
         assert_eq!(
             defaults(),
-            r#"{"allowed":null,"min_resolution":0,"mode":"state","same_value_resolution":0}"#
+            r#"{"allowed":null,"min_resolution":0,"mode":"state","same_value_resolution":0,"sample":0}"#
         );
         assert_eq!(guess::<Text>(Input::Text("oink".into())), 1);
         assert_eq!(guess::<Text>(Input::Number(1.0)), 0);
@@ -374,6 +403,32 @@ mod tests {
             )?,
             json!([{"count": 3, "first": {"time": 1, "value": "a"}, "transitions": null}])
         );
+        // Without the option no sample is kept: `null`, not an empty list.
+        assert_eq!(
+            rendered::<Text>(&log, &[0.0, 10.0], None, &points, &["sample"])?,
+            json!([{"sample": null}])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_log_keeps_a_sample_when_asked() -> Result<(), Refusal> {
+        let log = check_options::<Text>(r#"{"mode": "log", "sample": 2}"#.into())?;
+        let points: Vec<Point> = (0..50)
+            .map(|i| point(f64::from(i), text(&format!("entry {i}"))))
+            .collect();
+        let answer = rendered::<Text>(&log, &[0.0, 50.0], None, &points, &["sample"])?;
+        let sample = answer[0]["sample"].as_array().cloned().unwrap_or_default();
+        assert_eq!(sample.len(), 2, "{answer}");
+        // A state key keeps no log sample; a sample is bounded.
+        for bad in [
+            r#"{"sample": 2}"#,
+            r#"{"mode": "log", "sample": 101}"#,
+            r#"{"mode": "log", "sample": 1.5}"#,
+        ] {
+            let refused = check_options::<Text>(bad.into()).expect_err(bad);
+            assert_eq!(refused.code, "invalid_option", "{bad}");
+        }
         Ok(())
     }
 

@@ -26,7 +26,7 @@ mod number;
 mod state;
 
 pub use codec::{DecodeError, Reader, Writer};
-pub use log::LogSummary;
+pub use log::{LogSummary, MAX_SAMPLE, entry_hash};
 pub use number::NumberSummary;
 pub use state::{MAX_STATES, State, StateStats, StateSummary};
 
@@ -169,17 +169,26 @@ pub(crate) mod tests_support {
     /// equals summarising their union as one bucket.
     pub(crate) fn check_merge<S: Summary + PartialEq + Debug + Clone>(
         seed: u64,
+        value: impl FnMut(&mut XorShift) -> Value,
+    ) {
+        check_merge_with(seed, value, S::from_bucket);
+    }
+
+    /// [`check_merge`] with summaries made by `summarize` instead of `S::from_bucket`.
+    pub(crate) fn check_merge_with<S: Summary + PartialEq + Debug + Clone>(
+        seed: u64,
         mut value: impl FnMut(&mut XorShift) -> Value,
+        summarize: impl Fn(&Bucket<'_>) -> S,
     ) {
         let mut rng = XorShift::new(seed);
         for round in 0..2000 {
             let (edges, carried, points) = random_history(&mut rng, &mut value);
             let parts: Vec<S> = buckets(&edges, carried.as_ref(), &points)
                 .iter()
-                .map(S::from_bucket)
+                .map(&summarize)
                 .collect();
             let union = [edges[0], edges[edges.len() - 1]];
-            let direct = S::from_bucket(&buckets(&union, carried.as_ref(), &points)[0]);
+            let direct = summarize(&buckets(&union, carried.as_ref(), &points)[0]);
             let merge_all = |parts: &[S]| {
                 parts
                     .iter()
