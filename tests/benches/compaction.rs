@@ -218,29 +218,34 @@ async fn main() -> Result<()> {
         after as f64 / keys as f64,
         after as f64 / keys as f64 * 365.0 / days
     );
-    // At steady state a key set holds 7 days of raw points, 30 days of minutes, 2 years of
-    // hours and one day summary per day: only the last grows.
-    let per_point = store.points_disk_space() as f64 / points_after.max(1) as f64;
-    let per_summary = summaries_bytes as f64 / summaries.max(1) as f64;
-    let raw_day = 86_400.0 / 5.0 + 50.0 + 6.0;
-    let steady = 7.0 * raw_day * per_point + (30.0 * 1440.0 + 730.0 * 24.0) * 3.0 * per_summary;
-    println!(
-        "steady state (estimate):  {steady:.0} bytes per key set, then {:.0} bytes per key set per year (the 1-day tier)",
-        365.0 * 3.0 * per_summary
-    );
+    let folder = |when: &str| {
+        let mut parts: Vec<(String, u64)> = std::fs::read_dir(data.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, dir_bytes(&e.path()))
+            })
+            .collect();
+        parts.sort();
+        let total: u64 = parts.iter().map(|(_, b)| b).sum();
+        // The journal is one preallocated 64 MiB file.
+        println!("folder {when:<18} {total} bytes: {parts:?}");
+    };
+    folder("after compaction:");
+    ingest(&url, keys, end, end + 3600.0).await?;
+    db.settled().await?;
+    store.flush()?;
+    store.major_compact()?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    folder("after more writes:");
+    drop((db, store));
     server.shutdown().await?;
-    let mut parts: Vec<(String, u64)> = std::fs::read_dir(data.path())?
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                dir_bytes(&e.path()),
-            )
-        })
-        .collect();
-    parts.sort();
-    // The journal is one preallocated 64 MiB file; fjall deletes replaced tables lazily.
-    println!("folder after shutdown:    {parts:?}");
+    folder("after shutdown:");
+    let server = komoku::Server::start(&config).await?;
+    folder("after a restart:");
+    server.shutdown().await?;
     Ok(())
 }
 
