@@ -92,16 +92,29 @@ async fn ingest(url: &str, keys: usize, from: f64, to: f64) -> Result<(usize, f6
     Ok((puts, started.elapsed().as_secs_f64()))
 }
 
-/// `--years N`: N simulated years, one after the other, each followed by a compaction "at"
-/// the end of that year (`Db::compact` takes the time to compact as of); prints the
-/// history's size per key set after each, so the growth per year shows where it stops.
-async fn growth(keys: usize, years: usize) -> Result<()> {
-    let data = tempfile::tempdir()?;
+/// A server on `data` with the test fixtures, its URL, database and store.
+async fn start_server(
+    data: &tempfile::TempDir,
+) -> Result<(
+    komoku::Server,
+    String,
+    std::sync::Arc<komoku::db::Db>,
+    komoku::store::Store,
+)> {
     let config = komoku_tests::config(data.path(), &komoku_tests::fixtures_dir());
     let server = komoku::Server::start(&config).await?;
     let url = format!("ws://{}/", server.local_addr);
     let db = server.db().clone();
     let store = db.store().clone();
+    Ok((server, url, db, store))
+}
+
+/// `--years N`: N simulated years, one after the other, each followed by a compaction "at"
+/// the end of that year (`Db::compact` takes the time to compact as of); prints the
+/// history's size per key set after each, so the growth per year shows where it stops.
+async fn growth(keys: usize, years: usize) -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let (server, url, db, store) = start_server(&data).await?;
     let year = 365.0 * DAY;
     let start = (komoku_tests::now() / DAY).floor() * DAY - years as f64 * year;
     println!(
@@ -146,11 +159,7 @@ async fn main() -> Result<()> {
     }
     let days = arg("--days").unwrap_or(if quick { 30 } else { 365 }) as f64;
     let data = tempfile::tempdir()?;
-    let config = komoku_tests::config(data.path(), &komoku_tests::fixtures_dir());
-    let server = komoku::Server::start(&config).await?;
-    let url = format!("ws://{}/", server.local_addr);
-    let db = server.db().clone();
-    let store = db.store().clone();
+    let (server, url, db, store) = start_server(&data).await?;
 
     let end = (komoku_tests::now() / DAY).floor() * DAY;
     let start = end - days * DAY;
@@ -243,7 +252,7 @@ async fn main() -> Result<()> {
     drop((db, store));
     server.shutdown().await?;
     folder("after shutdown:");
-    let server = komoku::Server::start(&config).await?;
+    let (server, ..) = start_server(&data).await?;
     folder("after a restart:");
     server.shutdown().await?;
     Ok(())

@@ -65,6 +65,28 @@ async fn define_twins(c: &mut Client) -> Result<()> {
     Ok(())
 }
 
+/// The same points of `kind` for both twins, from `from` until `end`, `gap(rng)` apart;
+/// `seed` varies the sequence.
+fn twin_puts(
+    kind: &str,
+    from: f64,
+    end: f64,
+    seed: u64,
+    gap: impl Fn(&mut Rng) -> f64,
+) -> Vec<Json> {
+    let mut rng = Rng(kind.as_bytes()[0] as u64 + seed);
+    let (mut puts, mut counter, mut k, mut t) = (Vec::new(), 0, 0u64, from);
+    while t < end {
+        let v = value(kind, k, &mut rng, &mut counter);
+        for suffix in ["c", "raw"] {
+            puts.push(json!({"put": {"key": format!("{kind}.{suffix}"), "value": v, "time": t}}));
+        }
+        k += 1;
+        t += gap(&mut rng);
+    }
+    puts
+}
+
 /// Puts every point of `puts` in frames of 1 000 requests.
 async fn put_all(c: &mut Client, puts: Vec<Json>) -> Result<()> {
     for frame in puts.chunks(1000) {
@@ -117,24 +139,9 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
     let start = ((now() - 730.0 * DAY) / DAY).floor() * DAY;
     let end = now() - 600.0;
     for kind in KINDS {
-        let mut rng = Rng(kind.as_bytes()[0] as u64);
-        let mut counter = 0;
-        let mut puts = Vec::new();
-        let mut k = 0u64;
-        let mut t = start + 333.0;
-        while t < end {
-            let v = value(kind, k, &mut rng, &mut counter);
-            for suffix in ["c", "raw"] {
-                puts.push(
-                    json!({"put": {"key": format!("{kind}.{suffix}"), "value": v, "time": t}}),
-                );
-            }
-            k += 1;
-            t += 1200.0 + rng.next(300) as f64;
-            if rng.next(500) == 0 {
-                t += 2.0 * DAY;
-            }
-        }
+        let puts = twin_puts(kind, start + 333.0, end, 0, |rng| {
+            1200.0 + rng.next(300) as f64 + if rng.next(500) == 0 { 2.0 * DAY } else { 0.0 }
+        });
         put_all(&mut c, puts).await?;
     }
 
@@ -481,19 +488,9 @@ async fn a_change_of_tier_steps_rebuilds_the_tiers_and_they_still_answer_like_ra
     let start = ((now() - 120.0 * DAY) / DAY).floor() * DAY;
     let end = now() - 60.0;
     for kind in KINDS {
-        let mut rng = Rng(kind.as_bytes()[0] as u64 + 1);
-        let mut counter = 0;
-        let (mut puts, mut k, mut t) = (Vec::new(), 0u64, start + 77.0);
-        while t < end {
-            let v = value(kind, k, &mut rng, &mut counter);
-            for suffix in ["c", "raw"] {
-                puts.push(
-                    json!({"put": {"key": format!("{kind}.{suffix}"), "value": v, "time": t}}),
-                );
-            }
-            k += 1;
-            t += 1100.0 + rng.next(200) as f64;
-        }
+        let puts = twin_puts(kind, start + 77.0, end, 1, |rng| {
+            1100.0 + rng.next(200) as f64
+        });
         put_all(&mut c, puts).await?;
     }
     let first = c.request(json!({"compact": {}})).await?;

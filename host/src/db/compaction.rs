@@ -409,12 +409,7 @@ impl Db {
             Some(state.tiers[i - 1].step)
         };
         let store = self.store.clone();
-        let (key, plugin, options, empty) = (
-            ctx.name.to_string(),
-            ctx.plugin.clone(),
-            ctx.options.to_string(),
-            ctx.empty.to_vec(),
-        );
+        let (key, plugin, options, empty) = ctx.owned();
         let target = state.clone();
         let (writes, removed_points, removed_summaries) = blocking(move || {
             let view = store.view();
@@ -552,12 +547,7 @@ impl Db {
             }
         };
         let store = self.store.clone();
-        let (key, plugin, options, empty) = (
-            ctx.name.to_string(),
-            ctx.plugin.clone(),
-            ctx.options.to_string(),
-            ctx.empty.to_vec(),
-        );
+        let (key, plugin, options, empty) = ctx.owned();
         let (old_state, new_state) = (old.clone(), plan.state.clone());
         let (writes, removed) = blocking(move || {
             let view = store.view();
@@ -730,6 +720,18 @@ struct Ctx<'a> {
     options: &'a str,
     /// The summary of nothing: such buckets are not stored.
     empty: &'a [u8],
+}
+
+impl Ctx<'_> {
+    /// (name, plugin, options, empty summary), owned, for a blocking task.
+    fn owned(&self) -> (String, Arc<Plugin>, String, Vec<u8>) {
+        (
+            self.name.to_string(),
+            self.plugin.clone(),
+            self.options.to_string(),
+            self.empty.to_vec(),
+        )
+    }
 }
 
 /// Runs compaction every `every` until the database is dropped.
