@@ -120,6 +120,26 @@ fn same(a: &Json, b: &Json) -> bool {
     }
 }
 
+/// Every query of `cases` asked of `<kind>.c` has the given resolution and the same
+/// buckets, total and groups as asked of the raw twin `<kind>.raw`.
+async fn answers_like_twin(c: &mut Client, kind: &str, cases: &[(Json, &str)]) -> Result<()> {
+    for (args, resolution) in cases {
+        let compacted = query(c, &format!("{kind}.c"), args.clone()).await?;
+        let raw = query(c, &format!("{kind}.raw"), args.clone()).await?;
+        assert_eq!(compacted["resolution"], json!(resolution), "{kind} {args}");
+        assert_eq!(raw["resolution"], json!("raw"));
+        for part in ["total", "buckets", "groups"] {
+            assert!(
+                same(&compacted[part], &raw[part]),
+                "{kind} {args} {part}:\ncompacted {}\nraw       {}",
+                compacted[part],
+                raw[part]
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn query(c: &mut Client, key: &str, mut args: Json) -> Result<Json> {
     args["key"] = json!(key);
     c.request(json!({ "query": args })).await
@@ -191,20 +211,7 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
         ),
     ];
     for kind in KINDS {
-        for (args, resolution) in &cases {
-            let compacted = query(&mut c, &format!("{kind}.c"), args.clone()).await?;
-            let raw = query(&mut c, &format!("{kind}.raw"), args.clone()).await?;
-            assert_eq!(compacted["resolution"], json!(resolution), "{kind} {args}");
-            assert_eq!(raw["resolution"], json!("raw"));
-            for part in ["total", "buckets", "groups"] {
-                assert!(
-                    same(&compacted[part], &raw[part]),
-                    "{kind} {args} {part}:\ncompacted {}\nraw       {}",
-                    compacted[part],
-                    raw[part]
-                );
-            }
-        }
+        answers_like_twin(&mut c, kind, &cases).await?;
         // The whole history by default (since = the first point's bucket).
         let all = json!({"until": day0, "figures": ["coverage_seconds"]});
         let compacted = query(&mut c, &format!("{kind}.c"), all.clone()).await?;
@@ -541,19 +548,7 @@ async fn a_change_of_tier_steps_rebuilds_the_tiers_and_they_still_answer_like_ra
         ),
     ];
     for kind in KINDS {
-        for (args, resolution) in &cases {
-            let compacted = query(&mut c, &format!("{kind}.c"), args.clone()).await?;
-            let raw = query(&mut c, &format!("{kind}.raw"), args.clone()).await?;
-            assert_eq!(compacted["resolution"], json!(resolution), "{kind} {args}");
-            for part in ["total", "buckets"] {
-                assert!(
-                    same(&compacted[part], &raw[part]),
-                    "{kind} {args} {part}:\ncompacted {}\nraw       {}",
-                    compacted[part],
-                    raw[part]
-                );
-            }
-        }
+        answers_like_twin(&mut c, kind, &cases).await?;
     }
 
     // Steps that cannot hold the 6-hour summaries (7 minutes divides no 6 hours) are
