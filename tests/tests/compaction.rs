@@ -175,6 +175,16 @@ async fn compacted_history_answers_every_figure_like_raw_at_its_tier_step() -> R
         num(&stats["compaction"]["summaries_written"]) > 0.0,
         "{stats}"
     );
+    // Tier sizes: the five compacted keys have an hour tier of 30 days (less the raw day)
+    // and a day tier of the rest (the raw twins have no tiers).
+    let tiers = &stats["compaction"]["tiers"];
+    assert_eq!(tiers[0]["step"], json!("1H"), "{tiers}");
+    assert_eq!(tiers[1]["step"], json!("1d"), "{tiers}");
+    for (tier, about) in [(&tiers[0], 5.0 * 29.0 * 24.0), (&tiers[1], 5.0 * 700.0)] {
+        assert_eq!(tier["keys"], json!(5), "{tiers}");
+        let buckets = num(&tier["buckets"]);
+        ensure!((buckets - about).abs() < 0.05 * about, "{tiers}");
+    }
 
     let day0 = ((now() - 400.0 * DAY) / DAY).floor() * DAY;
     let hour0 = ((now() - 10.0 * DAY) / 3600.0).floor() * 3600.0;

@@ -10,6 +10,7 @@
 //! compacted (it is refused with `compacted`). Bulk reads and the summarising run without
 //! any key lock: puts and queries carry on (queries read snapshots).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,6 +47,9 @@ pub struct CompactionStats {
     summaries_removed: AtomicU64,
     skipped_keys: AtomicU64,
     last_run_ms: AtomicU64,
+    /// As of the last run over every key: per tier step in seconds, how many keys have the
+    /// tier and how many buckets it spans in all.
+    tiers: std::sync::Mutex<BTreeMap<u64, (u64, u64)>>,
     /// Keys already warned about (a policy their compacted history does not fit).
     warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -209,6 +213,9 @@ impl Db {
             "last_run_seconds": c.last_run_ms.load(Ordering::Relaxed) as f64 / 1000.0,
             "summaries": count,
             "summaries_disk_bytes": bytes,
+            "tiers": c.tiers.lock().map(|t| t.iter().map(|(step, (keys, buckets))| json!({
+                "step": step_label(*step as f64), "keys": keys, "buckets": buckets,
+            })).collect::<Vec<_>>()).unwrap_or_default(),
         })
     }
 
@@ -226,17 +233,31 @@ impl Db {
                 .unwrap_or_default(),
         };
         let mut report = RunReport::default();
+        // Per tier step (seconds): keys with the tier, buckets it spans.
+        let mut tiers: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         for name in names {
             let before = report.steps;
-            if let Err(e) = self.compact_key(&name, now, &mut report).await {
-                match e {
-                    Error::Storage(_) | Error::ShuttingDown => return Err(e),
-                    e => tracing::warn!(key = %name, error = %e, "compaction of a key failed"),
+            match self.compact_key(&name, now, &mut report).await {
+                Ok(Some(state)) => {
+                    for (i, tier) in state.tiers.iter().enumerate() {
+                        let (lo, hi) = state.level_range(i + 1);
+                        let seen = tiers.entry(tier.step as u64).or_default();
+                        seen.0 += 1;
+                        seen.1 += ((hi - lo) / tier.step).ceil().max(0.0) as u64;
+                    }
                 }
+                Ok(None) => {}
+                Err(e @ (Error::Storage(_) | Error::ShuttingDown)) => return Err(e),
+                Err(e) => tracing::warn!(key = %name, error = %e, "compaction of a key failed"),
             }
             if report.steps > before {
                 report.keys += 1;
             }
+        }
+        if only.is_none()
+            && let Ok(mut last) = self.compaction.tiers.lock()
+        {
+            *last = tiers;
         }
         let elapsed = started.elapsed();
         let c = &self.compaction;
@@ -256,14 +277,21 @@ impl Db {
         Ok(report)
     }
 
-    async fn compact_key(&self, name: &str, now: Time, report: &mut RunReport) -> Result<()> {
+    /// Compacts one key as its policy says; returns its watermarks afterwards (`None` when it
+    /// has no compacted history).
+    async fn compact_key(
+        &self,
+        name: &str,
+        now: Time,
+        report: &mut RunReport,
+    ) -> Result<Option<CompactionState>> {
         let Some(slot) = self.slot(name) else {
-            return Ok(());
+            return Ok(None);
         };
         let (plugin, options) = {
             let state = slot.lock().await;
             if state.def.is_none() {
-                return Ok(());
+                return Ok(None);
             }
             (self.plugin_of(&state)?, state.effective.clone())
         };
@@ -279,10 +307,10 @@ impl Db {
                     blocking(move || store.view().first_point_from(&key, f64::NEG_INFINITY))
                         .await?;
                 let Some(first) = first else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 if policy.raw.is_infinite() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 // Every watermark starts at a bucket edge of the coarsest tier.
                 let anchor = policy.tiers.last().map_or(1.0, |t| t.step);
@@ -316,7 +344,7 @@ impl Db {
         if !steps_match {
             match self.restructure(&ctx, &state, &policy, now, report).await? {
                 Some(next) => state = next,
-                None => return Ok(()),
+                None => return Ok(Some(state)),
             }
         }
         let levels = state.tiers.len() + 1;
@@ -375,7 +403,7 @@ impl Db {
                 a = b;
             }
         }
-        Ok(())
+        Ok(Some(state))
     }
 
     /// Moves `[a, b)` of level `i` into level `i + 1` (or drops it past the last), as one
