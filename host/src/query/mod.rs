@@ -219,7 +219,13 @@ impl Query {
                 blocking(move || {
                     let until = until.unwrap_or(f64::INFINITY);
                     let view = store.view();
-                    let mut newest = store.range_rev(&key, f64::NEG_INFINITY, until, count)?;
+                    // Points with time <= until, newest first, from the snapshot the check
+                    // below reads too.
+                    let mut newest = view
+                        .scan(&key, f64::NEG_INFINITY, until.next_up())
+                        .rev()
+                        .take(count)
+                        .collect::<Result<Vec<_>>>()?;
                     // Fewer points than asked, and older ones were compacted: not all of them.
                     if newest.len() < count
                         && let Some(raw_from) =
@@ -287,11 +293,13 @@ pub fn spans(
     }
     let holds = |p: &Point| p.value.to_json() == *wanted;
     let mut out = Vec::new();
-    let mut open = store
+    let mut open = view
         .point_before(key, since)?
         .filter(|p| holds(p))
         .map(|_| since);
-    for p in store.scan(key, since, until) {
+    // The same snapshot as the check above: a compaction step between them cannot take
+    // points the check said were there. `until` is inclusive.
+    for p in view.scan(key, since, until.next_up()) {
         let p = p?;
         match (open, holds(&p)) {
             (None, true) => open = Some(p.time),
