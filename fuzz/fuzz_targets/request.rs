@@ -18,7 +18,6 @@ use komoku::session::{ConnectionLimits, Session};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 struct World {
     rt: tokio::runtime::Runtime,
@@ -30,6 +29,8 @@ struct World {
 const LIMITS: ConnectionLimits = ConnectionLimits {
     max_frame_bytes: 1 << 20,
     push_queue: 64,
+    push_queue_bytes: 1 << 20,
+    auth_timeout: std::time::Duration::from_secs(10),
     max_batch: 64,
     max_subscriptions: 8,
 };
@@ -93,15 +94,14 @@ fuzz_target!(
     let access = match (mode >> 1) % 3 {
         0 => Access::Open,
         1 => Access::Anonymous,
-        _ => w.auth.access(Some("fuzz-token")).expect("the fuzz token is valid"),
+        _ => w
+            .auth
+            .access_of(&["fuzz-token".to_string()])
+            .expect("the fuzz token is valid"),
     };
     let mut session = Session::new(w.auth.clone(), access, LIMITS);
     let (tx, _pushes) = mpsc::channel(LIMITS.push_queue);
-    let me = Subscriber {
-        conn: db.pubsub().next_conn_id(),
-        tx,
-        kick: CancellationToken::new(),
-    };
+    let me = Subscriber::new(db.pubsub().next_conn_id(), tx, 1 << 20);
     w.rt.block_on(async {
         for frame in frames.split(|b| *b == b'\n') {
             let reply = protocol::answer(db, &me, &mut session, dialect, frame).await;

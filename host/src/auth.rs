@@ -178,15 +178,25 @@ impl Auth {
         }
     }
 
-    /// The access of a new connection that presented `token` (in its URL or headers), if any.
-    pub fn access(&self, token: Option<&str>) -> Result<Access> {
+    /// The access of a new connection that presented `tokens` (in its URL and headers): none
+    /// leaves it anonymous until an `auth` request; every one presented must be valid and
+    /// they must be the same token, else the upgrade is refused. A wrong token beside a good
+    /// one is still a wrong token.
+    pub fn access_of(&self, tokens: &[String]) -> Result<Access> {
         if !self.enabled {
             return Ok(Access::Open);
         }
-        match token {
-            Some(t) => self.check(t).map(Access::Token),
-            None => Ok(Access::Anonymous),
+        let mut granted: Option<Arc<Grants>> = None;
+        for token in tokens {
+            let grants = self.check(token)?;
+            match &granted {
+                Some(first) if !Arc::ptr_eq(first, &grants) => {
+                    return Err(Error::Unauthorized("two different tokens".into()));
+                }
+                _ => granted = Some(grants),
+            }
         }
+        Ok(granted.map_or(Access::Anonymous, Access::Token))
     }
 }
 
@@ -237,8 +247,15 @@ impl Access {
                 self.require(Permission::Read, key)
             }
             Command::Query(query) => self.require(Permission::Read, &query.key),
-            Command::Put { key, .. } | Command::Add { key, .. } | Command::Delete { key, .. } => {
+            // Creating a key by its first write also needs define: the session tells the
+            // command whether it may create (see `Session::admit`).
+            Command::Put { key, .. } | Command::Add { key, .. } => {
                 self.require(Permission::Write, key)
+            }
+            // Deleting ends a key's definition (and frees its name for another type).
+            Command::Delete { key } => {
+                self.require(Permission::Write, key)?;
+                self.require(Permission::Define, key)
             }
             // A push carries the value: subscribing needs both.
             Command::Sub { key, .. } => {
@@ -299,20 +316,28 @@ fn parse_hash(text: &str) -> std::result::Result<[u8; 32], String> {
     Ok(out)
 }
 
-/// The token a websocket upgrade request carries: `Authorization: Bearer <token>`, or
-/// `?token=<token>` in the URL (how the unmodified Ruby client sends one).
-pub fn token_in_request(query: Option<&str>, authorization: Option<&[u8]>) -> Option<String> {
-    if let Some(value) = authorization.and_then(|v| std::str::from_utf8(v).ok())
-        && let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-    {
-        return Some(token.trim().to_string());
+/// Every token a websocket upgrade request carries: `Authorization: Bearer <token>` (the
+/// scheme in any case, as RFC 9110 says) and each `?token=<token>` in the URL (how the
+/// unmodified Ruby client sends one). An `Authorization` header of another scheme (`Basic`,
+/// added by a proxy) is not Komoku's and is ignored. [`Auth::access_of`] checks them all.
+pub fn tokens_in_request(query: Option<&str>, authorization: Option<&[u8]>) -> Vec<String> {
+    let mut tokens = Vec::new();
+    if let Some(value) = authorization.and_then(|v| std::str::from_utf8(v).ok()) {
+        let value = value.trim();
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            tokens.push(rest.trim().to_string());
+        }
     }
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .map(percent_decode)
+    if let Some(query) = query {
+        tokens.extend(
+            query
+                .split('&')
+                .filter_map(|pair| pair.strip_prefix("token="))
+                .map(percent_decode),
+        );
+    }
+    tokens
 }
 
 /// `%XX` and `+` decoding of a query value; malformed escapes are kept as they are.
@@ -418,7 +443,7 @@ mod tests {
                 .as_deref(),
             Some("unauthorized")
         );
-        assert!(matches!(auth.access(None)?, Access::Anonymous));
+        assert!(matches!(auth.access_of(&[])?, Access::Anonymous));
         Ok(())
     }
 
@@ -447,19 +472,49 @@ mod tests {
 
     #[test]
     fn tokens_are_found_in_headers_and_urls() {
+        let found = |query, header: Option<&[u8]>| tokens_in_request(query, header);
+        assert_eq!(found(Some("a=1&token=x%2By+z"), None), ["x+y z"]);
+        assert_eq!(found(Some("token=%zz%4"), None), ["%zz%4"]);
         assert_eq!(
-            token_in_request(Some("a=1&token=x%2By+z"), None).as_deref(),
-            Some("x+y z")
+            found(Some("token=url"), Some(b"Bearer hdr")),
+            ["hdr", "url"]
         );
-        assert_eq!(
-            token_in_request(Some("token=%zz%4"), None).as_deref(),
-            Some("%zz%4")
-        );
-        assert_eq!(
-            token_in_request(Some("token=url"), Some(b"Bearer hdr")).as_deref(),
-            Some("hdr")
-        );
-        assert_eq!(token_in_request(None, Some(b"Basic xyz")), None);
-        assert_eq!(token_in_request(Some("tokenx=1"), None), None);
+        assert_eq!(found(None, Some(b"BEARER hdr")), ["hdr"]);
+        assert_eq!(found(None, Some(b"bEaReR  hdr ")), ["hdr"]);
+        assert_eq!(found(None, Some(b"Bearer")), [""]);
+        assert!(found(None, Some(b"Basic xyz")).is_empty());
+        assert!(found(Some("tokenx=1"), None).is_empty());
+    }
+
+    #[test]
+    fn every_presented_token_must_be_right() -> anyhow::Result<()> {
+        let grant = |name: &str, secret: &str| TokenConfig {
+            name: name.into(),
+            hash: hash_token(secret),
+            revoked: false,
+            read: vec!["*".into()],
+            write: vec![],
+            subscribe: vec![],
+            define: vec![],
+        };
+        let auth = Auth::from_config(&AuthConfig {
+            enabled: true,
+            tokens: vec![grant("a", "good"), grant("b", "other")],
+        })?;
+        let of = |tokens: &[&str]| {
+            let tokens: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+            auth.access_of(&tokens)
+        };
+        assert!(matches!(of(&[])?, Access::Anonymous));
+        assert!(matches!(of(&["good"])?, Access::Token(_)));
+        assert!(matches!(of(&["good", "good"])?, Access::Token(_)));
+        for refused in [
+            &["good", "wrong"][..],
+            &["wrong", "good"],
+            &["good", "other"],
+        ] {
+            assert!(of(refused).is_err(), "{refused:?}");
+        }
+        Ok(())
     }
 }

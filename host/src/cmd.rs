@@ -23,6 +23,9 @@ pub enum Command {
         key: String,
         value: Json,
         time: Option<f64>,
+        /// Whether this put may create the key (its first write defines it, so the session
+        /// clears this for a token without define on the key). Parsed as true.
+        create: bool,
     },
     Last {
         key: String,
@@ -58,6 +61,8 @@ pub enum Command {
         key: String,
         step: f64,
         decrement: bool,
+        /// As for `Put`.
+        create: bool,
     },
     Delete {
         key: String,
@@ -139,6 +144,7 @@ impl Command {
                     .cloned()
                     .ok_or_else(|| Error::query("put needs a value"))?,
                 time: optional_number(args, "time")?,
+                create: true,
             },
             "last" => Command::Last {
                 key: key_arg(args)?,
@@ -184,6 +190,7 @@ impl Command {
                     key: key_arg(args)?,
                     step: if decrement { -step } else { step },
                     decrement,
+                    create: true,
                 }
             }
             "delete" => Command::Delete {
@@ -253,8 +260,13 @@ impl Command {
                     .await
                     .map_or(Json::Null, |p| p.value.to_json()),
             )),
-            Command::Put { key, value, time } => {
-                return Ok((Reply::Ack, db.put(&key, &value, time).await?));
+            Command::Put {
+                key,
+                value,
+                time,
+                create,
+            } => {
+                return Ok((Reply::Ack, db.put(&key, &value, time, create).await?));
             }
             Command::Last { key } => Ok(Reply::Value(db.latest(&key).await.map_or(
                 Json::Null,
@@ -318,7 +330,9 @@ impl Command {
             Command::Stats => Ok(Reply::Value(stats(db))),
             Command::Types => Ok(Reply::Value(types(db))),
             Command::Ping(payload) => Ok(Reply::Value(json!({ "pong": payload }))),
-            Command::Add { key, step, .. } => return Ok((Reply::Ack, db.add(&key, step).await?)),
+            Command::Add {
+                key, step, create, ..
+            } => return Ok((Reply::Ack, db.add(&key, step, create).await?)),
             Command::Delete { key } => db.delete(&key).await.map(|_| Reply::Ack),
             Command::Retention {
                 pattern: Some(pattern),

@@ -47,6 +47,19 @@ pub struct Config {
     /// Pushes queued for one connection before it counts as too slow and is dropped.
     /// Default = 10 000.
     pub push_queue: usize,
+    /// Bytes of pushes queued for one connection before it counts as too slow and is
+    /// dropped (one push alone is always queued, however large). Default = 16 MiB.
+    pub push_queue_bytes: usize,
+    /// Most open connections, all listeners together; more are closed as they arrive. The
+    /// server also keeps 256 file descriptors of its soft limit (raised to the hard limit at
+    /// start) for storage, and lowers this cap to fit. Default = 4 096.
+    pub max_connections: usize,
+    /// Most connections open at once that have not authenticated yet (with auth on); more
+    /// are refused with HTTP 503 at the upgrade. Default = 128.
+    pub max_unauthenticated: usize,
+    /// Seconds a connection may stay unauthenticated (with auth on) before it is closed
+    /// (close code 1008, reason `authentication timeout`). Default = 10.
+    pub auth_timeout: u64,
     /// Seconds between background compaction runs; 0 = only when a `compact` request asks.
     /// Default = 60.
     pub compaction_interval: u64,
@@ -98,6 +111,10 @@ impl Default for Config {
             plugin_memory_mib: 64,
             max_frame_bytes: 1 << 20,
             push_queue: 10_000,
+            push_queue_bytes: 16 << 20,
+            max_connections: 4096,
+            max_unauthenticated: 128,
+            auth_timeout: 10,
             compaction_interval: 60,
             retention: PolicySpec::default(),
             max_batch: 10_000,
@@ -141,6 +158,8 @@ impl Config {
         ConnectionLimits {
             max_frame_bytes: self.max_frame_bytes,
             push_queue: self.push_queue.max(1),
+            push_queue_bytes: self.push_queue_bytes.max(1),
+            auth_timeout: Duration::from_secs(self.auth_timeout.max(1)),
             max_batch: self.max_batch,
             max_subscriptions: self.max_subscriptions,
         }

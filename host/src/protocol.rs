@@ -119,11 +119,11 @@ async fn start_one(
         let result = session.authenticate(args).map(|()| Reply::Ack);
         return Started::Done(encode(dialect, result, query_id));
     }
-    let command = match Command::parse(&request) {
+    let mut command = match Command::parse(&request) {
         Ok(c) => c,
         Err(e) => return Started::Done(encode(dialect, Err(e), query_id)),
     };
-    if let Err(e) = session.admit(&command) {
+    if let Err(e) = session.admit(&mut command) {
         return Started::Done(encode(dialect, Err(e), query_id));
     }
     if let (Command::Unknown(name), Dialect::V1) = (&command, dialect) {
@@ -160,13 +160,13 @@ fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>
         Dialect::V1 => match result {
             Ok(Reply::Ack) => Json::String("ack".into()),
             Ok(Reply::Value(v)) => v,
-            Err(e) => Json::Object(error_object(&e)),
+            Err(e) => Json::Object(error_object(&e, Dialect::V1)),
         },
         Dialect::V2 => {
             let mut out = match result {
                 Ok(Reply::Ack) => Map::from_iter([("result".into(), Json::from("ok"))]),
                 Ok(Reply::Value(v)) => Map::from_iter([("result".into(), v)]),
-                Err(e) => error_object(&e),
+                Err(e) => error_object(&e, Dialect::V2),
             };
             if let Some(id) = query_id {
                 out.insert("query_id".into(), id);
@@ -176,12 +176,19 @@ fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>
     }
 }
 
-/// `{"error": code}`, plus for `forbidden` the missing permission and the key.
-fn error_object(e: &Error) -> Map<String, Json> {
+/// `{"error": code}`, plus for `forbidden` the missing permission and the key, and in v2
+/// a type's refusal with the plugin's own words as `message` (v1 keeps the Ruby shape).
+fn error_object(e: &Error, dialect: Dialect) -> Map<String, Json> {
     let mut out = Map::from_iter([("error".into(), Json::from(e.code()))]);
-    if let Error::Forbidden { permission, key } = e {
-        out.insert("permission".into(), Json::from(*permission));
-        out.insert("key".into(), Json::from(key.as_str()));
+    match e {
+        Error::Forbidden { permission, key } => {
+            out.insert("permission".into(), Json::from(*permission));
+            out.insert("key".into(), Json::from(key.as_str()));
+        }
+        Error::Refused { message, .. } if dialect == Dialect::V2 && !message.is_empty() => {
+            out.insert("message".into(), Json::from(message.as_str()));
+        }
+        _ => {}
     }
     out
 }

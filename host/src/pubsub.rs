@@ -1,7 +1,7 @@
 //! Subscriptions: which connections want pushes for which keys.
 //!
-//! A push is built once per change and handed to every subscriber's bounded outgoing queue.
-//! A subscriber whose queue is full (it reads too slowly) is cut off — its connection is
+//! A push is built once per change and handed to every subscriber's outgoing queue, bounded
+//! both in frames and in bytes. A subscriber whose queue is full (it reads too slowly) is cut off — its connection is
 //! told to close — instead of letting the server's memory grow.
 //!
 //! Every push of a key carries a sequence number, consecutive per key since the server
@@ -10,7 +10,7 @@
 //! with the key's history skips the pushes that history already holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
@@ -23,10 +23,72 @@ pub type ConnId = u64;
 #[derive(Clone)]
 pub struct Subscriber {
     pub conn: ConnId,
-    /// Ready JSON text frames.
+    /// Ready JSON text frames. The queue's length bounds how many wait.
     pub tx: mpsc::Sender<Arc<str>>,
     /// Cancelled when the connection fell behind and must close.
     pub kick: CancellationToken,
+    /// Bytes of the frames waiting in `tx`: the connection takes a frame's length off when
+    /// it sends one ([`Subscriber::sent`]).
+    queued: Arc<AtomicUsize>,
+    /// Most bytes that may wait in `tx`; one frame alone always may, however large.
+    max_queued_bytes: usize,
+}
+
+impl Subscriber {
+    /// The push side of connection `conn`: frames go to `tx`, at most `max_queued_bytes` of
+    /// them waiting at once.
+    pub fn new(conn: ConnId, tx: mpsc::Sender<Arc<str>>, max_queued_bytes: usize) -> Subscriber {
+        Subscriber {
+            conn,
+            tx,
+            kick: CancellationToken::new(),
+            queued: Arc::default(),
+            max_queued_bytes,
+        }
+    }
+
+    /// The connection took `frame` off its queue.
+    pub fn sent(&self, frame: &str) {
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+    }
+
+    /// Bytes waiting in the queue now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues `frame`, or tells the connection to close when its queue is full (by count or
+    /// by bytes). Never blocks.
+    fn offer(&self, frame: Arc<str>, key: &str) -> bool {
+        let len = frame.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > self.max_queued_bytes {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.too_slow(key);
+            return false;
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.too_slow(key);
+                }
+                false
+            }
+        }
+    }
+
+    fn too_slow(&self, key: &str) {
+        if !self.kick.is_cancelled() {
+            tracing::warn!(
+                conn = self.conn,
+                key,
+                "subscriber reads too slowly; disconnecting it"
+            );
+            self.kick.cancel();
+        }
+    }
 }
 
 /// One connection's subscription to one key.
@@ -132,21 +194,8 @@ impl PubSub {
             } else {
                 push.frame.clone()
             };
-            match sub.tx.try_send(frame) {
-                Ok(()) => {
-                    self.pushes_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    if !sub.kick.is_cancelled() {
-                        tracing::warn!(
-                            conn = sub.conn,
-                            key,
-                            "subscriber reads too slowly; disconnecting it"
-                        );
-                        sub.kick.cancel();
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if sub.offer(frame, key) {
+                self.pushes_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Access, Auth, token_in_request};
+use crate::auth::{Access, Auth, tokens_in_request};
 use crate::config::Config;
 use crate::db::Db;
 use crate::plugins::Registry;
@@ -34,13 +34,49 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new connection has to finish its TLS and websocket handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every connection of a listener shares: its limits, the tokens, the TLS acceptor.
+/// File descriptors of the process's limit kept for storage (journal, tables, their
+/// compactions) and the plugins folder: connections never take these, so a flood of them
+/// cannot leave fjall unable to open a file.
+pub const STORAGE_FDS: u64 = 256;
+
+/// Longest a refused connection's leftover input is read (and dropped) after its close
+/// frame, so that it gets the close frame rather than a TCP reset.
+const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(2);
+
+/// What every connection of a listener shares: its limits, the tokens, the TLS acceptor,
+/// and the connection counts it must stay within.
 #[derive(Clone)]
 pub struct Policy {
     pub limits: ConnectionLimits,
     pub auth: Arc<Auth>,
     /// With it, connections speak TLS (wss://).
     pub tls: Option<TlsAcceptor>,
+    /// A permit per open connection (all listeners share it).
+    pub connections: Arc<Semaphore>,
+    /// A permit per open connection that has not authenticated yet (auth on).
+    pub unauthenticated: Arc<Semaphore>,
+}
+
+/// Raises the soft limit of open files to the hard limit and returns how many connections
+/// fit beside [`STORAGE_FDS`]: at most `wanted`, at least 1.
+fn connection_cap(wanted: usize) -> usize {
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return wanted.max(1);
+        }
+    };
+    let fit = usize::try_from(files.saturating_sub(STORAGE_FDS)).unwrap_or(usize::MAX);
+    if fit < wanted {
+        tracing::warn!(
+            open_files = files,
+            max_connections = fit.max(1),
+            "the open-files limit leaves room for fewer connections than max_connections; \
+             raise it (ulimit -n, LimitNOFILE=) to allow more"
+        );
+    }
+    wanted.min(fit).max(1)
 }
 
 /// A running server.
@@ -63,6 +99,8 @@ impl Server {
             limits: config.connection_limits(),
             auth: Arc::new(Auth::from_config(&config.auth)?),
             tls: config.tls.as_ref().map(crate::tls::acceptor).transpose()?,
+            connections: Arc::new(Semaphore::new(connection_cap(config.max_connections))),
+            unauthenticated: Arc::new(Semaphore::new(config.max_unauthenticated.max(1))),
         };
         let store = Store::open(&config.data_dir)?;
         let shutdown = CancellationToken::new();
@@ -202,6 +240,7 @@ pub async fn run(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let mut refused_logged: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -209,6 +248,15 @@ pub async fn run(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(permit) = policy.connections.clone().try_acquire_owned() else {
+                    // Closed at once: the cap keeps file descriptors for storage.
+                    if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!(%peer, "connection refused: max_connections reached");
+                        refused_logged = Some(tokio::time::Instant::now());
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let db = db.clone();
                 let shutdown = shutdown.clone();
                 let policy = policy.clone();
@@ -230,6 +278,7 @@ pub async fn run(
                     if let Err(e) = served {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             Err(e) => {
@@ -241,11 +290,28 @@ pub async fn run(
     }
 }
 
-/// The answer to an upgrade request with a wrong or revoked token.
-fn unauthorized() -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some("unauthorized\n".into()));
-    *response.status_mut() = StatusCode::UNAUTHORIZED;
+/// The answer to an upgrade request that is refused.
+fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(format!("{body}\n")));
+    *response.status_mut() = status;
     response
+}
+
+/// Reads and drops what a client still sends after its close frame, for at most
+/// [`DRAIN_AFTER_CLOSE`] and `budget` bytes, so that closing the socket does not reset the
+/// connection (a TCP reset would destroy the close frame on its way).
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S, budget: usize) {
+    let mut buf = vec![0u8; 16 << 10];
+    let mut left = budget;
+    let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE, async {
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 // The handshake callback's error type is tungstenite's, large by its design.
@@ -265,23 +331,42 @@ where
     let limits = policy.limits;
     let mut path = String::from("/");
     let mut access = Access::Anonymous;
+    let mut unauthenticated: Option<OwnedSemaphorePermit> = None;
+    // Small buffers: an idle connection holds little memory (tungstenite's default is
+    // 128 KiB each way); larger messages grow them while they last.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
         .max_message_size(Some(limits.max_frame_bytes))
         .max_frame_size(Some(limits.max_frame_bytes));
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |req: &Request, resp: Response| {
             path = req.uri().path().to_string();
-            let token = token_in_request(
+            let tokens = tokens_in_request(
                 req.uri().query(),
                 req.headers().get("authorization").map(|v| v.as_bytes()),
             );
             // A wrong token fails the upgrade (HTTP 401); none at all leaves the
-            // connection anonymous until an `auth` request.
+            // connection anonymous until an `auth` request, if there is room for one more.
             access = policy
                 .auth
-                .access(token.as_deref())
-                .map_err(|_| unauthorized())?;
+                .access_of(&tokens)
+                .map_err(|_| refusal(StatusCode::UNAUTHORIZED, "unauthorized"))?;
+            if matches!(access, Access::Anonymous) {
+                unauthenticated = Some(
+                    policy
+                        .unauthenticated
+                        .clone()
+                        .try_acquire_owned()
+                        .map_err(|_| {
+                            refusal(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "too many unauthenticated connections",
+                            )
+                        })?,
+                );
+            }
             Ok(resp)
         },
         Some(ws_config),
@@ -294,12 +379,16 @@ where
     let (mut sink, mut incoming) = ws.split();
 
     let (tx, mut pushes) = mpsc::channel::<Arc<str>>(limits.push_queue);
-    let me = Subscriber {
-        conn: db.pubsub().next_conn_id(),
-        tx,
-        kick: CancellationToken::new(),
-    };
+    let me = Subscriber::new(db.pubsub().next_conn_id(), tx, limits.push_queue_bytes);
     tracing::debug!(conn = me.conn, ?dialect, "connected");
+    let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
+
+    /// Why a connection is being closed by the server.
+    enum Ending {
+        TooSlow,
+        TooBig,
+        AuthTimeout,
+    }
 
     // A send waits for the client to read. One that never does must not pin the task: every
     // send also ends when the connection is kicked for falling behind.
@@ -308,35 +397,68 @@ where
             let outgoing = tokio::select! {
                 _ = shutdown.cancelled() => {
                     close(&mut sink, CloseCode::Away, "server shutting down").await;
-                    return Ok(());
+                    return Ok(None);
                 }
-                _ = me.kick.cancelled() => break,
+                _ = me.kick.cancelled() => break Ok(Some(Ending::TooSlow)),
+                _ = tokio::time::sleep_until(auth_deadline), if unauthenticated.is_some() => {
+                    break Ok(Some(Ending::AuthTimeout));
+                }
                 frame = incoming.next() => {
                     let payload = match frame {
                         Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
                         Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
-                        Some(Ok(Message::Close(_))) | None => return Ok(()),
+                        Some(Ok(Message::Close(_))) | None => return Ok(None),
                         Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
+                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
+                            tracing::debug!(conn = me.conn, error = %e, "message too big");
+                            break Ok(Some(Ending::TooBig));
+                        }
                         Some(Err(e)) => return Err(anyhow::Error::from(e)),
                     };
-                    protocol::answer(&db, &me, &mut session, dialect, &payload).await.to_string()
+                    let answer = protocol::answer(&db, &me, &mut session, dialect, &payload).await;
+                    if !matches!(session.access(), Access::Anonymous) {
+                        unauthenticated = None;
+                    }
+                    answer.to_string()
                 }
-                Some(push) = pushes.recv() => push.to_string(),
+                Some(push) = pushes.recv() => {
+                    me.sent(&push);
+                    push.to_string()
+                }
             };
             tokio::select! {
                 sent = sink.send(Message::text(outgoing)) => sent?,
-                _ = me.kick.cancelled() => break,
+                _ = me.kick.cancelled() => break Ok(Some(Ending::TooSlow)),
             }
         }
-        tracing::warn!(
-            conn = me.conn,
-            "closing a subscriber that reads too slowly (its push queue is full)"
-        );
-        close(&mut sink, CloseCode::Policy, "too slow: push queue full").await;
-        Ok(())
     }
     .await;
     db.pubsub().drop_connection(me.conn);
+    drop(pushes);
+    let result = match result {
+        Ok(Some(ending)) => {
+            let (code, reason) = match ending {
+                Ending::TooSlow => {
+                    tracing::warn!(
+                        conn = me.conn,
+                        "closing a subscriber that reads too slowly (its push queue is full)"
+                    );
+                    (CloseCode::Policy, "too slow: push queue full")
+                }
+                Ending::TooBig => (CloseCode::Size, "message too big"),
+                Ending::AuthTimeout => (CloseCode::Policy, "authentication timeout"),
+            };
+            close(&mut sink, code, reason).await;
+            // What the client still sends (the rest of a message too big, its close reply)
+            // is read and dropped, so that the close frame arrives instead of a reset.
+            if let Ok(mut ws) = sink.reunite(incoming) {
+                drain(ws.get_mut(), 2 * limits.max_frame_bytes + (64 << 10)).await;
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
     tracing::debug!(conn = me.conn, "disconnected");
     result
 }

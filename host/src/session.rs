@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 
@@ -17,6 +18,10 @@ pub struct ConnectionLimits {
     pub max_frame_bytes: usize,
     /// Pushes queued before the connection is closed as too slow.
     pub push_queue: usize,
+    /// Bytes of pushes queued before the connection is closed as too slow.
+    pub push_queue_bytes: usize,
+    /// How long a connection may stay unauthenticated (with auth on).
+    pub auth_timeout: Duration,
     /// Most requests in one array frame.
     pub max_batch: usize,
     /// Most keys one connection may be subscribed to at once.
@@ -25,13 +30,7 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        let c = crate::Config::default();
-        ConnectionLimits {
-            max_frame_bytes: c.max_frame_bytes,
-            push_queue: c.push_queue,
-            max_batch: c.max_batch,
-            max_subscriptions: c.max_subscriptions,
-        }
+        crate::Config::default().connection_limits()
     }
 }
 
@@ -89,10 +88,15 @@ impl Session {
     }
 
     /// Whether `command` may run on this connection now: its permission, and the
-    /// subscription limit for a `sub`.
-    pub fn admit(&mut self, command: &Command) -> Result<()> {
+    /// subscription limit for a `sub`. A write that would create its key is allowed to only
+    /// where the token may also define the key.
+    pub fn admit(&mut self, command: &mut Command) -> Result<()> {
         self.access.authorize(command)?;
         match command {
+            Command::Put { key, create, .. } | Command::Add { key, create, .. } => {
+                *create = self.access.may(Permission::Define, key);
+                Ok(())
+            }
             Command::Sub { key, .. }
                 if !self.subscriptions.contains(key)
                     && self.subscriptions.len() >= self.limits.max_subscriptions =>

@@ -170,6 +170,23 @@ impl Client {
         }
     }
 
+    /// Reads until the server's close frame and returns its code and reason; text frames
+    /// before it are skipped. Fails if the connection ends without one (a reset, or EOF).
+    pub async fn close_frame(&mut self) -> Result<(u16, String)> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .context("no close frame within the wait")?
+                .context("connection ended without a close frame")?
+                .context("connection failed before a close frame")?;
+            if let Message::Close(frame) = msg {
+                return Ok(frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }));
+            }
+        }
+    }
+
     /// Sends `request` and returns the reply (the next message that is not a push).
     pub async fn request(&mut self, request: Json) -> Result<Json> {
         self.raw(&request.to_string()).await

@@ -14,7 +14,8 @@ const ALL: &[&str] = &["*"];
 const NONE: &[&str] = &[];
 const SENSORS: &[&str] = &["sensor.*"];
 
-/// admin: everything; sensors: read/write/subscribe `sensor.*`, define nothing;
+/// admin: everything; sensors: read/write/subscribe/define `sensor.*` (a first put defines a
+/// key, so writers of new keys need define too);
 /// watcher: subscribe to everything but read nothing; old: everything, revoked.
 async fn server() -> Result<TestServer> {
     TestServer::start_with(|cfg| {
@@ -26,7 +27,7 @@ async fn server() -> Result<TestServer> {
             token(
                 "sensors",
                 "sensor-secret",
-                [SENSORS, SENSORS, SENSORS, NONE],
+                [SENSORS, SENSORS, SENSORS, SENSORS],
             ),
             token("watcher", "watcher-secret", [NONE, NONE, ALL, NONE]),
             old,
@@ -248,12 +249,15 @@ async fn each_permission_is_denied_and_granted_by_pattern() -> Result<()> {
         admin.request(json!({"get": {"key": "door"}})).await?,
         json!(true)
     );
-    // define: sensors has none; in a multi-key define, one denied key refuses the request.
+    // define: only on sensors' pattern; in a multi-key define, one denied key refuses the
+    // request.
     assert_eq!(
         sensors
-            .request(json!({"define": {"sensor.u": {"type": "uptime"}}}))
+            .request(
+                json!({"define": {"sensor.u": {"type": "uptime"}, "door": {"type": "boolean"}}})
+            )
             .await?,
-        forbidden("define", "sensor.u")
+        forbidden("define", "door")
     );
     assert_eq!(
         admin
@@ -379,10 +383,17 @@ async fn an_open_server_refuses_a_non_loopback_listener() -> Result<()> {
 async fn retention_needs_define_on_the_pattern_and_compact_needs_write() -> Result<()> {
     let s = server().await?;
     let mut sensors = connect_as(&s, "sensor-secret").await?;
-    let policy = json!({"retention": {"key": "sensor.*", "raw": "1d", "tiers": [["1H", null]]}});
+    // A grant on `sensor.*` does not cover the pattern `sensor*`.
+    let policy = json!({"retention": {"key": "sensor*", "raw": "1d", "tiers": [["1H", null]]}});
     assert_eq!(
         sensors.request(policy.clone()).await?,
-        json!({"error": "forbidden", "permission": "define", "key": "sensor.*"})
+        json!({"error": "forbidden", "permission": "define", "key": "sensor*"})
+    );
+    assert_eq!(
+        sensors
+            .request(json!({"put": {"key": "sensor.t", "value": 1}}))
+            .await?,
+        json!("ack")
     );
     // Listing policies needs only a token; compacting needs write.
     assert!(sensors.request(json!({"retention": {}})).await?["policies"].is_object());
@@ -399,5 +410,146 @@ async fn retention_needs_define_on_the_pattern_and_compact_needs_write() -> Resu
     let mut admin = connect_as(&s, "admin-secret").await?;
     assert_eq!(admin.request(policy).await?, json!("ack"));
     assert!(admin.request(json!({"compact": {}})).await?["steps"].is_number());
+    Ok(())
+}
+
+#[tokio::test]
+async fn creating_a_key_by_a_write_and_deleting_one_need_define() -> Result<()> {
+    let s = TestServer::start_with(|cfg| {
+        cfg.auth.enabled = true;
+        cfg.auth.tokens = vec![
+            token("admin", "admin-secret", [ALL, ALL, ALL, ALL]),
+            token(
+                "writer",
+                "writer-secret",
+                [SENSORS, SENSORS, NONE, &["sensor.k*"]],
+            ),
+        ];
+    })
+    .await?;
+    let mut admin = connect_as(&s, "admin-secret").await?;
+    let mut writer = connect_as(&s, "writer-secret").await?;
+    let forbidden = |key: &str| json!({"error": "forbidden", "permission": "define", "key": key});
+    assert_eq!(
+        admin
+            .request(json!({"define": {"sensor.up": {"type": "uptime", "max_time": 60}}}))
+            .await?,
+        json!("ack")
+    );
+    // The bypass: delete the uptime key, then re-create it as a string by a put.
+    assert_eq!(
+        writer
+            .request(json!({"delete": {"key": "sensor.up"}}))
+            .await?,
+        forbidden("sensor.up")
+    );
+    assert_eq!(
+        writer
+            .request(json!({"put": {"key": "sensor.new", "value": "text"}}))
+            .await?,
+        forbidden("sensor.new")
+    );
+    assert_eq!(
+        writer
+            .request(json!({"increment": {"key": "sensor.count"}}))
+            .await?,
+        forbidden("sensor.count")
+    );
+    // Writing to an existing key needs only write; where define is granted, writes create.
+    assert_eq!(
+        writer
+            .request(json!({"put": {"key": "sensor.up", "value": true}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        writer
+            .request(json!({"put": {"key": "sensor.k1", "value": 1}}))
+            .await?,
+        json!("ack")
+    );
+    assert_eq!(
+        writer
+            .request(json!({"delete": {"key": "sensor.k1"}}))
+            .await?,
+        json!("ack")
+    );
+    // Nothing was created or changed by the refused requests.
+    let keys = admin.request(json!({"keys": {}})).await?;
+    assert_eq!(keys["sensor.up"]["type"], json!("uptime"), "{keys}");
+    assert!(
+        keys.get("sensor.new").is_none() && keys.get("sensor.count").is_none(),
+        "{keys}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_token_beside_a_right_one_is_refused() -> Result<()> {
+    let s = server().await?;
+    let with_header = |url: String, header: &'static str| -> Result<_> {
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", header.parse()?);
+        Ok(request)
+    };
+    // A wrong token in the URL and a right one in the header, and the other way round.
+    for (url, header) in [
+        (format!("{}?token=nope", s.url()), "Bearer admin-secret"),
+        (format!("{}?token=admin-secret", s.url()), "Bearer nope"),
+        (
+            format!("{}?token=sensor-secret", s.url()),
+            "Bearer admin-secret",
+        ),
+    ] {
+        match tokio_tungstenite::connect_async(with_header(url.clone(), header)?).await {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+            other => bail!("{url} with {header:?} was not refused: {:?}", other.err()),
+        }
+    }
+    // The scheme is case-insensitive (RFC 9110): BEARER is a bearer token, not no token.
+    let mut c = Client::connect_request(with_header(s.url_v2(), "BEARER sensor-secret")?).await?;
+    assert_eq!(
+        c.request(json!({"get": {"key": "sensor.x"}})).await?,
+        json!({"result": null})
+    );
+    match tokio_tungstenite::connect_async(with_header(s.url(), "BEARER nope")?).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => bail!("a wrong BEARER token was not refused: {:?}", other.err()),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unauthenticated_connections_are_capped_and_timed_out() -> Result<()> {
+    let s = TestServer::start_with(|cfg| {
+        cfg.auth.enabled = true;
+        cfg.auth.tokens = vec![token("admin", "admin-secret", [ALL, ALL, ALL, ALL])];
+        cfg.max_unauthenticated = 2;
+        cfg.auth_timeout = 1;
+    })
+    .await?;
+    let mut first = s.client().await?;
+    let _second = s.client().await?;
+    assert_eq!(refused_status(&s.url()).await?, 503);
+    // Connections with a token do not count.
+    let mut admin = connect_as(&s, "admin-secret").await?;
+    assert_eq!(admin.request(json!({"ping": 1})).await?, json!({"pong": 1}));
+    // One that authenticates frees its place; one that does not is closed after the timeout.
+    assert_eq!(
+        first
+            .request(json!({"auth": {"token": "admin-secret"}}))
+            .await?,
+        json!("ack")
+    );
+    let mut third = s.client().await?;
+    assert_eq!(
+        third.close_frame().await?,
+        (1008, "authentication timeout".to_string())
+    );
+    // The authenticated one stays.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(first.request(json!({"ping": 2})).await?, json!({"pong": 2}));
     Ok(())
 }

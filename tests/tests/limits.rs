@@ -83,9 +83,10 @@ async fn a_frame_over_max_frame_bytes_closes_only_that_connection() -> Result<()
     let value = "x".repeat(2000);
     big.send_text(&json!({"put": {"key": "k", "value": value}}).to_string())
         .await?;
-    assert!(
-        big.reply().await.is_err(),
-        "an oversized frame was answered instead of closing the connection"
+    // A close frame saying why (1009 "message too big"), not a TCP reset.
+    assert_eq!(
+        big.close_frame().await?,
+        (1009, "message too big".to_string())
     );
     assert_eq!(
         other
@@ -93,5 +94,78 @@ async fn a_frame_over_max_frame_bytes_closes_only_that_connection() -> Result<()
             .await?,
         json!("ack")
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_of_several_mebibytes_gets_a_close_frame_not_a_reset() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut big = s.client().await?;
+    // Twice the default 1 MiB: the server stops reading at the frame's header, so the rest
+    // must be drained for the close frame to arrive.
+    let value = "x".repeat(2 << 20);
+    big.send_text(&json!({"put": {"key": "k", "value": value}}).to_string())
+        .await?;
+    assert_eq!(big.close_frame().await?.0, 1009);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pushes_queued_for_a_reader_are_bounded_in_bytes() -> Result<()> {
+    // 400 pushes fit the count (10 000) but not 4 MiB of bytes.
+    let s = TestServer::start_with(|cfg| cfg.push_queue_bytes = 4 << 20).await?;
+    let mut slow = s.client().await?;
+    assert_eq!(
+        slow.request(json!({"sub": {"key": "big"}})).await?,
+        json!("ack")
+    );
+    let mut writer = s.client().await?;
+    let value = "v".repeat(900 << 10);
+    const PUTS: usize = 400;
+    for i in 0..PUTS {
+        let reply = writer
+            .request(json!({"put": {"key": "big", "value": format!("{i}{value}")}}))
+            .await?;
+        assert_eq!(reply, json!("ack"));
+    }
+    // The slow reader now reads: what the socket and queue held, then the end.
+    let mut pushes = 0;
+    let ended = loop {
+        match slow.next_message().await {
+            Ok(_) => pushes += 1,
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        pushes < PUTS,
+        "all {pushes} pushes of 900 KB were queued for a client that did not read ({ended})"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_at_once() -> Result<()> {
+    let s = TestServer::start_with(|cfg| cfg.max_connections = 3).await?;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(s.client().await?);
+    }
+    assert!(
+        s.client().await.is_err(),
+        "a fourth connection was served with max_connections = 3"
+    );
+    // Closing one makes room.
+    let first = open.remove(0);
+    first.close().await?;
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(c) = s.client().await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut again = again.ok_or_else(|| anyhow::anyhow!("no room after a close"))?;
+    assert_eq!(again.request(json!({"ping": 1})).await?, json!({"pong": 1}));
     Ok(())
 }

@@ -53,10 +53,14 @@ async fn v2_wraps_every_reply_and_echoes_query_id() -> Result<()> {
         c.request(json!({"nope": {}})).await?,
         json!({"error": "invalid_query"})
     );
-    assert_eq!(
-        c.request(json!({"put": {"key": "k", "value": "x"}}))
-            .await?,
-        json!({"error": "invalid_value"})
+    // A type's refusal carries the plugin's own words as `message` in v2.
+    let refused = c
+        .request(json!({"put": {"key": "k", "value": "x"}}))
+        .await?;
+    assert_eq!(refused["error"], json!("invalid_value"), "{refused}");
+    assert!(
+        refused["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message with the refusal: {refused}"
     );
     assert_eq!(c.raw("{oops").await?, json!({"error": "invalid_json"}));
     Ok(())

@@ -283,24 +283,39 @@ impl Db {
     /// Sets a key's value (a `put`). A key that does not exist is created with the type that
     /// claims the value most strongly. `time` defaults to now. The write is queued in order
     /// with the key's other operations; await the returned [`Durable`] before acknowledging.
-    pub async fn put(&self, name: &str, value: &Json, time: Option<Time>) -> Result<Durable> {
+    pub async fn put(
+        &self,
+        name: &str,
+        value: &Json,
+        time: Option<Time>,
+        create: bool,
+    ) -> Result<Durable> {
         let input = Input::from_json(value).ok_or_else(|| Error::Refused {
             code: "invalid_value".into(),
             message: "a value must be a JSON scalar (number, string, boolean or null)".into(),
         })?;
-        self.operate(name, Operation::Set(input), time).await
+        self.operate(name, Operation::Set(input), time, create)
+            .await
     }
 
     /// Adds `step` to a key's value (`increment`/`decrement`). A missing key is created with
     /// the configured type (default `counter`), or refused with `unknown_key` if none is.
-    pub async fn add(&self, name: &str, step: f64) -> Result<Durable> {
+    pub async fn add(&self, name: &str, step: f64, create: bool) -> Result<Durable> {
         if !step.is_finite() {
             return Err(Error::query("step must be a finite number"));
         }
-        self.operate(name, Operation::Add(step), None).await
+        self.operate(name, Operation::Add(step), None, create).await
     }
 
-    async fn operate(&self, name: &str, op: Operation, time: Option<Time>) -> Result<Durable> {
+    /// `create`: whether the operation may create a missing key (else `forbidden`, for the
+    /// define permission it lacks).
+    async fn operate(
+        &self,
+        name: &str,
+        op: Operation,
+        time: Option<Time>,
+        create: bool,
+    ) -> Result<Durable> {
         check_key_name(name)?;
         if let Some(t) = time
             && !t.is_finite()
@@ -313,6 +328,11 @@ impl Db {
 
         let plugin = if state.def.is_some() {
             self.plugin_of(&state)?
+        } else if !create {
+            return Err(Error::Forbidden {
+                permission: "define",
+                key: name.to_string(),
+            });
         } else {
             let plugin = match &op {
                 Operation::Set(input) => {
