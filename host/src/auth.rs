@@ -75,6 +75,8 @@ impl Permission {
 pub struct Grants {
     /// The token's name from the config.
     pub name: String,
+    /// The token's hash: a reloaded config finds the same token by it.
+    hash: [u8; 32],
     read: Vec<String>,
     write: Vec<String>,
     subscribe: Vec<String>,
@@ -125,6 +127,7 @@ impl Auth {
                 revoked: t.revoked,
                 grants: Arc::new(Grants {
                     name: t.name.clone(),
+                    hash,
                     read: t.read.clone(),
                     write: t.write.clone(),
                     subscribe: t.subscribe.clone(),
@@ -176,6 +179,15 @@ impl Auth {
                 Err(Error::Unauthorized("wrong token".into()))
             }
         }
+    }
+
+    /// The grants the same token has here (after a reload), unless it was removed or
+    /// revoked.
+    pub fn regrant(&self, old: &Grants) -> Option<Arc<Grants>> {
+        self.tokens
+            .iter()
+            .find(|t| t.hash == old.hash && !t.revoked)
+            .map(|t| t.grants.clone())
     }
 
     /// The access of a new connection that presented `tokens` (in its URL and headers): none
@@ -275,6 +287,9 @@ impl Access {
             Command::Compact { key } => {
                 self.require(Permission::Write, key.as_deref().unwrap_or("*"))
             }
+            // Reloading the config changes every token's access: an admin's request (and
+            // only from the server's machine, which the session checks).
+            Command::Reload => self.require(Permission::Define, "*"),
             Command::Retention { .. }
             | Command::Keys { .. }
             | Command::Unsub { .. }

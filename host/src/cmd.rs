@@ -77,6 +77,9 @@ pub enum Command {
     Compact {
         key: Option<String>,
     },
+    /// `reload`: read the config again and apply it (answered by the session, which holds
+    /// the server's live configuration; see [`crate::live`]).
+    Reload,
     /// A request name Komoku does not know.
     Unknown(String),
 }
@@ -121,6 +124,7 @@ impl Command {
             Command::Delete { .. } => "delete",
             Command::Retention { .. } => "retention",
             Command::Compact { .. } => "compact",
+            Command::Reload => "reload",
             Command::Unknown(_) => "unknown",
         }
     }
@@ -237,6 +241,7 @@ impl Command {
                     Some(_) => Some(key_arg(args)?),
                 },
             },
+            "reload" => Command::Reload,
             other => Command::Unknown(other.to_string()),
         })
     }
@@ -346,6 +351,9 @@ impl Command {
                 .compact(key.as_deref(), crate::value::now())
                 .await
                 .map(|r| Reply::Value(r.to_json())),
+            Command::Reload => Err(Error::ConfigRefused(
+                "a reload is answered by the connection's session".into(),
+            )),
             Command::Unknown(name) => Err(Error::query(format!("unknown request {name:?}"))),
         };
         Ok((reply?, Durable::done()))
@@ -368,6 +376,7 @@ fn stats(db: &Db) -> Json {
         "pushes_sent": db.pubsub().pushes_sent(),
         "disk_bytes": db.store().disk_space().unwrap_or(0),
         "compaction": db.compaction_stats(),
+        "config": db.stats().config_json(),
     })
 }
 

@@ -76,6 +76,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Serve wss:// with this certificate and key (`[tls]`). Default = none (plain ws://).
     pub tls: Option<TlsConfig>,
+    /// What is logged, in `RUST_LOG` syntax (`"info"`, `"debug"`, `"komoku=debug,info"`).
+    /// The `RUST_LOG` variable, when set, wins at start; a reload applies this setting.
+    /// Default = `"info"`.
+    pub log: String,
     /// Start even though a listener is reachable from other machines while auth is disabled.
     /// Default = false: such a server refuses to start.
     pub allow_unauthenticated_remote: bool,
@@ -121,6 +125,7 @@ impl Default for Config {
             max_subscriptions: 10_000,
             auth: AuthConfig::default(),
             tls: None,
+            log: "info".into(),
             allow_unauthenticated_remote: false,
         }
     }
@@ -129,14 +134,23 @@ impl Default for Config {
 impl Config {
     /// Reads a TOML file; fields it leaves out keep their defaults.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        Self::read(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_file`], also returning the file's text.
+    pub fn read(path: &Path) -> anyhow::Result<(Config, String)> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+        let config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        Ok((config, text))
     }
 
     /// Refuses settings that would expose an open server: a listener on a non-loopback
     /// address while auth is disabled, unless `allow_unauthenticated_remote` says so.
     pub fn check(&self) -> anyhow::Result<()> {
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|e| anyhow::anyhow!("log = {:?}: {e}", self.log))?;
         if self.auth.enabled || self.allow_unauthenticated_remote {
             return Ok(());
         }

@@ -59,6 +59,11 @@ pub enum Error {
     #[error("unauthorized: {0}")]
     Unauthorized(String),
 
+    /// A config reload was refused (the file does not parse or validate); the config in
+    /// force stays.
+    #[error("config refused: {0}")]
+    ConfigRefused(String),
+
     /// The connection's token lacks a permission on a key. The reply names the permission.
     #[error("forbidden: no {permission} permission on key {key:?}")]
     Forbidden {
@@ -84,6 +89,7 @@ impl Error {
             Error::ShuttingDown => "shutting_down",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
+            Error::ConfigRefused(_) => "config_refused",
         }
     }
 

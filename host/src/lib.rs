@@ -6,6 +6,7 @@
 //! - [`server`]: websocket listeners, one task per connection, shutdown in order;
 //! - [`tls`]: wss:// with rustls, from the certificate and key in the config;
 //! - [`session`]: one connection's access and limits, asked before every command;
+//! - [`live`]: what a config reload (SIGHUP, `reload`) changes while clients stay connected;
 //! - [`auth`]: tokens (kept as hashes) and the key patterns each may read, write,
 //!   subscribe to and define;
 //! - [`protocol`]: frames to requests and replies, in the v1 (Ruby) and v2 dialects;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod history;
+pub mod live;
 pub mod plugins;
 pub mod protocol;
 pub mod pubsub;

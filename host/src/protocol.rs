@@ -126,6 +126,11 @@ async fn start_one(
     if let Err(e) = session.admit(&mut command) {
         return Started::Done(encode(dialect, Err(e), query_id));
     }
+    if let Command::Reload = command {
+        db.stats().count(command.name());
+        let result = session.reload().await.map(Reply::Value);
+        return Started::Done(encode(dialect, result, query_id));
+    }
     if let (Command::Unknown(name), Dialect::V1) = (&command, dialect) {
         tracing::debug!(request = %name, "unknown request");
         db.stats().count("unknown");
@@ -177,7 +182,8 @@ fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>
 }
 
 /// `{"error": code}`, plus for `forbidden` the missing permission and the key, and in v2
-/// a type's refusal with the plugin's own words as `message` (v1 keeps the Ruby shape).
+/// a type's refusal with the plugin's own words (or a refused reload's reason) as
+/// `message` (v1 keeps the Ruby shape).
 fn error_object(e: &Error, dialect: Dialect) -> Map<String, Json> {
     let mut out = Map::from_iter([("error".into(), Json::from(e.code()))]);
     match e {
@@ -185,7 +191,9 @@ fn error_object(e: &Error, dialect: Dialect) -> Map<String, Json> {
             out.insert("permission".into(), Json::from(*permission));
             out.insert("key".into(), Json::from(key.as_str()));
         }
-        Error::Refused { message, .. } if dialect == Dialect::V2 && !message.is_empty() => {
+        Error::Refused { message, .. } | Error::ConfigRefused(message)
+            if dialect == Dialect::V2 && !message.is_empty() =>
+        {
             out.insert("message".into(), Json::from(message.as_str()));
         }
         _ => {}

@@ -7,8 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -18,9 +17,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Access, Auth, tokens_in_request};
+use crate::auth::{Access, tokens_in_request};
 use crate::config::Config;
 use crate::db::Db;
+use crate::live::{Control, Live};
 use crate::plugins::Registry;
 use crate::protocol::{self, Dialect};
 use crate::pubsub::Subscriber;
@@ -43,23 +43,15 @@ pub const STORAGE_FDS: u64 = 256;
 /// frame, so that it gets the close frame rather than a TCP reset.
 const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(2);
 
-/// What every connection of a listener shares: its limits, the tokens, the TLS acceptor,
-/// and the connection counts it must stay within.
+/// What every connection of a listener shares: the live settings (tokens, limits, TLS) and
+/// the connection counts, both behind the server's [`Control`].
 #[derive(Clone)]
 pub struct Policy {
-    pub limits: ConnectionLimits,
-    pub auth: Arc<Auth>,
-    /// With it, connections speak TLS (wss://).
-    pub tls: Option<TlsAcceptor>,
-    /// A permit per open connection (all listeners share it).
-    pub connections: Arc<Semaphore>,
-    /// A permit per open connection that has not authenticated yet (auth on).
-    pub unauthenticated: Arc<Semaphore>,
+    pub control: Arc<Control>,
 }
-
 /// Raises the soft limit of open files to the hard limit and returns how many connections
 /// fit beside [`STORAGE_FDS`]: at most `wanted`, at least 1.
-fn connection_cap(wanted: usize) -> usize {
+pub fn connection_cap(wanted: usize) -> usize {
     let files = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
@@ -86,6 +78,7 @@ pub struct Server {
     /// Where the v2-only listener is bound, if configured.
     pub v2_addr: Option<SocketAddr>,
     db: Arc<Db>,
+    control: Arc<Control>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     _watcher: Option<crate::plugins::PluginWatcher>,
@@ -94,14 +87,14 @@ pub struct Server {
 impl Server {
     /// Opens the database, loads the plugins, binds the listeners and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        Self::start_from(config, None).await
+    }
+
+    /// [`Server::start`], from a config read from `text` (its hash is shown in `stats`).
+    pub async fn start_from(config: &Config, text: Option<&str>) -> anyhow::Result<Server> {
         config.check()?;
-        let policy = Policy {
-            limits: config.connection_limits(),
-            auth: Arc::new(Auth::from_config(&config.auth)?),
-            tls: config.tls.as_ref().map(crate::tls::acceptor).transpose()?,
-            connections: Arc::new(Semaphore::new(connection_cap(config.max_connections))),
-            unauthenticated: Arc::new(Semaphore::new(config.max_unauthenticated.max(1))),
-        };
+        let live = Live::from_config(config)?;
+        let connections = connection_cap(config.max_connections);
         let store = Store::open(&config.data_dir)?;
         let shutdown = CancellationToken::new();
         let fatal = shutdown.clone();
@@ -139,6 +132,10 @@ impl Server {
         )
         .await?;
 
+        let control = Arc::new(Control::new(config, text, live, connections, db.clone()));
+        let policy = Policy {
+            control: control.clone(),
+        };
         let tasks = TaskTracker::new();
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -170,14 +167,15 @@ impl Server {
             %local_addr,
             v2 = ?v2_addr,
             data = %config.data_dir.display(),
-            auth = policy.auth.enabled(),
-            tls = policy.tls.is_some(),
+            auth = config.auth.enabled,
+            tls = config.tls.is_some(),
             "komoku listening"
         );
         Ok(Server {
             local_addr,
             v2_addr,
             db,
+            control,
             shutdown,
             tasks,
             _watcher: watcher,
@@ -187,6 +185,12 @@ impl Server {
     /// The database behind the server.
     pub fn db(&self) -> &Arc<Db> {
         &self.db
+    }
+
+    /// Reloads the config (see [`crate::live`]); the server must have a source for it
+    /// ([`Control::set_source`]).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
     /// Cancelled when the server stops (asked to, or after a fatal storage error).
@@ -248,7 +252,7 @@ pub async fn run(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(permit) = policy.connections.clone().try_acquire_owned() else {
+                let Ok(permit) = policy.control.connections().clone().try_acquire_owned() else {
                     // Closed at once: the cap keeps file descriptors for storage.
                     if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                         tracing::warn!(%peer, "connection refused: max_connections reached");
@@ -262,18 +266,19 @@ pub async fn run(
                 let policy = policy.clone();
                 tasks.spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    let served = match policy.tls.clone() {
+                    let tls = policy.control.live().borrow().tls.clone();
+                    let served = match tls {
                         Some(tls) => {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
                             {
                                 Ok(Ok(stream)) => {
-                                    serve(stream, dialect, db, &policy, shutdown).await
+                                    serve(stream, peer, dialect, db, &policy, shutdown).await
                                 }
                                 Ok(Err(e)) => Err(anyhow::Error::from(e).context("tls handshake")),
                                 Err(_) => Err(anyhow::anyhow!("tls handshake timed out")),
                             }
                         }
-                        None => serve(stream, dialect, db, &policy, shutdown).await,
+                        None => serve(stream, peer, dialect, db, &policy, shutdown).await,
                     };
                     if let Err(e) = served {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -295,6 +300,12 @@ fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
     let mut response = ErrorResponse::new(Some(format!("{body}\n")));
     *response.status_mut() = status;
     response
+}
+
+/// The key of a `{"pub": {"key": ...}}` frame.
+fn push_key(frame: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(frame).ok()?;
+    json.get("pub")?.get("key")?.as_str().map(str::to_string)
 }
 
 /// Reads and drops what a client still sends after its close frame, for at most
@@ -320,6 +331,7 @@ async fn drain<S: AsyncRead + Unpin>(stream: &mut S, budget: usize) {
 /// before the reply to the request that caused them.
 async fn serve<S>(
     stream: S,
+    peer: SocketAddr,
     dialect: Option<Dialect>,
     db: Arc<Db>,
     policy: &Policy,
@@ -328,7 +340,10 @@ async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = policy.limits;
+    let control = &policy.control;
+    let mut live_changes = control.live();
+    let live = live_changes.borrow_and_update().clone();
+    let limits = live.limits;
     let mut path = String::from("/");
     let mut access = Access::Anonymous;
     let mut unauthenticated: Option<OwnedSemaphorePermit> = None;
@@ -349,14 +364,14 @@ where
             );
             // A wrong token fails the upgrade (HTTP 401); none at all leaves the
             // connection anonymous until an `auth` request, if there is room for one more.
-            access = policy
+            access = live
                 .auth
                 .access_of(&tokens)
                 .map_err(|_| refusal(StatusCode::UNAUTHORIZED, "unauthorized"))?;
             if matches!(access, Access::Anonymous) {
                 unauthenticated = Some(
-                    policy
-                        .unauthenticated
+                    control
+                        .unauthenticated()
                         .clone()
                         .try_acquire_owned()
                         .map_err(|_| {
@@ -375,19 +390,25 @@ where
         .await
         .map_err(|_| anyhow::anyhow!("websocket handshake timed out"))??;
     let dialect = dialect.unwrap_or_else(|| Dialect::for_path(&path));
-    let mut session = Session::new(policy.auth.clone(), access, limits);
+    let mut session = Session::new(live.auth.clone(), access, limits)
+        .with_control(control.clone(), peer.ip().is_loopback());
     let (mut sink, mut incoming) = ws.split();
 
     let (tx, mut pushes) = mpsc::channel::<Arc<str>>(limits.push_queue);
     let me = Subscriber::new(db.pubsub().next_conn_id(), tx, limits.push_queue_bytes);
     tracing::debug!(conn = me.conn, ?dialect, "connected");
     let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
+    // After a reload took subscriptions away: how many queued pushes were queued before it,
+    // and the keys whose pushes among them are no longer for this connection.
+    let mut stale: Option<(usize, Vec<String>)> = None;
 
     /// Why a connection is being closed by the server.
     enum Ending {
         TooSlow,
         TooBig,
         AuthTimeout,
+        /// A reload took the connection's access away.
+        Revoked(&'static str),
     }
 
     // A send waits for the client to read. One that never does must not pin the task: every
@@ -402,6 +423,32 @@ where
                 _ = me.kick.cancelled() => break Ok(Some(Ending::TooSlow)),
                 _ = tokio::time::sleep_until(auth_deadline), if unauthenticated.is_some() => {
                     break Ok(Some(Ending::AuthTimeout));
+                }
+                Ok(()) = live_changes.changed() => {
+                    let live = live_changes.borrow_and_update().clone();
+                    match session.reauthorize(live.auth.clone()) {
+                        Err(reason) => break Ok(Some(Ending::Revoked(reason))),
+                        Ok(lost) => {
+                            if !matches!(session.access(), Access::Anonymous) {
+                                unauthenticated = None;
+                            }
+                            for key in &lost {
+                                db.pubsub().unsubscribe(key, me.conn);
+                            }
+                            if !lost.is_empty() {
+                                // Pushes of those keys already queued are dropped too.
+                                stale = Some((pushes.len(), lost.clone()));
+                            }
+                            // v1 has no message a Ruby client would not take for a reply.
+                            match dialect {
+                                Dialect::V2 if !lost.is_empty() => {
+                                    serde_json::json!({"unsubscribed": {"keys": lost, "reason": "forbidden"}})
+                                        .to_string()
+                                }
+                                _ => continue,
+                            }
+                        }
+                    }
                 }
                 frame = incoming.next() => {
                     let payload = match frame {
@@ -423,6 +470,16 @@ where
                 }
                 Some(push) = pushes.recv() => {
                     me.sent(&push);
+                    if let Some((left, keys)) = &mut stale {
+                        *left = left.saturating_sub(1);
+                        let lost = push_key(&push).is_some_and(|k| keys.contains(&k));
+                        if *left == 0 {
+                            stale = None;
+                        }
+                        if lost {
+                            continue;
+                        }
+                    }
                     push.to_string()
                 }
             };
@@ -447,6 +504,14 @@ where
                 }
                 Ending::TooBig => (CloseCode::Size, "message too big"),
                 Ending::AuthTimeout => (CloseCode::Policy, "authentication timeout"),
+                Ending::Revoked(reason) => {
+                    tracing::info!(
+                        conn = me.conn,
+                        reason,
+                        "closing a connection after a config reload"
+                    );
+                    (CloseCode::Policy, reason)
+                }
             };
             close(&mut sink, code, reason).await;
             // What the client still sends (the rest of a message too big, its close reply)

@@ -10,6 +10,7 @@ use serde_json::{Map, Value as Json};
 use crate::auth::{Access, Auth, Permission};
 use crate::cmd::{Command, Reply};
 use crate::error::{Error, Result};
+use crate::live::Control;
 
 /// Per-connection limits (each a config setting; defaults in [`crate::Config`]).
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,10 @@ pub struct Session {
     auth: Arc<Auth>,
     limits: ConnectionLimits,
     subscriptions: HashSet<String>,
+    /// The server's live configuration, for a `reload` request.
+    control: Option<Arc<Control>>,
+    /// The peer is on this machine (a loopback address): only such a peer may `reload`.
+    local: bool,
 }
 
 impl Session {
@@ -50,7 +55,65 @@ impl Session {
             auth,
             limits,
             subscriptions: HashSet::new(),
+            control: None,
+            local: false,
         }
+    }
+
+    /// Lets the connection ask for a config reload, if the peer is `local`.
+    pub fn with_control(mut self, control: Arc<Control>, local: bool) -> Session {
+        self.control = Some(control);
+        self.local = local;
+        self
+    }
+
+    /// Recomputes the connection's access from the tokens of a reloaded config. Returns the
+    /// subscriptions it lost (it may no longer subscribe to or read those keys), or why the
+    /// connection must close: its token was revoked or removed, or auth was switched on
+    /// under a connection that never presented a token.
+    pub fn reauthorize(&mut self, auth: Arc<Auth>) -> Result<Vec<String>, &'static str> {
+        self.access = match (&self.access, auth.enabled()) {
+            (_, false) => Access::Open,
+            (Access::Open, true) => return Err("authentication required"),
+            (Access::Anonymous, true) => Access::Anonymous,
+            (Access::Token(grants), true) => match auth.regrant(grants) {
+                Some(grants) => Access::Token(grants),
+                None => return Err("token revoked"),
+            },
+        };
+        self.auth = auth;
+        let lost: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|key| {
+                !(self.access.may(Permission::Subscribe, key)
+                    && self.access.may(Permission::Read, key))
+            })
+            .cloned()
+            .collect();
+        for key in &lost {
+            self.subscriptions.remove(key);
+        }
+        Ok(lost)
+    }
+
+    /// `{"reload": {}}`: reads the config again and applies it (see [`crate::live`]).
+    pub async fn reload(&self) -> Result<Json> {
+        if !self.local {
+            return Err(Error::Forbidden {
+                permission: "local",
+                key: "*".into(),
+            });
+        }
+        let control = self
+            .control
+            .as_ref()
+            .ok_or_else(|| Error::ConfigRefused("this server cannot reload".into()))?;
+        control
+            .reload()
+            .await
+            .map(|report| report.to_json())
+            .map_err(|e| Error::ConfigRefused(format!("{e:#}")))
     }
 
     /// A connection of a server without auth and with the default limits.

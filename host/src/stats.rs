@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// Counters since the server started.
 pub struct Stats {
     started: Instant,
     ops: Mutex<BTreeMap<&'static str, u64>>,
+    /// When the config in force was loaded, and the SHA-256 of its file (none without one).
+    config: Mutex<(SystemTime, Option<String>)>,
 }
 
 impl Default for Stats {
@@ -15,6 +17,7 @@ impl Default for Stats {
         Stats {
             started: Instant::now(),
             ops: Mutex::new(BTreeMap::new()),
+            config: Mutex::new((SystemTime::now(), None)),
         }
     }
 }
@@ -30,6 +33,26 @@ impl Stats {
     /// Operations by name.
     pub fn ops(&self) -> BTreeMap<&'static str, u64> {
         self.ops.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Records the config now in force (at start and after each reload).
+    pub fn config_loaded(&self, hash: Option<String>) {
+        if let Ok(mut c) = self.config.lock() {
+            *c = (SystemTime::now(), hash);
+        }
+    }
+
+    /// `{"loaded_at": <time>, "hash": "sha256:..." or null}`.
+    pub fn config_json(&self) -> serde_json::Value {
+        let (at, hash) = self
+            .config
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or((SystemTime::UNIX_EPOCH, None));
+        let at = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        serde_json::json!({"loaded_at": crate::value::number_json(at), "hash": hash})
     }
 
     /// Whole seconds since start.

@@ -286,6 +286,15 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Sends a signal by name (`"HUP"`, `"TERM"`) with kill(1).
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -s {name} failed");
+        Ok(())
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) -> Result<()> {
         self.child.kill()?;

@@ -99,7 +99,7 @@ impl Db {
         best_match(policies, name)
             .or(plugin.default_retention.as_ref())
             .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| self.default_policy.1.clone())
+            .unwrap_or_else(|| self.default_policy().1)
     }
 
     /// Sets (or with `None` removes) the policy of a key name or `*` pattern. It applies to
@@ -192,7 +192,7 @@ impl Db {
             })
             .collect();
         json!({
-            "default": self.default_policy.0.to_json(),
+            "default": self.default_policy().0.to_json(),
             "types": types,
             "policies": policies.iter().map(|(p, (spec, _))| (p.clone(), spec.to_json()))
                 .collect::<serde_json::Map<_, _>>(),

@@ -109,8 +109,8 @@ pub struct Db {
     stats: Stats,
     keys: RwLock<HashMap<String, Slot>>,
     scheduler: Scheduler,
-    /// The configured default retention policy.
-    default_policy: (PolicySpec, Policy),
+    /// The configured default retention policy (a config reload may change it).
+    default_policy: RwLock<(PolicySpec, Policy)>,
     /// Policies set by requests, by key name or pattern.
     policies: RwLock<Vec<(String, (PolicySpec, Policy))>>,
     compaction: compaction::CompactionStats,
@@ -162,7 +162,7 @@ impl Db {
             stats: Stats::default(),
             keys: RwLock::new(HashMap::new()),
             scheduler: Scheduler::default(),
-            default_policy,
+            default_policy: RwLock::new(default_policy),
             policies: RwLock::new(checked),
             compaction: compaction::CompactionStats::default(),
             compact_lock: Mutex::new(()),
@@ -215,6 +215,22 @@ impl Db {
             tokio::spawn(compaction::run(Arc::downgrade(&db), every));
         }
         Ok(db)
+    }
+
+    /// Replaces the configured default retention (a config reload); it applies to existing
+    /// data at the next compaction run, as a restart with the new config would.
+    pub fn set_default_retention(&self, spec: PolicySpec, policy: Policy) {
+        if let Ok(mut d) = self.default_policy.write() {
+            *d = (spec, policy);
+        }
+    }
+
+    /// The configured default retention.
+    fn default_policy(&self) -> (PolicySpec, Policy) {
+        self.default_policy
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The subscription registry.

@@ -1,0 +1,313 @@
+//! Live configuration: the settings a running server changes on a reload (`SIGHUP`, or the
+//! `reload` request that `komoku reload` sends) without dropping its clients.
+//!
+//! A reload reads the config again through the [`ConfigSource`] the server was started with
+//! (the file, with the command line's overrides). A config that does not parse or validate
+//! is refused whole and the old one stays in force. Otherwise what can change live is
+//! applied — tokens and their grants, connection limits, TLS certificate, the default
+//! retention, the log level — and every open connection recomputes its access from the new
+//! tokens ([`Live`] is watched by each connection task). Settings that only take effect at
+//! start are left as they were and listed as needing a restart.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value as Json, json};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::db::Db;
+use crate::session::ConnectionLimits;
+
+/// Reads the config again, as the server was first configured (file plus overrides); also
+/// returns the text it was read from, whose hash `stats` shows.
+pub type ConfigSource = Arc<dyn Fn() -> anyhow::Result<(Config, Option<String>)> + Send + Sync>;
+
+/// Changes the log filter (`RUST_LOG` syntax); set by the command line, which owns logging.
+pub type LogControl = Arc<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
+
+/// What every connection reads at its start and again after each reload.
+pub struct Live {
+    pub auth: Arc<Auth>,
+    pub limits: ConnectionLimits,
+    /// With it, new connections speak TLS (wss://).
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Live {
+    /// The live part of `config`; fails if a token or the TLS files are wrong.
+    pub fn from_config(config: &Config) -> anyhow::Result<Live> {
+        Ok(Live {
+            auth: Arc::new(Auth::from_config(&config.auth)?),
+            limits: config.connection_limits(),
+            tls: config.tls.as_ref().map(crate::tls::acceptor).transpose()?,
+        })
+    }
+}
+
+/// What a reload did: the settings applied and those that need a restart.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub applied: Vec<&'static str>,
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Report {
+    /// `{"applied": [...], "needs_restart": [...]}`.
+    pub fn to_json(&self) -> Json {
+        json!({"applied": self.applied, "needs_restart": self.needs_restart})
+    }
+}
+
+/// Applies reloads: owned by the server, reached by connections through their policy.
+pub struct Control {
+    live: watch::Sender<Arc<Live>>,
+    /// The config in force (what needs a restart as it was at start).
+    in_force: Mutex<Config>,
+    source: Mutex<Option<ConfigSource>>,
+    log: Mutex<Option<LogControl>>,
+    connections: Capped,
+    unauthenticated: Capped,
+    db: Arc<Db>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// A semaphore whose size a reload may change.
+pub struct Capped {
+    pub permits: Arc<Semaphore>,
+    size: Mutex<usize>,
+}
+
+impl Capped {
+    pub fn new(size: usize) -> Capped {
+        Capped {
+            permits: Arc::new(Semaphore::new(size)),
+            size: Mutex::new(size),
+        }
+    }
+
+    /// Grows at once; shrinks as permits come back (open connections are not closed).
+    fn resize(&self, new: usize) {
+        let Ok(mut size) = self.size.lock() else {
+            return;
+        };
+        if new > *size {
+            self.permits.add_permits(new - *size);
+        } else if new < *size {
+            let permits = self.permits.clone();
+            let fewer = u32::try_from(*size - new).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        *size = new;
+    }
+}
+
+impl Control {
+    /// The control of a server started with `config` (read from `text`, if from a file).
+    pub fn new(
+        config: &Config,
+        text: Option<&str>,
+        live: Live,
+        connections: usize,
+        db: Arc<Db>,
+    ) -> Control {
+        db.stats().config_loaded(text.map(crate::auth::hash_token));
+        Control {
+            live: watch::Sender::new(Arc::new(live)),
+            in_force: Mutex::new(config.clone()),
+            source: Mutex::new(None),
+            log: Mutex::new(None),
+            connections: Capped::new(connections),
+            unauthenticated: Capped::new(config.max_unauthenticated.max(1)),
+            db,
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Where reloads read the config from. Without one, a reload is refused.
+    pub fn set_source(&self, source: ConfigSource) {
+        if let Ok(mut s) = self.source.lock() {
+            *s = Some(source);
+        }
+    }
+
+    /// How a reload changes the log level.
+    pub fn set_log(&self, log: LogControl) {
+        if let Ok(mut l) = self.log.lock() {
+            *l = Some(log);
+        }
+    }
+
+    /// The live settings, watched for reloads.
+    pub fn live(&self) -> watch::Receiver<Arc<Live>> {
+        self.live.subscribe()
+    }
+
+    /// A permit per open connection.
+    pub fn connections(&self) -> &Arc<Semaphore> {
+        &self.connections.permits
+    }
+
+    /// A permit per open unauthenticated connection.
+    pub fn unauthenticated(&self) -> &Arc<Semaphore> {
+        &self.unauthenticated.permits
+    }
+
+    /// Reads the config again and applies it (see the module's documentation).
+    pub async fn reload(&self) -> anyhow::Result<Report> {
+        let _one = self.reloading.lock().await;
+        let source = self
+            .source
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or_else(|| anyhow::anyhow!("this server was started without a config source"))?;
+        let result = async {
+            let (config, text) = tokio::task::spawn_blocking(move || source()).await??;
+            self.apply(config, text.as_deref()).await
+        }
+        .await;
+        match &result {
+            Ok(report) => tracing::info!(
+                applied = ?report.applied,
+                needs_restart = ?report.needs_restart,
+                "config reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; the old config stays in force")
+            }
+        }
+        result
+    }
+
+    /// Applies `new` (already read): checked whole first, then applied.
+    pub async fn apply(&self, new: Config, text: Option<&str>) -> anyhow::Result<Report> {
+        new.check()?;
+        let live = Live::from_config(&new)?;
+        let default_retention = new.retention.policy()?;
+        let old = self
+            .in_force
+            .lock()
+            .map_err(|_| anyhow::anyhow!("config state poisoned"))?
+            .clone();
+        let mut report = Report::default();
+        let mut changed = |name: &'static str, differs: bool, live: bool| {
+            if differs {
+                if live {
+                    report.applied.push(name);
+                } else {
+                    report.needs_restart.push(name);
+                }
+            }
+        };
+        changed(
+            "auth",
+            format!("{:?}", old.auth) != format!("{:?}", new.auth),
+            true,
+        );
+        changed(
+            "tls",
+            format!("{:?}", old.tls) != format!("{:?}", new.tls),
+            true,
+        );
+        let limits = |c: &Config| {
+            (
+                c.max_frame_bytes,
+                c.push_queue,
+                c.push_queue_bytes,
+                c.max_batch,
+                c.max_subscriptions,
+                c.auth_timeout,
+            )
+        };
+        changed("limits", limits(&old) != limits(&new), true);
+        changed(
+            "max_connections",
+            old.max_connections != new.max_connections,
+            true,
+        );
+        changed(
+            "max_unauthenticated",
+            old.max_unauthenticated != new.max_unauthenticated,
+            true,
+        );
+        changed("retention", old.retention != new.retention, true);
+        changed("log", old.log != new.log, true);
+        changed(
+            "allow_unauthenticated_remote",
+            old.allow_unauthenticated_remote != new.allow_unauthenticated_remote,
+            true,
+        );
+        // Read once at start.
+        changed("listen", old.listen != new.listen, false);
+        changed("v2_listen", old.v2_listen != new.v2_listen, false);
+        changed("data_dir", old.data_dir != new.data_dir, false);
+        changed("plugins_dir", old.plugins_dir != new.plugins_dir, false);
+        changed(
+            "builtin_types",
+            old.builtin_types != new.builtin_types,
+            false,
+        );
+        changed("hot_reload", old.hot_reload != new.hot_reload, false);
+        changed(
+            "increment_creates",
+            old.increment_creates != new.increment_creates,
+            false,
+        );
+        changed("durability", old.durability != new.durability, false);
+        changed(
+            "plugin_deadline_ms",
+            old.plugin_deadline_ms != new.plugin_deadline_ms,
+            false,
+        );
+        changed(
+            "plugin_memory_mib",
+            old.plugin_memory_mib != new.plugin_memory_mib,
+            false,
+        );
+        changed(
+            "compaction_interval",
+            old.compaction_interval != new.compaction_interval,
+            false,
+        );
+
+        // Everything is checked: apply. The log level first, since it may still fail.
+        if old.log != new.log
+            && let Some(log) = self.log.lock().ok().and_then(|l| l.clone())
+        {
+            log(&new.log)?;
+        }
+        self.db
+            .set_default_retention(new.retention.clone(), default_retention);
+        self.connections
+            .resize(crate::server::connection_cap(new.max_connections));
+        self.unauthenticated.resize(new.max_unauthenticated.max(1));
+        self.live.send_replace(Arc::new(live));
+        if let Ok(mut f) = self.in_force.lock() {
+            // What needs a restart stays as it is in force.
+            let mut kept = new;
+            kept.listen = old.listen;
+            kept.v2_listen = old.v2_listen;
+            kept.data_dir = old.data_dir;
+            kept.plugins_dir = old.plugins_dir;
+            kept.builtin_types = old.builtin_types;
+            kept.hot_reload = old.hot_reload;
+            kept.increment_creates = old.increment_creates;
+            kept.durability = old.durability;
+            kept.plugin_deadline_ms = old.plugin_deadline_ms;
+            kept.plugin_memory_mib = old.plugin_memory_mib;
+            kept.compaction_interval = old.compaction_interval;
+            *f = kept;
+        }
+        self.db
+            .stats()
+            .config_loaded(text.map(crate::auth::hash_token));
+        Ok(report)
+    }
+}
