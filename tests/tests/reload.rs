@@ -13,9 +13,12 @@ use tokio_tungstenite::tungstenite;
 
 const BIN: &str = env!("CARGO_BIN_EXE_komoku-e2e");
 
-/// A config with auth on and these `[[auth.tokens]]` (name, secret, read = subscribe
-/// patterns, write patterns, revoked), plus `extra` settings at the top.
-fn config(extra: &str, tokens: &[(&str, &str, &[&str], &[&str], bool)]) -> String {
+/// One `[[auth.tokens]]`: name, secret, read (= subscribe) patterns, write (= define)
+/// patterns, revoked.
+type TokenSpec<'a> = (&'a str, &'a str, &'a [&'a str], &'a [&'a str], bool);
+
+/// A config with auth on and these tokens, plus `extra` settings at the top.
+fn config(extra: &str, tokens: &[TokenSpec]) -> String {
     let mut text = format!("{extra}\n[auth]\nenabled = true\n");
     for (name, secret, read, write, revoked) in tokens {
         text.push_str(&format!(
