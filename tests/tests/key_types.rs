@@ -163,11 +163,13 @@ async fn string_allowed_set_refuses_other_values_and_keeps_old_history_readable(
         json!([[10, "off"], [20, "armed"]])
     );
 
+    // v2 adds the plugin's explanation.
     let mut v2 = s.client_v2().await?;
     assert_eq!(
         v2.request(json!({"put": {"key": "alarm", "value": "party"}}))
             .await?,
-        json!({"error": "value_not_allowed"})
+        json!({"error": "value_not_allowed",
+               "message": "text \"party\" is not allowed; allowed values: \"armed\", \"disabled\", \"waiting\""})
     );
     Ok(())
 }
@@ -309,7 +311,8 @@ async fn numeric_keys_count_like_the_original_booleans_refuse_and_counters_accep
         .await?;
     assert_eq!(
         c.request(json!({"increment": {"key": "b"}})).await?,
-        json!({"error": "unsupported_operation"})
+        json!({"error": "unsupported_operation",
+               "message": "boolean keys do not support increment or decrement"})
     );
     c.request(json!({"define": {"c": {"type": "counter"}}}))
         .await?;
