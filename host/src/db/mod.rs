@@ -111,6 +111,8 @@ pub struct Db {
     scheduler: Scheduler,
     /// The configured default retention policy.
     default_policy: (PolicySpec, Policy),
+    /// The times a write may carry.
+    times: TimeWindow,
     /// Policies set by requests, by key name or pattern.
     policies: RwLock<Vec<(String, (PolicySpec, Policy))>>,
     compaction: compaction::CompactionStats,
@@ -118,13 +120,52 @@ pub struct Db {
     compact_lock: Mutex<()>,
 }
 
-/// How a [`Db`] compacts history.
+/// How a [`Db`] keeps history: which times it takes, how it compacts.
 #[derive(Debug, Clone)]
 pub struct Retention {
     /// The policy of keys no stored policy matches.
     pub default: PolicySpec,
     /// How often the background run starts; `None` = only when asked (`compact`).
     pub every: Option<std::time::Duration>,
+    /// The times a write may carry.
+    pub times: TimeWindow,
+}
+
+/// The times a write may carry: from `earliest` (seconds since the epoch) to `ahead` seconds
+/// after the server's clock. Anything else is refused with `invalid_time`: a point far in the
+/// future would hold every later put without a time behind it (they go after the newest
+/// point), and one far in the past would make compaction walk the years between.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeWindow {
+    /// Default = 0 (1970-01-01).
+    pub earliest: Time,
+    /// Default = 86 400 (a day).
+    pub ahead: f64,
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        TimeWindow {
+            earliest: 0.0,
+            ahead: 86_400.0,
+        }
+    }
+}
+
+impl TimeWindow {
+    /// `t` if a write may carry it at time `now` (`-0` as `0`), else `invalid_time`.
+    pub fn check(&self, t: Time, now: Time) -> Result<Time> {
+        let latest = now + self.ahead;
+        if !t.is_finite() || t < self.earliest || t > latest {
+            return Err(Error::InvalidTime(format!(
+                "time {t} is outside the accepted window [{}, {latest}] (seconds since the \
+                 epoch: not before {}, at most {} s after the server's clock); milliseconds \
+                 sent as seconds land far in the future",
+                self.earliest, self.earliest, self.ahead
+            )));
+        }
+        Ok(t + 0.0)
+    }
 }
 
 impl Db {
@@ -163,6 +204,7 @@ impl Db {
             keys: RwLock::new(HashMap::new()),
             scheduler: Scheduler::default(),
             default_policy,
+            times: retention.times,
             policies: RwLock::new(checked),
             compaction: compaction::CompactionStats::default(),
             compact_lock: Mutex::new(()),
@@ -281,7 +323,8 @@ impl Db {
     }
 
     /// Sets a key's value (a `put`). A key that does not exist is created with the type that
-    /// claims the value most strongly. `time` defaults to now. The write is queued in order
+    /// claims the value most strongly. `time` defaults to now (see [`next_time`]) and must lie
+    /// in the configured [`TimeWindow`] (else `invalid_time`). The write is queued in order
     /// with the key's other operations; await the returned [`Durable`] before acknowledging.
     pub async fn put(&self, name: &str, value: &Json, time: Option<Time>) -> Result<Durable> {
         let input = Input::from_json(value).ok_or_else(|| Error::Refused {
@@ -302,11 +345,7 @@ impl Db {
 
     async fn operate(&self, name: &str, op: Operation, time: Option<Time>) -> Result<Durable> {
         check_key_name(name)?;
-        if let Some(t) = time
-            && !t.is_finite()
-        {
-            return Err(Error::query("time must be a finite number of seconds"));
-        }
+        let time = time.map(|t| self.times.check(t, now())).transpose()?;
         let slot = self.slot_or_new(name)?;
         let mut state = slot.lock().await;
         let mut writes = Vec::with_capacity(2);
@@ -666,10 +705,35 @@ fn opts_json(state: &KeyState) -> String {
 }
 
 /// A server-assigned time for a key's next point: now, but always after its latest point, so
-/// two puts in the same instant both keep their place in history.
+/// two puts in the same instant both keep their place in history, and a put after a point
+/// that is ahead of the clock (at most [`TimeWindow::ahead`]) follows it: `get`, pushes and
+/// increments stay in write order.
 fn next_time(now: Time, latest: Option<&Point>) -> Time {
     match latest {
         Some(l) if now <= l.time => l.time.next_up(),
         _ => now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_window_takes_the_epoch_to_a_day_ahead() {
+        let w = TimeWindow::default();
+        let now = 1_774_656_000.0;
+        for ok in [0.0, 1.5, now, now + 86_400.0] {
+            assert_eq!(w.check(ok, now).ok(), Some(ok), "{ok}");
+        }
+        // -0 is stored as 0: one key for one instant.
+        assert_eq!(w.check(-0.0, now).map(f64::to_bits).ok(), Some(0));
+        for bad in [-1.0, -1e18, now * 1000.0, now + 86_401.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                w.check(bad, now).map_err(|e| e.code().to_string()).err().as_deref(),
+                Some("invalid_time"),
+                "{bad}"
+            );
+        }
     }
 }
