@@ -219,9 +219,15 @@ impl Db {
         })
     }
 
-    /// Compacts every key (or only `only`) as its policy says at time `now`, and returns
-    /// when done. Runs never overlap.
+    /// Compacts every key (or only `only`, which must exist: else `unknown_key`) as its
+    /// policy says at time `now`, and returns when done. Runs never overlap.
     pub async fn compact(&self, only: Option<&str>, now: Time) -> Result<RunReport> {
+        if let Some(name) = only {
+            crate::store::check_key_name(name)?;
+            if self.describe(name).await.is_none() {
+                return Err(Error::UnknownKey(name.to_string()));
+            }
+        }
         let _one_run = self.compact_lock.lock().await;
         let started = Instant::now();
         let names: Vec<String> = match only {
