@@ -374,15 +374,9 @@ async fn fetch_limit_is_capped_like_every_other_answer() -> Result<()> {
     // A billion points asked (25 MB and 127 MB of server memory per request before):
     // refused like every answer past 10 000 rows.
     let huge = json!({"fetch": {"key": "t", "opts": {"limit": 1_000_000_000u64}}});
-    assert_eq!(
-        c.request(huge).await?,
-        json!({"error": "limit_exceeded"})
-    );
+    assert_eq!(c.request(huge).await?, json!({"error": "limit_exceeded"}));
     let over = json!({"fetch": {"key": "t", "opts": {"limit": 10_001}}});
-    assert_eq!(
-        c.request(over).await?,
-        json!({"error": "limit_exceeded"})
-    );
+    assert_eq!(c.request(over).await?, json!({"error": "limit_exceeded"}));
     // Up to the cap the v1 shapes are as before: the newest `limit`, oldest first.
     let most = json!({"fetch": {"key": "t", "opts": {"limit": 10_000}}});
     assert_eq!(
@@ -424,7 +418,10 @@ async fn figures_beyond_a_double_are_null_in_query_and_stepped_fetch() -> Result
         .await?;
     assert_eq!(fetched[0], json!([ts(BASE), null]), "{fetched}");
     assert_eq!(fetched[1][0], ts(BASE + 60.0), "{fetched}");
-    assert!((num(&fetched[1][1]) / 1e300 - 1.0).abs() < 1e-12, "{fetched}");
+    assert!(
+        (num(&fetched[1][1]) / 1e300 - 1.0).abs() < 1e-12,
+        "{fetched}"
+    );
     assert_eq!(fetched.as_array().map(Vec::len), Some(2), "{fetched}");
     let before = c
         .request(json!({"fetch": {"key": "huge", "opts": {"since": BASE - 120.0, "until": BASE, "step": "1M"}}}))

@@ -24,7 +24,9 @@ async fn puts_outside_the_time_window_are_refused_with_invalid_time() -> Result<
     }
     // In an array each put is judged alone; v2 says the same, with its query_id.
     let replies = c
-        .request(json!([put("victim", json!(1), t * 1000.0), {"put": {"key": "victim", "value": 2}}]))
+        .request(
+            json!([put("victim", json!(1), t * 1000.0), {"put": {"key": "victim", "value": 2}}]),
+        )
         .await?;
     assert_eq!(replies, json!([{"error": "invalid_time"}, "ack"]));
     let mut v2 = s.client_v2().await?;
@@ -46,7 +48,10 @@ async fn puts_outside_the_time_window_are_refused_with_invalid_time() -> Result<
     ensure!(rows.len() == 2, "{fetched}");
     assert_eq!(rows[1][1], json!(4), "{fetched}");
     ensure!(num(&rows[1][0]) <= now(), "{fetched}");
-    assert_eq!(c.request(json!({"get": {"key": "victim"}})).await?, json!(4));
+    assert_eq!(
+        c.request(json!({"get": {"key": "victim"}})).await?,
+        json!(4)
+    );
 
     // The window's edges are inside it: the epoch, and a little less than a day ahead.
     assert_eq!(c.request(put("edge", json!(1), 0.0)).await?, json!("ack"));
@@ -75,7 +80,11 @@ async fn a_put_without_time_after_a_point_ahead_of_the_clock_follows_that_point(
     let fetched = c
         .request(json!({"fetch": {"key": "k", "opts": {"until": ahead + 10.0}}}))
         .await?;
-    assert_eq!(fetched[0], json!([komoku::value::number_json(ahead), 1]), "{fetched}");
+    assert_eq!(
+        fetched[0],
+        json!([komoku::value::number_json(ahead), 1]),
+        "{fetched}"
+    );
     assert_eq!(fetched[1][1], json!(2), "{fetched}");
 
     // An increment counts from that newest point, not from an older one.
