@@ -44,6 +44,10 @@ struct KeyState {
     /// Raw points are authoritative from here on; earlier history is compacted, and a put
     /// before it is refused (`compacted`). `-inf` while nothing is compacted.
     raw_from: Time,
+    /// The key's summary and gap rows (its stored compaction state's counts), so `stats`
+    /// stays exact when the key is deleted.
+    summary_rows: u64,
+    gap_rows: u64,
 }
 
 impl Default for KeyState {
@@ -56,6 +60,8 @@ impl Default for KeyState {
             schedule: None,
             seq: 0,
             raw_from: f64::NEG_INFINITY,
+            summary_rows: 0,
+            gap_rows: 0,
         }
     }
 }
@@ -215,11 +221,26 @@ impl Db {
                 .map(|(name, def)| {
                     let latest = store.last_point(&name)?;
                     let touched = store.touched(&name)?;
-                    let raw_from = store
-                        .view()
-                        .compaction_state(&name)?
+                    let view = store.view();
+                    let compaction = view.compaction_state(&name)?;
+                    let raw_from = compaction
+                        .as_ref()
                         .map_or(f64::NEG_INFINITY, |s| s.raw_from);
-                    Ok((name, def, latest, touched, raw_from))
+                    let rows = match compaction {
+                        None => (0, 0),
+                        Some(s) => match s.summaries {
+                            Some(n) => (n, s.gaps),
+                            // Compacted before rows were counted: counted once, here.
+                            None => {
+                                let mut n = 0;
+                                for tier in &s.tiers {
+                                    n += view.count_summaries(&name, tier.step)?;
+                                }
+                                (n, s.gaps)
+                            }
+                        },
+                    };
+                    Ok((name, def, latest, touched, raw_from, rows))
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -227,12 +248,15 @@ impl Db {
         .map_err(|e| Error::Storage(format!("loading keys: {e}")))??;
 
         let count = defs.len();
-        for (name, def, latest, touched, raw_from) in defs {
+        for (name, def, latest, touched, raw_from, (summary_rows, gap_rows)) in defs {
+            db.compaction.add_rows(summary_rows, gap_rows);
             let mut state = KeyState {
                 def: Some(def),
                 latest,
                 touched,
                 raw_from,
+                summary_rows,
+                gap_rows,
                 ..KeyState::default()
             };
             match db.plugin_of(&state) {
@@ -627,6 +651,9 @@ impl Db {
             return Ok(false);
         }
         self.set_schedule(name, &mut state, None);
+        // The key's summaries and gaps go with it.
+        self.compaction
+            .remove_rows(state.summary_rows, state.gap_rows);
         *state = KeyState {
             seq: state.seq,
             ..KeyState::default()
@@ -728,9 +755,19 @@ mod tests {
         }
         // -0 is stored as 0: one key for one instant.
         assert_eq!(w.check(-0.0, now).map(f64::to_bits).ok(), Some(0));
-        for bad in [-1.0, -1e18, now * 1000.0, now + 86_401.0, f64::NAN, f64::INFINITY] {
+        for bad in [
+            -1.0,
+            -1e18,
+            now * 1000.0,
+            now + 86_401.0,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
             assert_eq!(
-                w.check(bad, now).map_err(|e| e.code().to_string()).err().as_deref(),
+                w.check(bad, now)
+                    .map_err(|e| e.code().to_string())
+                    .err()
+                    .as_deref(),
                 Some("invalid_time"),
                 "{bad}"
             );
