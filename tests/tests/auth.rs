@@ -384,8 +384,14 @@ async fn retention_needs_define_on_the_pattern_and_compact_needs_write() -> Resu
         sensors.request(policy.clone()).await?,
         json!({"error": "forbidden", "permission": "define", "key": "sensor.*"})
     );
-    // Listing policies needs only a token; compacting needs write.
+    // Listing policies needs only a token; compacting needs write (of a key that exists).
     assert!(sensors.request(json!({"retention": {}})).await?["policies"].is_object());
+    assert_eq!(
+        sensors
+            .request(json!({"put": {"key": "sensor.t", "value": 1}}))
+            .await?,
+        json!("ack")
+    );
     assert!(
         sensors
             .request(json!({"compact": {"key": "sensor.t"}}))

@@ -623,6 +623,7 @@ async fn compaction_work_follows_the_points_not_the_time_they_span() -> Result<(
     let report = c.request(json!({"compact": {}})).await?;
     ensure!(report.get("error").is_none(), "{report}");
     let (summaries, gaps) = rows(&mut c).await?;
+    println!("56 years compacted: {report}; {summaries} summaries, {gaps} gaps");
     ensure!(
         summaries <= 8.0 && gaps <= 8.0,
         "summaries {summaries}, gaps {gaps}: {report}"
@@ -729,6 +730,7 @@ async fn stats_count_summaries_exactly_through_merges_restarts_and_deletes() -> 
         num(&counted["summaries_written"]) - num(&counted["summaries_removed"]),
         "{counted}"
     );
+    println!("{summaries} summaries, {gaps} gaps after {report}");
     // About 8 days, then a day of hours (raw points keep the last day).
     ensure!((25.0..=40.0).contains(&summaries), "{counted}");
     assert_eq!(gaps, 0.0, "points every 10 minutes leave no silence");
