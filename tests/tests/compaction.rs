@@ -742,12 +742,21 @@ async fn stats_count_summaries_exactly_through_merges_restarts_and_deletes() -> 
     let mut c = s.client().await?;
     assert_eq!(rows(&mut c).await?, (summaries, gaps));
 
-    // Deleting the key removes its summaries, and the count says so.
+    // The rows on disk are the ones counted; deleting the key removes them, and the count
+    // says so.
+    let on_disk = |s: &TestServer| -> Result<(f64, f64)> {
+        let view = s.server.db().store().view();
+        let summaries = view.count_summaries("n", 3600.0)? + view.count_summaries("n", DAY)?;
+        let gaps = view.gaps("n", f64::NEG_INFINITY, f64::INFINITY).count();
+        Ok((summaries as f64, gaps as f64))
+    };
+    assert_eq!(on_disk(&s)?, (summaries, gaps));
     assert_eq!(
         c.request(json!({"delete": {"key": "n"}})).await?,
         json!("ack")
     );
     assert_eq!(rows(&mut c).await?, (0.0, 0.0));
+    assert_eq!(on_disk(&s)?, (0.0, 0.0));
     c.close().await?;
     s.stop().await?;
     let s = TestServer::start_with(|cfg| cfg.data_dir = data.path().to_path_buf()).await?;
