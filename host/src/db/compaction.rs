@@ -939,7 +939,7 @@ fn raw_into(
 }
 
 /// Stores each target as the merge, in time order, of its parts and of the pieces of `gaps`
-/// inside its span (summarised through the plugin as a value held with no point), then cuts
+/// (in time order) inside its span (summarised through the plugin as a value held with no point), then cuts
 /// those spans and `also_cut` out of the gaps. A merge that is the empty summary is not
 /// stored. Returns the (step, start) bits of the summaries stored.
 fn store_targets(
@@ -954,7 +954,10 @@ fn store_targets(
     let mut spans = also_cut.to_vec();
     let mut stored = HashSet::new();
     for mut t in targets {
-        for g in gaps {
+        // Gaps are disjoint and in time order: those ending after the span's start, until
+        // one starts after its end.
+        let first = gaps.partition_point(|g| g.end <= t.span.0);
+        for g in gaps[first..].iter().take_while(|g| g.start < t.span.1) {
             let (lo, hi) = (g.start.max(t.span.0), g.end.min(t.span.1));
             if lo < hi {
                 let piece = plugin.summarize(options, &[lo, hi], Some(&g.carried), &[])?;
