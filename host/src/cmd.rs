@@ -235,12 +235,22 @@ impl Command {
                     remove,
                 }
             }
-            "compact" => Command::Compact {
-                key: match args.get("key") {
-                    None | Some(Json::Null) => None,
-                    Some(_) => Some(key_arg(args)?),
-                },
-            },
+            "compact" => {
+                // `{}` compacts every key, `{"key": K}` one; anything else is a mistake, not
+                // a request to compact the whole database.
+                let Json::Object(fields) = args else {
+                    return Err(Error::query("compact takes {} or {\"key\": K}"));
+                };
+                if let Some(other) = fields.keys().find(|k| k.as_str() != "key") {
+                    return Err(Error::query(format!("unknown compact field {other:?}")));
+                }
+                Command::Compact {
+                    key: match args.get("key") {
+                        None | Some(Json::Null) => None,
+                        Some(_) => Some(key_arg(args)?),
+                    },
+                }
+            }
             "reload" => Command::Reload,
             other => Command::Unknown(other.to_string()),
         })
@@ -505,6 +515,14 @@ mod tests {
             r#"{"put": {"key": "a", "value": 1, "time": "x"}}"#,
             r#"{"fetch": {"key": "a", "opts": {"step": "5q"}}}"#,
             r#"{"get": {"key": "a"}, "put": {"key": "a", "value": 1}}"#,
+            r#"{"compact": 1}"#,
+            r#"{"compact": "x"}"#,
+            r#"{"compact": null}"#,
+            r#"{"compact": []}"#,
+            r#"{"compact": true}"#,
+            r#"{"compact": {"bogus": 1}}"#,
+            r#"{"compact": {"key": 5}}"#,
+            r#"{"fetch": {"key": "a", "opts": {"limit": 0}}}"#,
         ] {
             assert_eq!(
                 parse(bad)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
-use crate::db::Retention;
+use crate::db::{Retention, TimeWindow};
 use crate::plugins::Limits;
 use crate::retention::PolicySpec;
 use crate::session::ConnectionLimits;
@@ -68,6 +68,14 @@ pub struct Config {
     /// raw points for 7 days, then 1-minute summaries for 30 days, 1-hour summaries for 2
     /// years, 1-day summaries forever.
     pub retention: PolicySpec,
+    /// The earliest time a write may carry (`put`'s `time`), in seconds since the epoch;
+    /// earlier ones are refused with `invalid_time`. Default = 0 (1970-01-01).
+    pub earliest_time: f64,
+    /// How far ahead of the server's clock a write's time may be, in seconds; further ones
+    /// are refused with `invalid_time`. Default = 86 400 (a day: a server whose clock lags,
+    /// such as a board without a battery clock that boots at its last shutdown time until NTP
+    /// answers, still takes correct times; milliseconds sent as seconds are refused).
+    pub max_time_ahead: f64,
     /// Most requests in one array frame. Default = 10 000.
     pub max_batch: usize,
     /// Most keys one connection may be subscribed to at once. Default = 10 000.
@@ -121,6 +129,8 @@ impl Default for Config {
             auth_timeout: 10,
             compaction_interval: 60,
             retention: PolicySpec::default(),
+            earliest_time: 0.0,
+            max_time_ahead: 86_400.0,
             max_batch: 10_000,
             max_subscriptions: 10_000,
             auth: AuthConfig::default(),
@@ -195,6 +205,10 @@ impl Config {
             default: self.retention.clone(),
             every: (self.compaction_interval > 0)
                 .then(|| Duration::from_secs(self.compaction_interval)),
+            times: TimeWindow {
+                earliest: self.earliest_time,
+                ahead: self.max_time_ahead,
+            },
         }
     }
 
@@ -220,6 +234,7 @@ mod tests {
         assert_eq!(config.durability(), Durability::Sync);
         assert_eq!(config.retention, PolicySpec::default());
         assert_eq!(config.compaction_interval, 60);
+        assert_eq!(config.retention().times, TimeWindow::default());
         Ok(())
     }
 

@@ -19,6 +19,11 @@ pub enum Error {
     #[error("invalid key name: {0}")]
     InvalidKey(String),
 
+    /// A write carried a time outside the accepted window (before the earliest accepted
+    /// time, or too far ahead of the server's clock).
+    #[error("invalid time: {0}")]
+    InvalidTime(String),
+
     /// The key does not exist (for requests that need it to).
     #[error("unknown key {0:?}")]
     UnknownKey(String),
@@ -79,6 +84,7 @@ impl Error {
             Error::InvalidJson(_) => "invalid_json",
             Error::InvalidQuery(_) => "invalid_query",
             Error::InvalidKey(_) => "invalid_key",
+            Error::InvalidTime(_) => "invalid_time",
             Error::UnknownKey(_) => "unknown_key",
             Error::UnknownType(_) => "unknown_type",
             Error::TypeMismatch { .. } => "type_mismatch",

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::query::tiers;
 use crate::value::{Point, Time, now, number_json};
 
-/// Most raw points one `fetch` returns unless the request sets `limit`.
+/// Most raw points one `fetch` returns, and the largest `limit` it takes.
 pub const MAX_POINTS: usize = 10_000;
 /// Most buckets one stepped `fetch` returns.
 pub const MAX_BUCKETS: usize = 10_000;
@@ -27,6 +27,7 @@ pub struct FetchOpts {
     pub timespans: bool,
     /// With `timespans`: the value whose periods are listed. Default = `true`.
     pub span_value: Option<Json>,
+    /// The newest this many points (at most [`MAX_POINTS`]).
     pub limit: Option<usize>,
 }
 
@@ -59,12 +60,16 @@ impl FetchOpts {
                     _ => return Err(Error::query("as must be \"timespans\"")),
                 },
                 "limit" => {
-                    out.limit = Some(
-                        v.as_u64()
-                            .filter(|n| *n > 0)
-                            .and_then(|n| usize::try_from(n).ok())
-                            .ok_or_else(|| Error::query("limit must be a positive integer"))?,
-                    )
+                    let n = v
+                        .as_u64()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| Error::query("limit must be a positive integer"))?;
+                    if n > MAX_POINTS as u64 {
+                        return Err(Error::LimitExceeded(format!(
+                            "limit is at most {MAX_POINTS}: page with until"
+                        )));
+                    }
+                    out.limit = Some(n as usize);
                 }
                 other => return Err(Error::query(format!("unknown fetch option {other:?}"))),
             }
@@ -224,17 +229,32 @@ pub async fn fetch(db: &Db, key: &str, opts: FetchOpts) -> Result<Json> {
         .await?
     };
     let rendered = plugin.render(&effective, &summaries, &[])?;
-    let rows = rendered
-        .as_array()
-        .map(|values| {
-            values
-                .iter()
-                .zip(&edges)
-                .filter(|(v, _)| !v.is_null())
-                .map(|(v, start)| json!([number_json(*start), v]))
-                .collect()
-        })
-        .unwrap_or_default();
+    let values = rendered.as_array().cloned().unwrap_or_default();
+    // A bucket without data renders `null` and is left out. So does one whose figure is
+    // beyond a double (the mean of values near 1.8e308: their integral overflows): it is
+    // kept as `[start, null]`, told apart by its known time where the type reports one.
+    let known: Vec<bool> = if values.iter().any(Json::is_null) {
+        plugin
+            .render(&effective, &summaries, &["coverage_seconds".to_string()])
+            .ok()
+            .and_then(|r| r.as_array().cloned())
+            .map(|figures| {
+                figures
+                    .iter()
+                    .map(|f| f["coverage_seconds"].as_f64().is_some_and(|c| c > 0.0))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let rows = values
+        .iter()
+        .zip(&edges)
+        .enumerate()
+        .filter(|(i, (v, _))| !v.is_null() || known.get(*i).copied().unwrap_or(false))
+        .map(|(_, (v, start))| json!([number_json(*start), v]))
+        .collect();
     Ok(Json::Array(rows))
 }
 

@@ -276,6 +276,16 @@ impl Control {
             old.compaction_interval != new.compaction_interval,
             false,
         );
+        changed(
+            "earliest_time",
+            old.earliest_time != new.earliest_time,
+            false,
+        );
+        changed(
+            "max_time_ahead",
+            old.max_time_ahead != new.max_time_ahead,
+            false,
+        );
 
         // Everything is checked: apply. The log level first, since it may still fail.
         if old.log != new.log
@@ -303,6 +313,8 @@ impl Control {
             kept.plugin_deadline_ms = old.plugin_deadline_ms;
             kept.plugin_memory_mib = old.plugin_memory_mib;
             kept.compaction_interval = old.compaction_interval;
+            kept.earliest_time = old.earliest_time;
+            kept.max_time_ahead = old.max_time_ahead;
             *f = kept;
         }
         self.db

@@ -203,6 +203,13 @@ pub struct CompactionState {
     pub raw_from: Time,
     /// Finest first; tier 0 answers `[tiers[0].from, raw_from)`.
     pub tiers: Vec<TierState>,
+    /// Summary rows the key has, all tiers together; `None` in a state written before rows
+    /// were counted (they are counted once, at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summaries: Option<u64>,
+    /// Gap rows the key has (see [`crate::store::Gap`]).
+    #[serde(default)]
+    pub gaps: u64,
 }
 
 impl CompactionState {
@@ -305,6 +312,8 @@ pub fn plan_restructure(
                 .zip(froms)
                 .map(|(t, from)| TierState { step: t.step, from })
                 .collect(),
+            summaries: old.summaries,
+            gaps: old.gaps,
         },
         dropped,
     })
@@ -407,6 +416,8 @@ mod tests {
                 },
                 TierState { step: D, from: 0.0 },
             ],
+            summaries: None,
+            gaps: 0,
         }
     }
 

@@ -395,7 +395,7 @@ async fn retention_needs_define_on_the_pattern_and_compact_needs_write() -> Resu
             .await?,
         json!("ack")
     );
-    // Listing policies needs only a token; compacting needs write.
+    // Listing policies needs only a token; compacting needs write (of a key that exists).
     assert!(sensors.request(json!({"retention": {}})).await?["policies"].is_object());
     assert!(
         sensors

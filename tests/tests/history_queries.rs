@@ -363,3 +363,81 @@ async fn v2_wraps_query_answers_and_echoes_the_query_id() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn fetch_limit_is_capped_like_every_other_answer() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    for (k, v) in [1, 2, 3].into_iter().enumerate() {
+        put_at(&mut c, "t", json!(v), BASE + k as f64).await?;
+    }
+    // A billion points asked (25 MB and 127 MB of server memory per request before):
+    // refused like every answer past 10 000 rows.
+    let huge = json!({"fetch": {"key": "t", "opts": {"limit": 1_000_000_000u64}}});
+    assert_eq!(c.request(huge).await?, json!({"error": "limit_exceeded"}));
+    let over = json!({"fetch": {"key": "t", "opts": {"limit": 10_001}}});
+    assert_eq!(c.request(over).await?, json!({"error": "limit_exceeded"}));
+    // Up to the cap the v1 shapes are as before: the newest `limit`, oldest first.
+    let most = json!({"fetch": {"key": "t", "opts": {"limit": 10_000}}});
+    assert_eq!(
+        c.request(most).await?,
+        json!([[ts(BASE), 1], [ts(BASE + 1.0), 2], [ts(BASE + 2.0), 3]])
+    );
+    let two = json!({"fetch": {"key": "t", "opts": {"limit": 2}}});
+    assert_eq!(
+        c.request(two).await?,
+        json!([[ts(BASE + 1.0), 2], [ts(BASE + 2.0), 3]])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn figures_beyond_a_double_are_null_in_query_and_stepped_fetch() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    // The time-weighted mean of values near the largest double: their integral (value ×
+    // seconds) overflows, so the mean is not a number either path can give.
+    put_at(&mut c, "huge", json!(1.7e308), BASE).await?;
+    put_at(&mut c, "huge", json!(1e300), BASE + 30.0).await?;
+    put_at(&mut c, "huge", json!(1.0), BASE + 120.0).await?;
+    let q = query(
+        &mut c,
+        json!({"key": "huge", "since": BASE, "until": BASE + 120.0, "step": 60,
+               "figures": ["mean", "max", "integral"]}),
+    )
+    .await?;
+    let first = &q["buckets"][0];
+    assert_eq!(first["mean"], Json::Null, "{q}");
+    assert_eq!(first["integral"], Json::Null, "{q}");
+    assert_eq!(first["max"], json!(1.7e308), "{q}");
+    assert_eq!(first["coverage"], json!(1), "{q}");
+    // The stepped fetch keeps the bucket (it has data) with the same null, rather than
+    // leaving it out like a bucket without data.
+    let fetched = c
+        .request(json!({"fetch": {"key": "huge", "opts": {"since": BASE, "until": BASE + 120.0, "step": "1M"}}}))
+        .await?;
+    assert_eq!(fetched[0], json!([ts(BASE), null]), "{fetched}");
+    assert_eq!(fetched[1][0], ts(BASE + 60.0), "{fetched}");
+    assert!(
+        (num(&fetched[1][1]) / 1e300 - 1.0).abs() < 1e-12,
+        "{fetched}"
+    );
+    assert_eq!(fetched.as_array().map(Vec::len), Some(2), "{fetched}");
+    let before = c
+        .request(json!({"fetch": {"key": "huge", "opts": {"since": BASE - 120.0, "until": BASE, "step": "1M"}}}))
+        .await?;
+    assert_eq!(before, json!([]), "no data before the first point");
+
+    // Averaging buckets by hour of day scales before summing: two maxima of 1.7e308
+    // average to 1.7e308, not to an overflow.
+    put_at(&mut c, "big", json!(1.7e308), BASE).await?;
+    let g = query(
+        &mut c,
+        json!({"key": "big", "since": BASE, "until": BASE + 2.0 * 86_400.0, "step": "1d",
+               "group": "hour", "figures": ["max"]}),
+    )
+    .await?;
+    assert_eq!(g["groups"][0]["buckets"], json!(2), "{g}");
+    assert_eq!(g["groups"][0]["max"], json!(1.7e308), "{g}");
+    Ok(())
+}

@@ -266,14 +266,16 @@ async fn subscribers_get_pushes_with_both_previous_fields_after_the_put_reply() 
     assert!(first["pub"]["time"].as_f64().is_some());
 
     // Another connection's put reaches this subscriber.
+    // An hour ahead (the window takes up to a day), with a fraction.
+    let t = (komoku_tests::now() + 3600.0).floor() + 0.1;
     let mut other = s.client().await?;
     other
-        .request(json!({"put": {"key": "foo", "value": 2, "time": 4102444800.1}}))
+        .request(json!({"put": {"key": "foo", "value": 2, "time": t}}))
         .await?;
     let second = c.push().await?;
     assert_eq!(
         second,
-        json!({"pub": {"key": "foo", "value": 2, "time": 4102444800.1, "previous": 1, "previous_value": 1}})
+        json!({"pub": {"key": "foo", "value": 2, "time": t, "previous": 1, "previous_value": 1}})
     );
 
     assert_eq!(
@@ -281,7 +283,7 @@ async fn subscribers_get_pushes_with_both_previous_fields_after_the_put_reply() 
         json!("ack")
     );
     other
-        .request(json!({"put": {"key": "foo", "value": 3, "time": 4102444801.0}}))
+        .request(json!({"put": {"key": "foo", "value": 3, "time": t + 1.0}}))
         .await?;
     assert_eq!(
         c.maybe_push(Duration::from_millis(300)).await?,

@@ -44,6 +44,10 @@ struct KeyState {
     /// Raw points are authoritative from here on; earlier history is compacted, and a put
     /// before it is refused (`compacted`). `-inf` while nothing is compacted.
     raw_from: Time,
+    /// The key's summary and gap rows (its stored compaction state's counts), so `stats`
+    /// stays exact when the key is deleted.
+    summary_rows: u64,
+    gap_rows: u64,
 }
 
 impl Default for KeyState {
@@ -56,6 +60,8 @@ impl Default for KeyState {
             schedule: None,
             seq: 0,
             raw_from: f64::NEG_INFINITY,
+            summary_rows: 0,
+            gap_rows: 0,
         }
     }
 }
@@ -111,6 +117,8 @@ pub struct Db {
     scheduler: Scheduler,
     /// The configured default retention policy (a config reload may change it).
     default_policy: RwLock<(PolicySpec, Policy)>,
+    /// The times a write may carry.
+    times: TimeWindow,
     /// Policies set by requests, by key name or pattern.
     policies: RwLock<Vec<(String, (PolicySpec, Policy))>>,
     compaction: compaction::CompactionStats,
@@ -118,13 +126,52 @@ pub struct Db {
     compact_lock: Mutex<()>,
 }
 
-/// How a [`Db`] compacts history.
+/// How a [`Db`] keeps history: which times it takes, how it compacts.
 #[derive(Debug, Clone)]
 pub struct Retention {
     /// The policy of keys no stored policy matches.
     pub default: PolicySpec,
     /// How often the background run starts; `None` = only when asked (`compact`).
     pub every: Option<std::time::Duration>,
+    /// The times a write may carry.
+    pub times: TimeWindow,
+}
+
+/// The times a write may carry: from `earliest` (seconds since the epoch) to `ahead` seconds
+/// after the server's clock. Anything else is refused with `invalid_time`: a point far in the
+/// future would hold every later put without a time behind it (they go after the newest
+/// point), and one far in the past would make compaction walk the years between.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeWindow {
+    /// Default = 0 (1970-01-01).
+    pub earliest: Time,
+    /// Default = 86 400 (a day).
+    pub ahead: f64,
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        TimeWindow {
+            earliest: 0.0,
+            ahead: 86_400.0,
+        }
+    }
+}
+
+impl TimeWindow {
+    /// `t` if a write may carry it at time `now` (`-0` as `0`), else `invalid_time`.
+    pub fn check(&self, t: Time, now: Time) -> Result<Time> {
+        let latest = now + self.ahead;
+        if !t.is_finite() || t < self.earliest || t > latest {
+            return Err(Error::InvalidTime(format!(
+                "time {t} is outside the accepted window [{}, {latest}] (seconds since the \
+                 epoch: not before {}, at most {} s after the server's clock); milliseconds \
+                 sent as seconds land far in the future",
+                self.earliest, self.earliest, self.ahead
+            )));
+        }
+        Ok(t + 0.0)
+    }
 }
 
 impl Db {
@@ -163,6 +210,7 @@ impl Db {
             keys: RwLock::new(HashMap::new()),
             scheduler: Scheduler::default(),
             default_policy: RwLock::new(default_policy),
+            times: retention.times,
             policies: RwLock::new(checked),
             compaction: compaction::CompactionStats::default(),
             compact_lock: Mutex::new(()),
@@ -173,11 +221,26 @@ impl Db {
                 .map(|(name, def)| {
                     let latest = store.last_point(&name)?;
                     let touched = store.touched(&name)?;
-                    let raw_from = store
-                        .view()
-                        .compaction_state(&name)?
+                    let view = store.view();
+                    let compaction = view.compaction_state(&name)?;
+                    let raw_from = compaction
+                        .as_ref()
                         .map_or(f64::NEG_INFINITY, |s| s.raw_from);
-                    Ok((name, def, latest, touched, raw_from))
+                    let rows = match compaction {
+                        None => (0, 0),
+                        Some(s) => match s.summaries {
+                            Some(n) => (n, s.gaps),
+                            // Compacted before rows were counted: counted once, here.
+                            None => {
+                                let mut n = 0;
+                                for tier in &s.tiers {
+                                    n += view.count_summaries(&name, tier.step)?;
+                                }
+                                (n, s.gaps)
+                            }
+                        },
+                    };
+                    Ok((name, def, latest, touched, raw_from, rows))
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -185,12 +248,15 @@ impl Db {
         .map_err(|e| Error::Storage(format!("loading keys: {e}")))??;
 
         let count = defs.len();
-        for (name, def, latest, touched, raw_from) in defs {
+        for (name, def, latest, touched, raw_from, (summary_rows, gap_rows)) in defs {
+            db.compaction.add_rows(summary_rows, gap_rows);
             let mut state = KeyState {
                 def: Some(def),
                 latest,
                 touched,
                 raw_from,
+                summary_rows,
+                gap_rows,
                 ..KeyState::default()
             };
             match db.plugin_of(&state) {
@@ -297,7 +363,8 @@ impl Db {
     }
 
     /// Sets a key's value (a `put`). A key that does not exist is created with the type that
-    /// claims the value most strongly. `time` defaults to now. The write is queued in order
+    /// claims the value most strongly. `time` defaults to now (see [`next_time`]) and must lie
+    /// in the configured [`TimeWindow`] (else `invalid_time`). The write is queued in order
     /// with the key's other operations; await the returned [`Durable`] before acknowledging.
     pub async fn put(
         &self,
@@ -333,11 +400,7 @@ impl Db {
         create: bool,
     ) -> Result<Durable> {
         check_key_name(name)?;
-        if let Some(t) = time
-            && !t.is_finite()
-        {
-            return Err(Error::query("time must be a finite number of seconds"));
-        }
+        let time = time.map(|t| self.times.check(t, now())).transpose()?;
         let slot = self.slot_or_new(name)?;
         let mut state = slot.lock().await;
         let mut writes = Vec::with_capacity(2);
@@ -624,6 +687,9 @@ impl Db {
             return Ok(false);
         }
         self.set_schedule(name, &mut state, None);
+        // The key's summaries and gaps go with it.
+        self.compaction
+            .remove_rows(state.summary_rows, state.gap_rows);
         *state = KeyState {
             seq: state.seq,
             ..KeyState::default()
@@ -702,10 +768,45 @@ fn opts_json(state: &KeyState) -> String {
 }
 
 /// A server-assigned time for a key's next point: now, but always after its latest point, so
-/// two puts in the same instant both keep their place in history.
+/// two puts in the same instant both keep their place in history, and a put after a point
+/// that is ahead of the clock (at most [`TimeWindow::ahead`]) follows it: `get`, pushes and
+/// increments stay in write order.
 fn next_time(now: Time, latest: Option<&Point>) -> Time {
     match latest {
         Some(l) if now <= l.time => l.time.next_up(),
         _ => now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_window_takes_the_epoch_to_a_day_ahead() {
+        let w = TimeWindow::default();
+        let now = 1_774_656_000.0;
+        for ok in [0.0, 1.5, now, now + 86_400.0] {
+            assert_eq!(w.check(ok, now).ok(), Some(ok), "{ok}");
+        }
+        // -0 is stored as 0: one key for one instant.
+        assert_eq!(w.check(-0.0, now).map(f64::to_bits).ok(), Some(0));
+        for bad in [
+            -1.0,
+            -1e18,
+            now * 1000.0,
+            now + 86_401.0,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            assert_eq!(
+                w.check(bad, now)
+                    .map_err(|e| e.code().to_string())
+                    .err()
+                    .as_deref(),
+                Some("invalid_time"),
+                "{bad}"
+            );
+        }
     }
 }

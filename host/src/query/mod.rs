@@ -469,11 +469,19 @@ fn known_figures(plugin: &Plugin, options: &str) -> Result<Vec<String>> {
 
 /// The mean of a figure over a group's buckets: numbers average over the buckets where the
 /// figure is known; objects of numbers (time per state) average per member, a missing member
-/// counting as 0; anything else (points) has no mean.
+/// counting as 0; anything else (points) has no mean. Means of finite numbers are finite.
 fn average(values: &[&Json]) -> Json {
     let numbers: Vec<f64> = values.iter().filter_map(|v| v.as_f64()).collect();
     if !numbers.is_empty() {
-        return number_json(numbers.iter().sum::<f64>() / numbers.len() as f64);
+        let n = numbers.len() as f64;
+        let sum = numbers.iter().sum::<f64>();
+        // Near the largest doubles the sum overflows where the mean does not: scale first.
+        let mean = if sum.is_finite() {
+            sum / n
+        } else {
+            numbers.iter().map(|x| x / n).sum()
+        };
+        return number_json(mean);
     }
     let objects: Vec<&Map<String, Json>> = values.iter().filter_map(|v| v.as_object()).collect();
     if objects.is_empty() {
@@ -517,4 +525,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Storage(format!("query task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_averages_of_the_largest_doubles_do_not_overflow() {
+        let big = json!(1.7e308);
+        assert_eq!(average(&[&big, &big]), json!(1.7e308));
+        assert_eq!(average(&[&json!(1), &json!(2)]), json!(1.5));
+        assert_eq!(average(&[&Json::Null]), Json::Null);
+    }
 }

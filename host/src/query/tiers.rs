@@ -3,8 +3,10 @@
 //!
 //! The window is split by the key's watermarks. Raw periods are summarised from the points
 //! as before ([`super::summarize`]); each stored tier bucket goes to the query bucket that
-//! holds its start. A query bucket's parts are merged oldest first (summaries of adjacent
-//! spans merge exactly), so a figure over compacted history is exact at the tier's step.
+//! holds its start, and each stored gap (a stretch without points, see [`crate::store::Gap`])
+//! is summarised through the plugin per query bucket it crosses, as the raw stretch would
+//! be. A query bucket's parts are merged oldest first (summaries of adjacent spans merge
+//! exactly), so a figure over compacted history is exact at the tier's step.
 //! Everything is read from one snapshot: a compaction step is seen whole or not at all.
 
 use crate::error::Result;
@@ -45,23 +47,65 @@ pub fn bucket_summaries(
     let state = state.expect("raw_from is finite only with a state");
     let mut parts: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
     let mut coarsest: Option<f64> = None;
-    // Oldest (coarsest) level first, so each bucket's parts arrive in time order.
-    for i in (1..=state.tiers.len()).rev() {
-        let (lo, hi) = state.level_range(i);
-        let (lo, hi) = (lo.max(first), hi.min(last));
-        if lo >= hi {
-            continue;
+    let push = |parts: &mut Vec<Vec<Vec<u8>>>, b: usize, summary: Vec<u8>| -> Result<()> {
+        let bucket = &mut parts[b.min(n - 1)];
+        bucket.push(summary);
+        if bucket.len() >= MAX_PARTS {
+            let merged = plugin.merge(options, bucket)?;
+            *bucket = vec![merged];
         }
-        let step = state.tiers[i - 1].step;
-        for item in view.summaries(key, step, lo, hi) {
-            let (start, summary) = item?;
-            let b = edges.partition_point(|e| *e <= start).saturating_sub(1);
-            let bucket = &mut parts[b.min(n - 1)];
-            bucket.push(summary);
-            if bucket.len() >= MAX_PARTS {
-                let merged = plugin.merge(options, bucket)?;
-                *bucket = vec![merged];
+        Ok(())
+    };
+    // The stored summaries, oldest (coarsest) level first, and the gaps between them, as one
+    // stream in time order, so each bucket's parts arrive in time order.
+    let levels: Vec<(f64, Time, Time)> = (1..=state.tiers.len())
+        .rev()
+        .filter_map(|i| {
+            let (lo, hi) = state.level_range(i);
+            let (lo, hi) = (lo.max(first), hi.min(last));
+            (lo < hi).then(|| (state.tiers[i - 1].step, lo, hi))
+        })
+        .collect();
+    let mut summaries = levels
+        .into_iter()
+        .flat_map(|(step, lo, hi)| {
+            view.summaries(key, step, lo, hi)
+                .map(move |item| item.map(|(start, summary)| (step, start, summary)))
+        })
+        .peekable();
+    let compacted_end = raw_from.min(last);
+    let mut gaps = view.gaps_overlapping(key, first, compacted_end)?.peekable();
+    loop {
+        let gap_first = match (summaries.peek(), gaps.peek()) {
+            (None, None) => break,
+            (Some(Ok((_, start, _))), Some(Ok(g))) => g.start < *start,
+            (Some(Err(_)), _) | (_, None) => false,
+            (None, Some(_)) | (_, Some(Err(_))) => true,
+        };
+        if gap_first {
+            let gap = gaps.next().expect("peeked")?;
+            let (lo, hi) = (gap.start.max(first), gap.end.min(compacted_end));
+            if lo >= hi {
+                continue;
             }
+            // The value held through the gap, summarised per query bucket it crosses.
+            let b = edges.partition_point(|e| *e <= lo).saturating_sub(1);
+            let mut cuts = vec![lo];
+            cuts.extend(edges[b + 1..].iter().take_while(|e| **e < hi));
+            cuts.push(hi);
+            let pieces = plugin.summarize(options, &cuts, Some(&gap.carried), &[])?;
+            for (k, piece) in pieces.into_iter().enumerate() {
+                push(&mut parts, b + k, piece)?;
+            }
+            // It answers for the tier whose period it lies in (exactly, at any step).
+            if let Some((j, _)) = state.home(lo) {
+                let step = state.tiers[j].step;
+                coarsest = Some(coarsest.map_or(step, |c: f64| c.max(step)));
+            }
+        } else {
+            let (step, start, summary) = summaries.next().expect("peeked")?;
+            let b = edges.partition_point(|e| *e <= start).saturating_sub(1);
+            push(&mut parts, b, summary)?;
             coarsest = Some(coarsest.map_or(step, |c: f64| c.max(step)));
         }
     }
@@ -101,12 +145,19 @@ pub fn history_start(view: &View, key: &str) -> Result<Option<Time>> {
             .first_point_from(key, f64::NEG_INFINITY)?
             .map(|p| p.time));
     };
+    let mut start = None;
     for i in (1..=state.tiers.len()).rev() {
         let (lo, hi) = state.level_range(i);
         if let Some(first) = view.summaries(key, state.tiers[i - 1].step, lo, hi).next() {
-            return Ok(Some(first?.0));
+            start = Some(first?.0);
+            break;
         }
     }
+    // A trim can leave a gap older than every summary.
+    if let Some(gap) = view.gaps(key, f64::NEG_INFINITY, f64::INFINITY).next() {
+        let gap = gap?.start;
+        start = Some(start.map_or(gap, |s: Time| s.min(gap)));
+    }
     // Only raw points are left, the oldest kept one carrying its value into raw_from.
-    Ok(Some(state.raw_from))
+    Ok(Some(start.unwrap_or(state.raw_from)))
 }

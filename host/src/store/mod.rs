@@ -9,7 +9,12 @@
 //!   counts for automatic values (uptime) after a restart;
 //! - `summaries`: `u16 BE name length ‖ name ‖ sortable step ‖ sortable bucket start` →
 //!   the plugin's summary of that bucket (compacted history, see [`crate::retention`]);
-//! - `compaction`: key name → its [`CompactionState`] (watermarks), as JSON;
+//! - `gaps`: `u16 BE name length ‖ name ‖ sortable start` → a [`Gap`] of compacted history:
+//!   `u8 format (1) ‖ f64 BE end ‖ f64 BE carried point's time ‖ encoded value`, a stretch
+//!   without points during which the carried point's value held. Compaction stores one
+//!   record per silence instead of a summary per tier bucket of it, so its rows follow the
+//!   points, not the time they span;
+//! - `compaction`: key name → its [`CompactionState`] (watermarks, row counts), as JSON;
 //! - `policies`: key name or pattern → its retention [`PolicySpec`], as JSON.
 //!
 //! A compaction step writes its summaries, deletes what they replace and moves the
@@ -56,8 +61,50 @@ pub struct Store {
     points: Keyspace,
     touched: Keyspace,
     summaries: Keyspace,
+    gaps: Keyspace,
     compaction: Keyspace,
     policies: Keyspace,
+}
+
+/// A stretch `[start, end)` of compacted history without points, during which the value of
+/// `carried` (the last point before it) held. Queries summarise it through the key's plugin
+/// as they would the raw stretch; coarser tiers absorb the part inside a bucket they store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    pub start: Time,
+    pub end: Time,
+    pub carried: Point,
+}
+
+/// The format byte of a stored [`Gap`].
+const GAP_FORMAT: u8 = 1;
+
+impl Gap {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(26);
+        v.push(GAP_FORMAT);
+        v.extend_from_slice(&self.end.to_be_bytes());
+        v.extend_from_slice(&self.carried.time.to_be_bytes());
+        self.carried.value.encode_into(&mut v);
+        v
+    }
+
+    fn decode(start: Time, v: &[u8]) -> Result<Gap> {
+        let corrupt = || Error::Storage("a stored gap is unreadable".into());
+        let (&format, rest) = v.split_first().ok_or_else(corrupt)?;
+        if format != GAP_FORMAT || rest.len() < 16 {
+            return Err(corrupt());
+        }
+        let f = |b: &[u8]| f64::from_be_bytes(b.try_into().expect("8 bytes"));
+        Ok(Gap {
+            start,
+            end: f(&rest[..8]),
+            carried: Point {
+                time: f(&rest[8..16]),
+                value: Value::decode(&rest[16..]).ok_or_else(corrupt)?,
+            },
+        })
+    }
 }
 
 impl Store {
@@ -71,6 +118,7 @@ impl Store {
         let points = db.keyspace("points", KeyspaceCreateOptions::default)?;
         let touched = db.keyspace("touched", KeyspaceCreateOptions::default)?;
         let summaries = db.keyspace("summaries", KeyspaceCreateOptions::default)?;
+        let gaps = db.keyspace("gaps", KeyspaceCreateOptions::default)?;
         let compaction = db.keyspace("compaction", KeyspaceCreateOptions::default)?;
         let policies = db.keyspace("policies", KeyspaceCreateOptions::default)?;
         Ok(Store {
@@ -79,6 +127,7 @@ impl Store {
             points,
             touched,
             summaries,
+            gaps,
             compaction,
             policies,
         })
@@ -110,6 +159,7 @@ impl Store {
             snap: self.db.snapshot(),
             points: self.points.clone(),
             summaries: self.summaries.clone(),
+            gaps: self.gaps.clone(),
             compaction: self.compaction.clone(),
         }
     }
@@ -200,6 +250,7 @@ impl Store {
         self.points.rotate_memtable_and_wait()?;
         self.touched.rotate_memtable_and_wait()?;
         self.summaries.rotate_memtable_and_wait()?;
+        self.gaps.rotate_memtable_and_wait()?;
         self.compaction.rotate_memtable_and_wait()?;
         self.policies.rotate_memtable_and_wait()?;
         self.persist()
@@ -213,7 +264,8 @@ impl Store {
         Ok(())
     }
 
-    /// About how many summaries are stored, and the bytes their tables take on disk.
+    /// About how many summaries are stored (removed ones count until fjall compacts their
+    /// tables: `stats` keeps an exact count), and the bytes their tables take on disk.
     pub fn summaries_size(&self) -> (usize, u64) {
         (
             self.summaries.approximate_len(),
@@ -282,11 +334,16 @@ fn summary_key(name: &str, step: f64, start: Time) -> Vec<u8> {
     k
 }
 
+fn gap_key(name: &str, start: Time) -> Vec<u8> {
+    point_key(name, start)
+}
+
 /// A snapshot of the store (see [`Store::view`]).
 pub struct View {
     snap: Snapshot,
     points: Keyspace,
     summaries: Keyspace,
+    gaps: Keyspace,
     compaction: Keyspace,
 }
 
@@ -355,6 +412,60 @@ impl View {
     }
 }
 
+impl View {
+    /// Gaps with `since <= start < until`, oldest first, read lazily.
+    pub fn gaps(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+    ) -> impl DoubleEndedIterator<Item = Result<Gap>> + use<> {
+        let (lo, hi) = (gap_key(name, since), gap_key(name, until));
+        self.snap.range(&self.gaps, lo..hi).map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            Gap::decode(time_in_key(&k)?, &v)
+        })
+    }
+
+    /// Gaps that overlap `[since, until)`, oldest first: the one that began before `since`
+    /// and reaches into it, then those that start inside.
+    pub fn gaps_overlapping(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+    ) -> Result<impl Iterator<Item = Result<Gap>> + use<>> {
+        let before = self
+            .gaps(name, f64::NEG_INFINITY, since)
+            .next_back()
+            .transpose()?
+            .filter(|g| g.end > since);
+        Ok(before
+            .map(Ok)
+            .into_iter()
+            .chain(self.gaps(name, since, until)))
+    }
+
+    /// Summary rows of one tier, counted (for keys compacted before rows were counted).
+    pub fn count_summaries(&self, name: &str, step: f64) -> Result<u64> {
+        let mut n = 0;
+        for item in self.summaries(name, step, f64::NEG_INFINITY, f64::INFINITY) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The sortable time that ends a stored key.
+fn time_in_key(k: &[u8]) -> Result<Time> {
+    let bytes: [u8; 8] = k
+        .get(k.len().saturating_sub(8)..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Storage("a stored key is unreadable".into()))?;
+    Ok(time_from_sortable(bytes))
+}
+
 fn decode_point(k: &[u8], v: &[u8]) -> Result<Point> {
     let corrupt = || Error::Storage("a stored point is unreadable".into());
     let time_bytes: [u8; 8] = k
@@ -389,5 +500,20 @@ mod tests {
     fn prefixes_of_different_names_never_overlap() {
         // "ab" must not see "abc"'s points: the length prefix differs.
         assert!(!point_key("abc", 1.0).starts_with(&key_prefix("ab")));
+    }
+
+    #[test]
+    fn gaps_round_trip() -> Result<()> {
+        let gap = Gap {
+            start: 60.0,
+            end: 1e9,
+            carried: Point {
+                time: 12.5,
+                value: Value::Text("armed".into()),
+            },
+        };
+        assert_eq!(Gap::decode(60.0, &gap.encode())?, gap);
+        assert!(Gap::decode(60.0, &[2, 0]).is_err());
+        Ok(())
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fjall::PersistMode;
 use tokio::sync::oneshot;
 
-use super::{KeyDef, Store, key_prefix, point_key, summary_key};
+use super::{Gap, KeyDef, Store, gap_key, key_prefix, point_key, summary_key};
 use crate::error::{Error, Result};
 use crate::retention::{CompactionState, PolicySpec};
 use crate::value::{Point, Time, time_to_sortable};
@@ -44,7 +44,8 @@ pub enum Write {
     Touch { key: String, point: Point },
     /// Create or replace a key's definition.
     Def { key: String, def: KeyDef },
-    /// Remove a key's definition, all of its points and summaries and its compaction state.
+    /// Remove a key's definition, all of its points, summaries and gaps, and its compaction
+    /// state.
     DeleteKey { key: String },
     /// Remove one point.
     DeletePoint { key: String, time: Time },
@@ -57,6 +58,10 @@ pub enum Write {
     },
     /// Remove the summary of one tier bucket.
     DeleteSummary { key: String, step: f64, start: Time },
+    /// Store (or replace, at the same start) a gap of compacted history.
+    Gap { key: String, gap: Gap },
+    /// Remove the gap starting at `start`.
+    DeleteGap { key: String, start: Time },
     /// Set a key's compaction watermarks.
     Compaction { key: String, state: CompactionState },
     /// Set (`Some`) or remove a retention policy for a key name or pattern.
@@ -266,6 +271,9 @@ fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
                     for guard in store.summaries.prefix(key_prefix(key)) {
                         batch.remove(&store.summaries, guard.key()?);
                     }
+                    for guard in store.gaps.prefix(key_prefix(key)) {
+                        batch.remove(&store.gaps, guard.key()?);
+                    }
                 }
                 Write::DeletePoint { key, time } => {
                     batch.remove(&store.points, point_key(key, *time));
@@ -284,6 +292,12 @@ fn commit(store: &Store, group: &[Job], durability: Durability) -> Result<()> {
                 }
                 Write::DeleteSummary { key, step, start } => {
                     batch.remove(&store.summaries, summary_key(key, *step, *start));
+                }
+                Write::Gap { key, gap } => {
+                    batch.insert(&store.gaps, gap_key(key, gap.start), gap.encode());
+                }
+                Write::DeleteGap { key, start } => {
+                    batch.remove(&store.gaps, gap_key(key, *start));
                 }
                 Write::Compaction { key, state } => {
                     let json =
