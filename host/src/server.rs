@@ -210,6 +210,8 @@ impl Server {
             tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; closing anyway");
         }
         self.db.close().await?;
+        // The live configuration holds the database too (for the default retention).
+        drop(self.control);
         // Let the last tasks holding the database go, so that its files are unlocked when
         // this returns (a restart in the same process opens them again).
         let waited = std::time::Instant::now();
