@@ -77,6 +77,15 @@ impl Server {
             Some(&good),
             config.plugin_limits(),
         ));
+        let db = Db::open(
+            store,
+            writer,
+            registry.clone(),
+            config.increment_creates.clone(),
+            config.retention(),
+        )
+        .await?;
+        // After the keys: each version that loads takes its type's keys (or does not load).
         let registry_ = registry.clone();
         let builtin = config.builtin_types;
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -88,18 +97,10 @@ impl Server {
         })
         .await??;
         let watcher = if config.hot_reload {
-            crate::plugins::watch(registry.clone(), shutdown.clone())
+            crate::plugins::watch(registry, shutdown.clone())
         } else {
             None
         };
-        let db = Db::open(
-            store,
-            writer,
-            registry,
-            config.increment_creates.clone(),
-            config.retention(),
-        )
-        .await?;
 
         let tasks = TaskTracker::new();
         let listener = TcpListener::bind(config.listen).await?;
