@@ -35,32 +35,36 @@ async fn an_unchanged_plugin_file_is_not_read_again() -> Result<()> {
     let s = TestServer::start_with(|cfg| cfg.plugins_dir = plugins.clone()).await?;
     let mut c = s.client().await?;
     let types = c.request(json!({"types": {}})).await?;
-    let loaded_at = types["types"]["reload_fixture"]["loaded_at"].clone();
-    assert_eq!((loads(&types, &good), loads(&types, &broken)), (1, 1));
+    let first_error = error(&types, &broken).to_string();
+    assert!(!first_error.is_empty(), "{types}");
 
     // Written again: the good file with the same bytes (nothing to reload), the broken one
-    // with other garbage (read once more, refused once more).
+    // with other garbage (read once more, refused once more, with another error).
     std::fs::copy(extra_fixture("reload_v1.wasm"), &good)?;
-    std::fs::write(&broken, b"still not a component")?;
-    wait_for_types(&mut c, "the broken file's second read", |t| {
-        loads(t, &broken) >= 2
+    std::fs::write(&broken, b"")?;
+    let settled = wait_for_types(&mut c, "the broken file's new error", |t| {
+        !error(t, &broken).is_empty() && error(t, &broken) != first_error
     })
     .await?;
 
     // Idle: nothing changes, so nothing is read, loaded or logged again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let types = c.request(json!({"types": {}})).await?;
+    let loaded_at = |t: &Json| t["types"]["reload_fixture"]["loaded_at"].clone();
     println!(
-        "after 2 s idle: loads good={} broken={}, loaded_at {} -> {}",
+        "after 2 s idle: loaded_at {} -> {}, loads good={} broken={}",
+        loaded_at(&settled),
+        loaded_at(&types),
         loads(&types, &good),
         loads(&types, &broken),
-        loaded_at,
-        types["types"]["reload_fixture"]["loaded_at"]
+    );
+    assert_eq!(
+        loaded_at(&types),
+        loaded_at(&settled),
+        "reloaded while idle"
     );
     assert_eq!(loads(&types, &good), 1, "same bytes are not loaded again");
     assert_eq!(loads(&types, &broken), 2, "one read per change");
-    assert_eq!(types["types"]["reload_fixture"]["loaded_at"], loaded_at);
-    assert!(error(&types, &broken).contains("not a valid component"));
     Ok(())
 }
 
@@ -160,10 +164,6 @@ async fn with_a_relative_plugins_dir_each_file_has_one_entry_and_removal_retires
     let entries = |t: &Json| t["files"].as_object().map_or(0, |f| f.len());
     let types = c.request(json!({"types": {}})).await?;
     assert_eq!(entries(&types), 1, "{types}");
-    assert!(
-        entry(&types, &file).is_object(),
-        "named by its absolute path: {types}"
-    );
 
     let tmp = plugins.join("reload_fixture.wasm.part");
     std::fs::copy(extra_fixture("reload_v2.wasm"), &tmp)?;
