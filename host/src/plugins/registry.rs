@@ -67,8 +67,8 @@ pub struct FileStatus {
     /// How many times a new content of the file was read and loaded (or refused). An
     /// unchanged file is not read again.
     pub loads: u64,
-    /// Size and modification time of the file as last read.
-    seen: Option<(u64, Option<SystemTime>)>,
+    /// What the file looked like when it was last read.
+    seen: Option<Seen>,
     /// A hash of the content that serves, if it loaded.
     serving: Option<u64>,
 }
@@ -198,7 +198,7 @@ impl Registry {
             }
             meta => meta,
         };
-        let seen = meta.as_ref().ok().map(|m| (m.len(), m.modified().ok()));
+        let seen = meta.as_ref().ok().map(seen);
         let before = self
             .files
             .read()
@@ -207,7 +207,7 @@ impl Registry {
             .cloned()
             .unwrap_or_default();
         if seen.is_some() && before.seen == seen {
-            // Unchanged since it was last read (a watch event of our own read, a chmod).
+            // Unchanged since it was last read (e.g. the event of a read).
             return match before.last_error {
                 None => Ok(before.type_name),
                 Some(e) => Err(Error::PluginFailed {
@@ -540,6 +540,26 @@ fn kind_of(kind: &std::fs::FileType) -> &'static str {
     } else {
         "not a file"
     }
+}
+
+/// Size, modification time and (on Unix) inode and status-change time: a file replaced by a
+/// rename has another inode, one rewritten in place another size or modification time.
+type Seen = (u64, Option<SystemTime>, u64, i64, i64);
+
+fn seen(meta: &std::fs::Metadata) -> Seen {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        (
+            meta.len(),
+            meta.modified().ok(),
+            meta.ino(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        )
+    }
+    #[cfg(not(unix))]
+    (meta.len(), meta.modified().ok(), 0, 0, 0)
 }
 
 fn content_hash(bytes: &[u8]) -> u64 {

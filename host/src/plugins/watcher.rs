@@ -6,10 +6,10 @@
 //! keeps serving, and the write's last event triggers another attempt.
 //!
 //! Only events that can change a file count: reading one (ours included) raises access
-//! events, which are ignored (but for a close after writing), and [`Registry::reload`] reads a file again only when its
-//! size or modification time changed. Reloads run on the watcher's own thread, never on the
-//! async runtime's blocking pool, so a slow or stuck file system delays only later reloads,
-//! never a request or the server's shutdown.
+//! events, which are ignored (but for a close after writing), and [`Registry::reload`]
+//! reads a file again only when it was written or replaced since. Reloads run on the
+//! watcher's own thread, never on the async runtime's blocking pool, so a slow or stuck file
+//! system delays only later reloads, never a request or the server's shutdown.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
