@@ -96,6 +96,7 @@ impl Server {
             Ok(())
         })
         .await??;
+        db.warn_unserved_types().await;
         let watcher = if config.hot_reload {
             crate::plugins::watch(registry, shutdown.clone())
         } else {

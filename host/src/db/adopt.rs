@@ -8,7 +8,7 @@
 //! options, and cannot migrate them (`migrate-options`), does not serve: the version serving
 //! the keys stays, and the registry reports why.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value as Json};
@@ -140,6 +140,23 @@ impl Db {
         }
         state.effective = fit.effective;
         self.set_schedule(name, state, schedule);
+    }
+
+    /// Logs each type that has keys but no version serving it (once the plugins have loaded
+    /// at start-up): its keys answer `unknown_type` to writes, their data kept.
+    pub async fn warn_unserved_types(&self) {
+        let mut unserved: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, slot) in self.all_slots() {
+            let state = slot.lock().await;
+            if let Some(def) = &state.def
+                && self.registry.get(&def.type_name).is_err()
+            {
+                *unserved.entry(def.type_name.clone()).or_default() += 1;
+            }
+        }
+        for (type_name, keys) in unserved {
+            tracing::warn!(%type_name, keys, "no version of this type is loaded; its keys refuse writes (their data is kept) until one that can take them loads");
+        }
     }
 
     fn all_slots(&self) -> Vec<(String, Slot)> {
