@@ -54,6 +54,9 @@ outputs=(
     komoku-fixture-wrong-version:tests/fixtures/plugins-extra/wrong_version.wasm
     komoku-fixture-trap-on-load:tests/fixtures/plugins-extra/trap_on_load.wasm
     komoku-fixture-bad-retention:tests/fixtures/plugins-extra/bad_retention.wasm
+    komoku-fixture-options-v1:tests/fixtures/plugins-extra/options_v1.wasm
+    komoku-fixture-options-v2:tests/fixtures/plugins-extra/options_v2.wasm
+    komoku-fixture-options-v2-migrates:tests/fixtures/plugins-extra/options_v2_migrates.wasm
 )
 
 started=$SECONDS

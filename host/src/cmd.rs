@@ -416,11 +416,17 @@ fn types(db: &Db) -> Json {
         .map(|(path, status)| {
             (
                 path.display().to_string(),
-                json!({"type": status.type_name, "last_error": status.last_error}),
+                json!({"type": status.type_name, "last_error": status.last_error, "loads": status.loads}),
             )
         })
         .collect();
-    json!({"types": loaded, "files": files})
+    let unavailable: Map<String, Json> = db
+        .registry()
+        .unavailable()
+        .into_iter()
+        .map(|(name, why)| (name, Json::String(why)))
+        .collect();
+    json!({"types": loaded, "files": files, "unavailable": unavailable})
 }
 
 fn key_arg(args: &Json) -> Result<String> {

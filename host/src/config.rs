@@ -42,6 +42,8 @@ pub struct Config {
     pub plugin_deadline_ms: u64,
     /// Memory one plugin instance may use, in MiB. Default = 64.
     pub plugin_memory_mib: usize,
+    /// Largest plugin file loaded, in MiB; a larger one is refused unread. Default = 64.
+    pub plugin_file_mib: u64,
     /// Largest websocket message accepted, in bytes. Default = 1 MiB.
     pub max_frame_bytes: usize,
     /// Pushes queued for one connection before it counts as too slow and is dropped.
@@ -121,6 +123,7 @@ impl Default for Config {
             durability: DurabilityConfig::Named(DurabilityName::Sync),
             plugin_deadline_ms: 500,
             plugin_memory_mib: 64,
+            plugin_file_mib: 64,
             max_frame_bytes: 1 << 20,
             push_queue: 10_000,
             push_queue_bytes: 16 << 20,
@@ -217,6 +220,7 @@ impl Config {
         Limits {
             deadline: Duration::from_millis(self.plugin_deadline_ms.max(1)),
             memory_bytes: self.plugin_memory_mib.max(1) << 20,
+            file_bytes: self.plugin_file_mib.max(1) << 20,
             ..Limits::default()
         }
     }

@@ -272,6 +272,11 @@ impl Control {
             false,
         );
         changed(
+            "plugin_file_mib",
+            old.plugin_file_mib != new.plugin_file_mib,
+            false,
+        );
+        changed(
             "compaction_interval",
             old.compaction_interval != new.compaction_interval,
             false,
@@ -312,6 +317,7 @@ impl Control {
             kept.durability = old.durability;
             kept.plugin_deadline_ms = old.plugin_deadline_ms;
             kept.plugin_memory_mib = old.plugin_memory_mib;
+            kept.plugin_file_mib = old.plugin_file_mib;
             kept.compaction_interval = old.compaction_interval;
             kept.earliest_time = old.earliest_time;
             kept.max_time_ahead = old.max_time_ahead;

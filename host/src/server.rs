@@ -108,6 +108,15 @@ impl Server {
             Some(&good),
             config.plugin_limits(),
         ));
+        let db = Db::open(
+            store,
+            writer,
+            registry.clone(),
+            config.increment_creates.clone(),
+            config.retention(),
+        )
+        .await?;
+        // After the keys: each version that loads takes its type's keys (or does not load).
         let registry_ = registry.clone();
         let builtin = config.builtin_types;
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -118,19 +127,12 @@ impl Server {
             Ok(())
         })
         .await??;
+        db.warn_unserved_types().await;
         let watcher = if config.hot_reload {
-            crate::plugins::watch(registry.clone(), shutdown.clone())
+            crate::plugins::watch(registry, shutdown.clone())
         } else {
             None
         };
-        let db = Db::open(
-            store,
-            writer,
-            registry,
-            config.increment_creates.clone(),
-            config.retention(),
-        )
-        .await?;
 
         let control = Arc::new(Control::new(config, text, live, connections, db.clone()));
         let policy = Policy {

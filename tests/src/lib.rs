@@ -38,6 +38,33 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plugins")
 }
 
+/// A test-only fixture plugin that tests copy into their own plugins directory.
+pub fn extra_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/plugins-extra")
+        .join(name)
+}
+
+/// Asks `{"types": {}}` until `done` holds for the answer (a hot reload is asynchronous);
+/// fails after [`WAIT`], saying `what` was awaited and the last answer.
+pub async fn wait_for_types(
+    c: &mut Client,
+    what: &str,
+    done: impl Fn(&Json) -> bool,
+) -> Result<Json> {
+    let started = std::time::Instant::now();
+    loop {
+        let types = c.request(serde_json::json!({"types": {}})).await?;
+        if done(&types) {
+            return Ok(types);
+        }
+        if started.elapsed() > WAIT {
+            bail!("waited {WAIT:?} for {what}; types answered {types}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Config for a server on port 0 with its data in `data` and plugins in `plugins`.
 pub fn config(data: &Path, plugins: &Path) -> komoku::Config {
     komoku::Config {
@@ -256,12 +283,29 @@ impl ServerProcess {
 
     /// [`ServerProcess::start`] with extra command-line flags.
     pub fn start_with_args(bin: &str, data: &Path, extra: &[&str]) -> Result<ServerProcess> {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(extra)
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--plugins")
-            .arg(fixtures_dir())
+            .arg(fixtures_dir());
+        Self::spawn(command)
+    }
+
+    /// Starts `<bin> --listen 127.0.0.1:0 <args>` in the working directory `cwd` (so relative
+    /// `--data` and `--plugins` are relative to it) and waits for its "listening" line.
+    pub fn start_in(bin: &str, cwd: &Path, args: &[&str]) -> Result<ServerProcess> {
+        let mut command = Command::new(bin);
+        command
+            .current_dir(cwd)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Result<ServerProcess> {
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -275,6 +319,25 @@ impl ServerProcess {
             .with_context(|| format!("unexpected first line {line:?}"))?
             .parse()?;
         Ok(ServerProcess { child, addr })
+    }
+
+    /// SIGTERM, as a service manager stops the server; waits up to `within` for the process
+    /// to exit and returns its status (an error if it is still running then).
+    pub fn terminate(mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed: {status}");
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if started.elapsed() > within {
+                bail!("still running {within:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self) -> String {

@@ -1,9 +1,9 @@
 // The core exports of the `key-type` world, for the type passed to `register`. Re-export
 // them from the plugin's entry file: `export * from "komoku-key-type/assembly/exports";`.
 //
-// The build (`komoku-build`) renames `check_options` to `check-options` and
-// `default_retention` to `default-retention` (and their `cabi_post_`), since AssemblyScript
-// names cannot hold a hyphen.
+// The build (`komoku-build`) renames `check_options` to `check-options`,
+// `default_retention` to `default-retention` and `migrate_options` to `migrate-options`
+// (and their `cabi_post_`), since AssemblyScript names cannot hold a hyphen.
 //
 // Flattening (canonical ABI: at most 16 flat parameters, at most 1 flat result; beyond
 // that, a pointer). Every function's parameters fit in 16 values; every result but
@@ -22,6 +22,7 @@
 //   render(string: 2, list<list<u8>>: 2, list<string>: 2)
 //                                               -> ptr result<string, refusal>
 //   default-retention()                         -> ptr option<string>
+//   migrate-options(string: 2)                  -> ptr result<string, string>
 
 import {
   free,
@@ -264,4 +265,17 @@ export function default_retention(): usize {
 
 export function cabi_post_default_retention(ret: usize): void {
   if (load<u8>(ret) != 0) freeAt(ret + 4);
+}
+
+/** Writes a `result<string, string>` (12 bytes: case u8 @0, string @4); a refusal gives its message. */
+export function migrate_options(ptr: usize, len: usize): usize {
+  const result = keyType().migrateOptions(liftString(ptr, len));
+  const refusal = result.refusal;
+  store<u8>(RET_AREA, refusal == null ? 0 : 1);
+  storeString(RET_AREA + 4, refusal == null ? result.unwrap() : refusal.message);
+  return RET_AREA;
+}
+
+export function cabi_post_migrate_options(ret: usize): void {
+  freeAt(ret + 4);
 }

@@ -119,6 +119,20 @@ export abstract class KeyType {
   defaultRetention(): string | null {
     return null;
   }
+
+  /**
+   * Migrates the options a key was defined with under an earlier version of this type (the
+   * JSON object text `define` gave, not the completed one) to options this version accepts:
+   * for a version that renames or removes an option existing keys have. The host calls it
+   * when this version loads and `readOptions` refuses a key's stored options; what it
+   * returns is stored as the key's options, so return only what the key was given (renamed,
+   * converted). A refusal (its message reaches the operator), or options this version
+   * refuses too, keeps this version from loading while such keys exist.
+   * Default = no migration (a refusal).
+   */
+  migrateOptions(options: string): Result<string> {
+    return Result.err<string>(Refusal.invalidOption(this.name + " has no migration for options " + options));
+  }
 }
 
 let registered: KeyType | null = null;

@@ -1,5 +1,5 @@
 // A test-only key type exercising every shape of the world: text values, schedules,
-// `add`, extra options, a default retention policy. `npm test` builds it into a component and calls it through jco.
+// `add`, extra options, a default retention policy, an options migration. `npm test` builds it into a component and calls it through jco.
 import {
   addNumber,
   castNumber,
@@ -68,6 +68,12 @@ class Fixture extends KeyType {
 
   defaultRetention(): string | null {
     return '{"raw": "90d", "tiers": [["1H", "2y"], ["1d", null]]}';
+  }
+
+  /** An earlier version called `expire_after` `expire`; `colour` cannot be migrated. */
+  migrateOptions(options: string): Result<string> {
+    if (options.includes('"colour"')) return super.migrateOptions(options);
+    return Result.ok<string>(options.replace('"expire":', '"expire_after":'));
   }
 }
 

@@ -308,6 +308,26 @@ describe("default-retention", () => {
   });
 });
 
+/** Calls `f`, expecting a `result<_, string>` error; returns its text. */
+function failure(f) {
+  try {
+    f();
+  } catch (e) {
+    return String(typeof e === "string" ? e : (e?.payload ?? e?.message));
+  }
+  assert.fail("expected an error");
+}
+
+describe("migrate-options", () => {
+  test("stored options come back migrated, as JSON text", () => {
+    assert.deepEqual(JSON.parse(plugin.migrateOptions('{"expire": 5, "mode": "text"}')), { expire_after: 5, mode: "text" });
+  });
+
+  test("the default refuses, saying which options", () => {
+    assert.match(failure(() => plugin.migrateOptions('{"colour": "red"}')), /no migration.*colour/);
+  });
+});
+
 describe("memory", () => {
   test("argument and result buffers are freed: 5000 rounds of every call leave the memory as it was", async () => {
     const { root, memory } = await instantiate();
@@ -326,6 +346,8 @@ describe("memory", () => {
       root.render(options, summaries, ["mean", "last"]);
       refusal(() => root.render(options, summaries, ["nope"]));
       root.defaultRetention();
+      root.migrateOptions('{"expire": 5, "mode": "text"}');
+      failure(() => root.migrateOptions('{"colour": "red"}'));
     };
     for (let i = 0; i < 500; i++) round();
     const warm = memory.buffer.byteLength;

@@ -65,6 +65,8 @@ pub use summary::Summary;
 
 /// The JSON library the SDK uses (for `json!` and custom figures).
 pub use serde_json;
+/// A JSON object, as options are.
+pub use serde_json::Map as JsonMap;
 /// A JSON value, as options and rendered figures are.
 pub use serde_json::Value as Json;
 
@@ -239,6 +241,22 @@ pub trait KeyType: 'static {
     fn default_retention() -> Option<Json> {
         None
     }
+
+    /// Migrates the options a key was defined with under an earlier version of this type
+    /// (the JSON object `define` gave, not the completed one) to options this version
+    /// accepts: for a version that renames or removes an option existing keys have. The
+    /// host calls it when this version loads and [`Options::read`] refuses a key's stored
+    /// options; what it returns is stored as the key's options, so return only what the key
+    /// was given (renamed, converted), and let defaults keep following the type. An `Err`
+    /// (a reason for humans), or options this version refuses too, keeps this version from
+    /// loading while such keys exist. Default = no migration (`Err`).
+    fn migrate_options(options: JsonMap<String, Json>) -> Result<JsonMap<String, Json>, String> {
+        let names: Vec<&str> = options.keys().map(String::as_str).collect();
+        Err(format!(
+            "{} has no migration for options {names:?}",
+            Self::NAME
+        ))
+    }
 }
 
 /// Exports a [`KeyType`] as the plugin's `key-type` world.
@@ -297,6 +315,9 @@ macro_rules! export_key_type {
                 }
                 fn default_retention() -> Option<String> {
                     $crate::world::default_retention::<$ty>()
+                }
+                fn migrate_options(options: String) -> Result<String, String> {
+                    $crate::world::migrate_options::<$ty>(options)
                 }
             }
 

@@ -77,6 +77,14 @@ pub fn default_retention<T: KeyType>() -> Option<String> {
     T::default_retention().map(|policy| policy.to_string())
 }
 
+/// `migrate-options`: a key's stored options (a JSON object) as this version takes them.
+pub fn migrate_options<T: KeyType>(options: String) -> Result<String, String> {
+    let Ok(Json::Object(options)) = serde_json::from_str::<Json>(&options) else {
+        return Err(format!("options are not a JSON object: {options}"));
+    };
+    T::migrate_options(options).map(|migrated| Json::Object(migrated).to_string())
+}
+
 /// `guess`: how strongly the type claims a new key whose first value is `sample`.
 pub fn guess<T: KeyType>(sample: Input) -> u8 {
     T::guess(&sample)

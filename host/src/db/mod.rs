@@ -6,6 +6,7 @@
 //! fsynced — so one key's operations are applied in order while many keys' writes share an
 //! fsync. A change is published by the writer thread once it is durable, in write order.
 
+mod adopt;
 mod compaction;
 mod scheduler;
 
@@ -31,7 +32,8 @@ use scheduler::Scheduler;
 struct KeyState {
     /// `None` while the key does not exist (never created, or deleted).
     def: Option<KeyDef>,
-    /// The options as the plugin completed them (JSON object text).
+    /// The options as the serving version of its type completed them (JSON object text);
+    /// empty until a version of its type has taken the key.
     effective: String,
     latest: Option<Point>,
     /// The latest operation that was acknowledged but not stored, when newer than `latest`:
@@ -175,8 +177,11 @@ impl TimeWindow {
 }
 
 impl Db {
-    /// Loads every key from the store, re-arms pending automatic values (writing, at their
-    /// past time, those that fell due while the server was down) and starts the scheduler.
+    /// Loads every key from the store and starts the scheduler. From then on each version of
+    /// a type that loads into `registry` takes the type's keys over (module `adopt`): it gives
+    /// them their options and re-arms their pending automatic values (writing, at their past
+    /// time, those that fell due while the server was down); a version that cannot take them
+    /// does not load. So load the plugins after this (on a blocking thread).
     /// `add_creates`: the type of a key created by an `increment` (see
     /// [`crate::Config::increment_creates`]).
     pub async fn open(
@@ -250,7 +255,8 @@ impl Db {
         let count = defs.len();
         for (name, def, latest, touched, raw_from, (summary_rows, gap_rows)) in defs {
             db.compaction.add_rows(summary_rows, gap_rows);
-            let mut state = KeyState {
+            // Its options and automatic value come when a version of its type loads.
+            let state = KeyState {
                 def: Some(def),
                 latest,
                 touched,
@@ -259,22 +265,10 @@ impl Db {
                 gap_rows,
                 ..KeyState::default()
             };
-            match db.plugin_of(&state) {
-                Ok(plugin) => {
-                    state.effective = plugin.check_options(&opts_json(&state))?;
-                    if let Some(reference) = state.reference() {
-                        state.schedule = plugin.reschedule(&state.effective, reference)?;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(key = %name, error = %e, "key's type is not loaded; its data is kept")
-                }
-            }
-            if let Some(s) = &state.schedule {
-                db.scheduler.arm(&name, s.at);
-            }
             db.slots_mut()?.insert(name, Arc::new(Mutex::new(state)));
         }
+        db.registry
+            .set_keys(Arc::new(adopt::KeyBook(Arc::downgrade(&db))));
         tracing::info!(keys = count, "keys loaded");
         tokio::spawn(scheduler::run(Arc::downgrade(&db)));
         if let Some(every) = retention.every {

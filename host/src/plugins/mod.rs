@@ -14,6 +14,6 @@ mod registry;
 mod runtime;
 mod watcher;
 
-pub use registry::{FileStatus, Registry};
-pub use runtime::{Limits, Operation, Outcome, Plugin, PluginInfo, Scheduled};
+pub use registry::{FileStatus, Keys, Registry};
+pub use runtime::{FitOptions, Limits, Operation, Outcome, Plugin, PluginInfo, Scheduled};
 pub use watcher::{DEBOUNCE, PluginWatcher, watch};

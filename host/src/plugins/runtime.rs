@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::{KeyTypeBase, KeyTypeBaseIndices, wit};
@@ -30,6 +30,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Idle instances kept per plugin for reuse. Default = 16.
     pub pool_size: usize,
+    /// The largest plugin file that is read; a larger one is refused unread. Default = 64 MiB.
+    pub file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
             deadline: Duration::from_millis(500),
             memory_bytes: 64 << 20,
             pool_size: 16,
+            file_bytes: 64 << 20,
         }
     }
 }
@@ -162,6 +165,15 @@ pub enum Operation {
     Add(f64),
 }
 
+/// The options of an existing key under a newly loaded version ([`Plugin::fit_options`]).
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// What `migrate-options` made of the key's stored options, to store instead of them.
+    pub migrated: Option<String>,
+    /// The complete options (what `check-options` returned).
+    pub effective: String,
+}
+
 /// A value to be written by the host at `at` unless something else happens to the key first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scheduled {
@@ -192,6 +204,9 @@ struct Instance {
 /// The optional export naming the type's default retention policy (`key-type` in wit/).
 const DEFAULT_RETENTION: &str = "default-retention";
 
+/// The optional export migrating a key's stored options to this version (`key-type` in wit/).
+const MIGRATE_OPTIONS: &str = "migrate-options";
+
 /// One loaded plugin: a compiled component ready to instantiate, and idle instances.
 pub struct Plugin {
     pub info: PluginInfo,
@@ -202,6 +217,8 @@ pub struct Plugin {
     /// The retention policy the type chose for its keys (its `default-retention`), checked;
     /// `None` when it has no opinion or predates that export.
     pub default_retention: Option<(PolicySpec, Policy)>,
+    /// Its `migrate-options` export, if it has one (checked at load).
+    migrate: Option<ComponentExportIndex>,
     engine: Engine,
     pre: InstancePre<StoreData>,
     indices: KeyTypeBaseIndices,
@@ -242,6 +259,7 @@ impl Plugin {
             source: path.to_path_buf(),
             loaded_at: SystemTime::now(),
             default_retention: None,
+            migrate: None,
             engine,
             pre: instance_pre,
             indices,
@@ -263,6 +281,7 @@ impl Plugin {
             });
         }
         plugin.default_retention = plugin.read_default_retention(&component)?;
+        plugin.migrate = plugin.find_migrate_options(&component)?;
         tracing::info!(
             type_name = %plugin.info.name,
             version = %plugin.info.version,
@@ -320,6 +339,72 @@ impl Plugin {
                 plugin: self.label(),
                 message: format!("{DEFAULT_RETENTION} returned an invalid policy {quoted}: {e}"),
             }
+        })
+    }
+
+    /// The optional `migrate-options` export, if the component has it. The export with another
+    /// signature refuses the plugin.
+    fn find_migrate_options(&self, component: &Component) -> Result<Option<ComponentExportIndex>> {
+        let Some(index) = component.get_export_index(None, MIGRATE_OPTIONS) else {
+            return Ok(None); // built before the export existed: migrates nothing
+        };
+        self.with_instance(MIGRATE_OPTIONS, |i| {
+            i.handle
+                .get_typed_func::<(&str,), (Result<String, String>,)>(&mut i.store, &index)
+                .map_err(|e| {
+                    wasmtime::format_err!(
+                        "is not `func(options: string) -> result<string, string>` ({e:#})"
+                    )
+                })
+                .map(drop)
+        })?;
+        Ok(Some(index))
+    }
+
+    /// The options a key defined with `stored` (JSON object text, what `define` gave) has
+    /// under this version: `check-options` of them. When it refuses them and the plugin has
+    /// `migrate-options`, the migrated options are checked instead and returned too, to be
+    /// stored as the key's options. The same at start-up and at a hot load.
+    pub fn fit_options(&self, stored: &str) -> Result<FitOptions> {
+        let (code, message) = match self.check_options(stored) {
+            Ok(effective) => {
+                return Ok(FitOptions {
+                    migrated: None,
+                    effective,
+                });
+            }
+            Err(Error::Refused { code, message }) => (code, message),
+            Err(e) => return Err(e), // a trap or garbage is no reason to migrate
+        };
+        let refused = |more: String| Error::Refused {
+            code: code.clone(),
+            message: format!("{message}; {more}"),
+        };
+        let Some(index) = self.migrate else {
+            return Err(refused(format!("this version has no {MIGRATE_OPTIONS}")));
+        };
+        let migrated = self.with_instance(MIGRATE_OPTIONS, |i| {
+            let f = i
+                .handle
+                .get_typed_func::<(&str,), (Result<String, String>,)>(&mut i.store, &index)?;
+            Ok(f.call(&mut i.store, (stored,))?.0)
+        })?;
+        let migrated =
+            migrated.map_err(|why| refused(format!("{MIGRATE_OPTIONS} refused them: {why}")))?;
+        if !serde_json::from_str::<serde_json::Value>(&migrated).is_ok_and(|j| j.is_object()) {
+            return Err(Error::PluginFailed {
+                plugin: self.label(),
+                message: format!("{MIGRATE_OPTIONS} returned options that are not a JSON object"),
+            });
+        }
+        let effective = self.check_options(&migrated).map_err(|e| {
+            refused(format!(
+                "the options {MIGRATE_OPTIONS} made of them are refused too: {e}"
+            ))
+        })?;
+        Ok(FitOptions {
+            migrated: Some(migrated),
+            effective,
         })
     }
 
