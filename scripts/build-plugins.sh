@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the key-type plugins in guest-types/ into wasm components:
-#   plugins/<type>.wasm                        the five built-in types the server ships
+#   plugins/<type>.wasm                        the built-in types the server ships
 #   tests/fixtures/plugins/trap_fixture.wasm   the test-only fixture every test server loads
 #   tests/fixtures/plugins-extra/<name>.wasm   test-only fixtures a test copies into its own
 #                                              plugins directory (misbehaving, reloaded, or
@@ -45,6 +45,8 @@ outputs=(
     komoku-type-boolean:plugins/boolean.wasm
     komoku-type-uptime:plugins/uptime.wasm
     komoku-type-string:plugins/string.wasm
+    komoku-type-decimal:plugins/decimal.wasm
+    komoku-type-meter:plugins/meter.wasm
     komoku-fixture-trap:tests/fixtures/plugins/trap_fixture.wasm
     komoku-fixture-loop:tests/fixtures/plugins-extra/loop_fixture.wasm
     komoku-fixture-hog:tests/fixtures/plugins-extra/hog_fixture.wasm

@@ -69,6 +69,8 @@ enum Kind {
     Uptime,
     StringState,
     StringLog,
+    Decimal,
+    Meter,
 }
 
 impl Kind {
@@ -78,6 +80,8 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Boolean => "boolean",
             Kind::Uptime => "uptime",
+            Kind::Decimal => "decimal",
+            Kind::Meter => "meter",
             Kind::StringState | Kind::StringLog => "string",
         }
     }
@@ -85,6 +89,8 @@ impl Kind {
     fn options(self) -> &'static str {
         match self {
             Kind::StringLog => r#"{"mode": "log"}"#,
+            // Drops of 0.5 are noise, larger ones resets.
+            Kind::Meter => r#"{"min_drop": 0.6}"#,
             _ => "{}",
         }
     }
@@ -133,6 +139,36 @@ impl Kind {
                 "coverage_seconds",
             ],
             Kind::StringLog => &["count", "first", "last", "transitions", "coverage_seconds"],
+            Kind::Decimal => &[
+                "mean",
+                "min",
+                "max",
+                "first",
+                "last",
+                "count",
+                "integral",
+                "coverage_seconds",
+                "sum",
+                "increase",
+            ],
+            Kind::Meter => &[
+                "increase",
+                "rate",
+                "resets",
+                "first",
+                "last",
+                "count",
+                "coverage_seconds",
+            ],
+        }
+    }
+
+    /// Whether a rendered figure matches the brute force's: [`same`], but a decimal's mean is
+    /// rendered at its scale of 2 digits, so it may be half a hundredth off the exact mean.
+    fn same_as(self, figure: &str, got: &Json, want: &Json) -> bool {
+        match (self, figure, got.as_f64(), want.as_f64()) {
+            (Kind::Decimal, "mean", Some(a), Some(b)) => (a - b).abs() <= 0.005 + 1e-9,
+            _ => same(got, want),
         }
     }
 
@@ -147,6 +183,10 @@ impl Kind {
                 Value::Bool(phase ^ seed.is_multiple_of(6))
             }
             Kind::StringState | Kind::StringLog => Value::Text(format!("s{}", seed % case.states)),
+            // Quarters from -1.5 to 2.25: exact at the default scale of 2.
+            Kind::Decimal => Value::Number((f64::from(seed % 16) - 6.0) * 0.25),
+            // Readings from 0 to 7.5 in halves: rises, noise (-0.5) and resets.
+            Kind::Meter => Value::Number(f64::from(seed % 16) * 0.5),
         }
     }
 }
@@ -356,7 +396,7 @@ fn check_case(
             for name in kind.figures() {
                 let expected = want.get(*name).cloned().unwrap_or(Json::Null);
                 prop_assert!(
-                    same(&got[*name], &expected),
+                    kind.same_as(name, &got[*name], &expected),
                     "{} of [{}, {}) (row {} of {}, chunk {}): got {}, brute force says {}",
                     name,
                     start - T0,
@@ -369,7 +409,7 @@ fn check_case(
                 );
             }
             prop_assert!(
-                same(&defaults[i], &want_default),
+                kind.same_as("mean", &defaults[i], &want_default),
                 "default figure of [{}, {}) (row {}, chunk {}): got {}, brute force says {}",
                 start - T0,
                 end - T0,
@@ -545,6 +585,65 @@ fn brute_force(
             f.insert("coverage_seconds", json!(known));
             dominant
         }
+        Kind::Decimal => {
+            let integral: f64 = held.iter().map(|(v, s)| number(v) * s).sum();
+            let values = held.iter().map(|(v, _)| number(v));
+            let before = history.iter().rev().find(|p| p.time < start);
+            let at_end = history.iter().rev().find(|p| p.time < end);
+            let base = before.or(inside.first().copied());
+            let increase = base
+                .zip(at_end)
+                .map(|(b, e)| number(&e.value) - number(&b.value));
+            // The exact mean: the plugin renders it at the key's scale (2 digits), so the
+            // two are compared within half a hundredth (see `same_as`).
+            let mean = (known > 0.0).then(|| integral / known);
+            f.insert("mean", json!(mean));
+            f.insert("min", json!(values.clone().reduce(f64::min)));
+            f.insert("max", json!(values.reduce(f64::max)));
+            f.insert("first", first);
+            f.insert("last", last);
+            f.insert("count", count);
+            f.insert("integral", json!(integral));
+            f.insert("coverage_seconds", json!(known));
+            f.insert(
+                "sum",
+                json!(inside.iter().map(|p| number(&p.value)).sum::<f64>()),
+            );
+            f.insert("increase", json!(increase));
+            json!(mean)
+        }
+        Kind::Meter => {
+            // Consecutive readings: a rise, noise (a drop under 0.6, counted as it is) or a
+            // reset (the new reading is all new usage).
+            let (mut increase, mut resets) = (0.0, 0);
+            for w in history.windows(2) {
+                if w[1].time >= start && w[1].time < end {
+                    let (a, b) = (number(&w[0].value), number(&w[1].value));
+                    if b >= a || a - b < 0.6 {
+                        increase += b - a;
+                    } else {
+                        increase += b;
+                        resets += 1;
+                    }
+                }
+            }
+            let known_at_all = history.iter().any(|p| p.time < end);
+            let increase = known_at_all.then_some(increase);
+            f.insert("increase", json!(increase));
+            f.insert(
+                "rate",
+                match increase {
+                    Some(i) => ratio(i, known),
+                    None => Json::Null,
+                },
+            );
+            f.insert("resets", json!(resets));
+            f.insert("first", first);
+            f.insert("last", last);
+            f.insert("count", count);
+            f.insert("coverage_seconds", json!(known));
+            json!(increase)
+        }
         Kind::StringLog => {
             let default = inside.last().map_or(Json::Null, |p| p.value.to_json());
             f.insert("count", count);
@@ -605,4 +704,14 @@ fn string_state_buckets_match_brute_force() {
 #[test]
 fn string_log_buckets_match_brute_force() {
     check_type(Kind::StringLog);
+}
+
+#[test]
+fn decimal_buckets_match_brute_force() {
+    check_type(Kind::Decimal);
+}
+
+#[test]
+fn meter_buckets_match_brute_force() {
+    check_type(Kind::Meter);
 }

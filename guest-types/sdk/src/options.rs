@@ -116,6 +116,31 @@ impl OptionsReader {
         Ok(value)
     }
 
+    /// An optional option of any shape: `parse` reads the given JSON into the value and the
+    /// JSON the complete object shows for it, or `None` to refuse it as not `expected`.
+    /// Default = `null` (absent).
+    pub fn optional<T>(
+        &mut self,
+        name: &'static str,
+        expected: &str,
+        parse: impl FnOnce(&Json) -> Option<(T, Json)>,
+    ) -> Result<Option<T>, Refusal> {
+        let value = match self.take(name) {
+            None => {
+                self.complete.insert(name.to_owned(), Json::Null);
+                return Ok(None);
+            }
+            Some(json) => match parse(&json) {
+                Some((value, shown)) => {
+                    self.complete.insert(name.to_owned(), shown);
+                    value
+                }
+                None => return Err(wrong(name, expected, &json)),
+            },
+        };
+        Ok(Some(value))
+    }
+
     /// `null` or a non-empty list of strings. Default = `null`.
     pub fn string_list(&mut self, name: &'static str) -> Result<Option<Vec<String>>, Refusal> {
         let expected = "null or a non-empty list of strings";

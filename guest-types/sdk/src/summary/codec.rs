@@ -1,5 +1,6 @@
 //! The primitives of the summary encodings: a tag byte, little-endian `f64`s, LEB128
-//! `varint`s and length-prefixed UTF-8 texts.
+//! `varint`s, length-prefixed UTF-8 texts and length-prefixed bytes (another summary's
+//! encoding, nested).
 
 use std::fmt;
 
@@ -61,6 +62,13 @@ impl Writer {
     pub fn text(&mut self, text: &str) {
         self.varint(text.len() as u64);
         self.bytes.extend_from_slice(text.as_bytes());
+    }
+
+    /// A `varint` byte length, then the bytes: how a summary nests another's encoding
+    /// (read back with [`Reader::bytes`]).
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        self.varint(bytes.len() as u64);
+        self.bytes.extend_from_slice(bytes);
     }
 
     /// The encoding.
@@ -131,6 +139,13 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::new("text is not UTF-8"))
     }
 
+    /// A `varint` length, then that many bytes (written by [`Writer::bytes`]).
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = usize::try_from(self.varint()?)
+            .map_err(|_| DecodeError::new("byte length too large"))?;
+        self.take(len)
+    }
+
     /// Checks that nothing is left.
     pub fn finish(self) -> Result<(), DecodeError> {
         if self.rest.is_empty() {
@@ -157,6 +172,7 @@ mod tests {
             w.varint(n);
         }
         w.text("héllo");
+        w.bytes(&[b'N', 0, 1]);
         let bytes = w.finish();
         let mut r = Reader::new(&bytes, b'X')?;
         assert_eq!(r.u8()?, 7);
@@ -165,6 +181,7 @@ mod tests {
             assert_eq!(r.varint()?, n);
         }
         assert_eq!(r.text()?, "héllo");
+        assert_eq!(r.bytes()?, &[b'N', 0, 1]);
         r.finish()?;
         assert!(Reader::new(&bytes, b'Y').is_err());
         assert!(Reader::new(&bytes[..bytes.len() - 1], b'X').is_ok());
