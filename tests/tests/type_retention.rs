@@ -134,6 +134,8 @@ async fn each_key_follows_its_types_default_below_patterns_and_above_the_config(
         json!({
             "numeric": gauge,
             "counter": gauge,
+            "decimal": gauge,
+            "meter": gauge,
             "boolean": {"raw": "90d", "tiers": [["1H", "2y"], ["1d", null]]},
             "uptime": {"raw": "30d", "tiers": [["1H", "2y"], ["1d", null]]},
             "string": {"raw": "90d", "tiers": [["1H", "2y"], ["1d", null]]},
