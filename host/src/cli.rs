@@ -2,7 +2,7 @@
 //! [`main`]; the end-to-end tests build the same call into their own binary to kill it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{DurabilityConfig, DurabilityName};
@@ -16,10 +16,14 @@ use tracing_subscriber::EnvFilter;
 /// With no arguments it serves ws://127.0.0.1:7373 (v1 at `/`, v2 at `/v2`) with its data in
 /// ./data and the built-in key types plus any plugins in ./plugins.
 #[derive(Debug, Clone, Parser)]
-#[command(version)]
+#[command(disable_version_flag = true)]
 struct Args {
     #[command(subcommand)]
     tool: Option<Tool>,
+    /// Prints the version, the git commit, the WIT package plugins must target and the
+    /// built-in types, then exits.
+    #[arg(long, short = 'V')]
+    version: bool,
     /// TOML config file; flags given here override it. SIGHUP (or `komoku reload`) reads it
     /// again and applies what can change live.
     #[arg(long, short, global = true)]
@@ -62,6 +66,13 @@ enum Tool {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Checks a config file as a start would (TOML, every setting, tokens, retention, the
+    /// TLS certificate and key) without starting: prints "ok", or the first error with its
+    /// line, and exits with status 1.
+    CheckConfig {
+        /// The file [default: --config].
+        file: Option<PathBuf>,
+    },
 }
 
 /// Runs the server as the command line says, until SIGINT/SIGTERM; SIGHUP reloads the
@@ -71,6 +82,9 @@ pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.version {
+        return version();
+    }
     if let Some(tool) = args.tool.take() {
         return run_tool(tool, &args, &runtime);
     }
@@ -268,8 +282,171 @@ fn run_tool(tool: Tool, args: &Args, runtime: &tokio::runtime::Runtime) -> anyho
             println!("token: {token}");
             println!("hash = \"{}\"", crate::auth::hash_token(&token));
         }
+        Tool::CheckConfig { file } => {
+            let Some(path) = file.or_else(|| args.config.clone()) else {
+                anyhow::bail!("check-config needs a file: komoku check-config FILE");
+            };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            check_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            println!("ok");
+        }
     }
     Ok(())
+}
+
+/// `komoku --version`: what this binary is, and what it serves. The built-in types are
+/// loaded (compiled) to ask each its name and version, as the server would.
+fn version() -> anyhow::Result<()> {
+    println!("komoku {}", env!("CARGO_PKG_VERSION"));
+    println!("commit {}", env!("KOMOKU_GIT_COMMIT"));
+    println!("wit komoku:types@{}", env!("KOMOKU_WIT_VERSION"));
+    let registry = crate::plugins::Registry::new(
+        Path::new("/nonexistent"),
+        None,
+        crate::plugins::Limits::default(),
+    );
+    registry.load_builtin()?;
+    let types: Vec<String> = registry
+        .all()
+        .iter()
+        .map(|p| format!("{} {}", p.info.name, p.info.version))
+        .collect();
+    println!("built-in types: {}", types.join(", "));
+    Ok(())
+}
+
+/// The checks a start makes on a config, in its order, without opening anything but the
+/// TLS files: TOML into [`Config`] (syntax, unknown keys, types), [`Config::check`], the
+/// tokens and TLS acceptor ([`crate::live::Live::from_config`]), the default retention
+/// policy. An error names the line: TOML errors carry it; for the checks after parsing,
+/// the line of the offending key is looked up in `text`.
+pub fn check_config(text: &str) -> anyhow::Result<Config> {
+    let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let at = |path: &[Seg], e: anyhow::Error| match line_of(text, path) {
+        Some(line) => anyhow::anyhow!("line {line}: {}: {e:#}", path_name(path)),
+        None => anyhow::anyhow!("{}: {e:#}", path_name(path)),
+    };
+    if let Err(e) = config.check() {
+        let key = if config.listen.ip().is_loopback() {
+            "v2_listen"
+        } else {
+            "listen"
+        };
+        let key = if e.to_string().starts_with("log =") {
+            "log"
+        } else {
+            key
+        };
+        return Err(at(&[Seg::Key(key)], e));
+    }
+    if let Err(e) = crate::live::Live::from_config(&config) {
+        return Err(match crate::auth::Auth::from_config(&config.auth) {
+            Err(_) => at(&auth_culprit(&config.auth), e),
+            Ok(_) if e.to_string().starts_with("tls key") => {
+                at(&[Seg::Key("tls"), Seg::Key("key")], e)
+            }
+            Ok(_) => at(&[Seg::Key("tls"), Seg::Key("cert")], e),
+        });
+    }
+    if let Err(e) = config.retention.policy() {
+        let raw_alone = crate::retention::PolicySpec {
+            raw: config.retention.raw.clone(),
+            tiers: Vec::new(),
+        };
+        let key = if raw_alone.policy().is_ok() {
+            "tiers"
+        } else {
+            "raw"
+        };
+        return Err(at(&[Seg::Key("retention"), Seg::Key(key)], e.into()));
+    }
+    Ok(config)
+}
+
+/// The key of `[auth]` that [`crate::auth::Auth::from_config`] refuses: the hash of the
+/// first token whose hash is malformed, else the name of the first token named twice (its
+/// second use).
+fn auth_culprit(auth: &crate::auth::AuthConfig) -> Vec<Seg<'static>> {
+    let alone = |t: &crate::auth::TokenConfig| crate::auth::AuthConfig {
+        enabled: false,
+        tokens: vec![t.clone()],
+    };
+    if let Some(i) = auth
+        .tokens
+        .iter()
+        .position(|t| crate::auth::Auth::from_config(&alone(t)).is_err())
+    {
+        return vec![
+            Seg::Key("auth"),
+            Seg::Key("tokens"),
+            Seg::Index(i),
+            Seg::Key("hash"),
+        ];
+    }
+    let twice = auth
+        .tokens
+        .iter()
+        .enumerate()
+        .position(|(i, t)| auth.tokens[..i].iter().any(|o| o.name == t.name));
+    match twice {
+        Some(i) => vec![
+            Seg::Key("auth"),
+            Seg::Key("tokens"),
+            Seg::Index(i),
+            Seg::Key("name"),
+        ],
+        None => vec![Seg::Key("auth")],
+    }
+}
+
+/// One step of a path into a TOML document.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `auth.tokens[1].hash`.
+fn path_name(path: &[Seg]) -> String {
+    let mut name = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if name.is_empty() => name.push_str(k),
+            Seg::Key(k) => {
+                name.push('.');
+                name.push_str(k);
+            }
+            Seg::Index(i) => name.push_str(&format!("[{i}]")),
+        }
+    }
+    name
+}
+
+/// The line (from 1) where the last key of `path` is written in `text`, if it is.
+fn line_of(text: &str, path: &[Seg]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut value: Option<&DeValue> = None;
+    let mut start = None;
+    for seg in path {
+        match (seg, value) {
+            (Seg::Key(k), None | Some(DeValue::Table(_))) => {
+                if let Some(DeValue::Table(t)) = value {
+                    table = t;
+                }
+                let (key, v) = table.iter().find(|(key, _)| key.get_ref().as_ref() == *k)?;
+                start = Some(key.span().start);
+                value = Some(v.get_ref());
+            }
+            (Seg::Index(i), Some(DeValue::Array(items))) => {
+                value = Some(items.get(*i)?.get_ref());
+            }
+            _ => return None,
+        }
+    }
+    Some(text.get(..start?)?.matches('\n').count() + 1)
 }
 
 async fn shutdown_signal() {
@@ -291,4 +468,141 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error `check_config` gives for `text` (empty when it passes).
+    fn refusal(text: &str) -> String {
+        check_config(text)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    }
+
+    const HASH: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn check_config_passes_the_example_and_the_packaged_config() -> anyhow::Result<()> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["komoku.example.toml", "packaging/komoku.toml"] {
+            check_config(&std::fs::read_to_string(root.join(file))?)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_packaged_config_is_the_example_with_system_paths() -> anyhow::Result<()> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let example = std::fs::read_to_string(root.join("komoku.example.toml"))?;
+        let packaged = std::fs::read_to_string(root.join("packaging/komoku.toml"))?;
+        let expected = example
+            .replace(
+                "# Run with: komoku --config komoku.example.toml",
+                "# Installed by the komoku package; the service runs\n# komoku --config /etc/komoku/komoku.toml. Check edits with\n# `komoku check-config /etc/komoku/komoku.toml`, apply them with\n# `systemctl reload komoku` (or restart, for settings a reload cannot change).",
+            )
+            .replace("data_dir = \"data\"", "data_dir = \"/var/lib/komoku\"")
+            .replace(
+                "plugins_dir = \"plugins\"",
+                "plugins_dir = \"/var/lib/komoku/plugins\"",
+            );
+        assert_eq!(
+            packaged, expected,
+            "packaging/komoku.toml drifted from komoku.example.toml: copy the example and change only the header and the two paths"
+        );
+        let config = check_config(&packaged)?;
+        assert!(config.listen.ip().is_loopback());
+        assert!(!config.auth.enabled);
+        Ok(())
+    }
+
+    #[test]
+    fn check_config_names_the_line_of_a_toml_syntax_error() {
+        let message = refusal("log = \"info\"\nlisten = \"127.0.0.1:7373\n");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn check_config_refuses_an_unknown_key() {
+        let message = refusal("log = \"info\"\n\nlistn = \"127.0.0.1:7373\"\n");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(message.contains("unknown field `listn`"), "{message}");
+    }
+
+    #[test]
+    fn check_config_refuses_a_wrong_type() {
+        let message = refusal("max_connections = \"many\"\n");
+        assert!(message.contains("line 1"), "{message}");
+        let message = refusal("\n\nlisten = \"localhost\"\n");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn check_config_refuses_a_bad_token_hash() {
+        let text = format!(
+            "[auth]\nenabled = true\n\n[[auth.tokens]]\nname = \"a\"\nhash = \"{HASH}\"\n\n[[auth.tokens]]\nname = \"b\"\nhash = \"sha256:1234\"\n"
+        );
+        let message = refusal(&text);
+        assert!(
+            message.starts_with("line 10: auth.tokens[1].hash:"),
+            "{message}"
+        );
+        assert!(message.contains("\"b\""), "{message}");
+    }
+
+    #[test]
+    fn check_config_refuses_a_token_name_used_twice() {
+        let text = format!(
+            "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"phone\"\nhash = \"{HASH}\"\n[[auth.tokens]]\nname = \"phone\"\nhash = \"{HASH}\"\n"
+        );
+        let message = refusal(&text);
+        assert!(
+            message.starts_with("line 7: auth.tokens[1].name:"),
+            "{message}"
+        );
+        assert!(message.contains("used twice"), "{message}");
+    }
+
+    #[test]
+    fn check_config_refuses_an_open_listener_without_auth() {
+        let message = refusal("log = \"info\"\nlisten = \"0.0.0.0:7373\"\n");
+        assert!(message.starts_with("line 2: listen:"), "{message}");
+        assert!(message.contains("without authentication"), "{message}");
+        let message = refusal("\nv2_listen = \"192.168.1.2:7274\"\n");
+        assert!(message.starts_with("line 2: v2_listen:"), "{message}");
+    }
+
+    #[test]
+    fn check_config_refuses_a_bad_retention_policy() {
+        let message = refusal("[retention]\nraw = \"7d\"\ntiers = [[\"1H\", \"2y\"], [\"7M\"]]\n");
+        assert!(message.starts_with("line 3: retention.tiers:"), "{message}");
+        let message = refusal("[retention]\nraw = \"seven days\"\n");
+        assert!(message.starts_with("line 2: retention.raw:"), "{message}");
+    }
+
+    #[test]
+    fn check_config_refuses_a_missing_tls_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cert = dir.path().join("cert.pem");
+        let text = format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            dir.path().join("key.pem").display().to_string()
+        );
+        let message = refusal(&text);
+        assert!(message.starts_with("line 2: tls.cert:"), "{message}");
+        assert!(message.contains("cert.pem"), "{message}");
+        Ok(())
+    }
+
+    #[test]
+    fn check_config_passes_a_good_file_with_auth() -> anyhow::Result<()> {
+        let text = format!(
+            "listen = \"0.0.0.0:7373\"\n[auth]\nenabled = true\n[[auth.tokens]]\nname = \"a\"\nhash = \"{HASH}\"\nread = [\"*\"]\n"
+        );
+        check_config(&text)?;
+        Ok(())
+    }
 }

@@ -106,8 +106,9 @@ fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     Ok(component)
 }
 
-/// The WIT package this host serves: `komoku:types@` + this version.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package this host serves: `komoku:types@` + this version (read from
+/// `wit/key-type.wit` by the build script).
+pub const WIT_VERSION: &str = env!("KOMOKU_WIT_VERSION");
 const WIT_PACKAGE: &str = "komoku:types/";
 
 /// Refuses a component built against another, incompatible version of the WIT package.
