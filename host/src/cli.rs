@@ -21,7 +21,7 @@ struct Args {
     #[command(subcommand)]
     tool: Option<Tool>,
     /// Prints the version, the git commit, the WIT package plugins must target and the
-    /// built-in types, then exits.
+    /// built-in types with their versions (loading them takes a moment), then exits.
     #[arg(long, short = 'V')]
     version: bool,
     /// TOML config file; flags given here override it. SIGHUP (or `komoku reload`) reads it
@@ -298,11 +298,9 @@ fn run_tool(tool: Tool, args: &Args, runtime: &tokio::runtime::Runtime) -> anyho
 /// `komoku --version`: what this binary is, and what it serves. The built-in types are
 /// loaded (compiled) to ask each its name and version, as the server would.
 fn version() -> anyhow::Result<()> {
-    println!("komoku {}", env!("CARGO_PKG_VERSION"));
-    println!("commit {}", env!("KOMOKU_GIT_COMMIT"));
-    println!("wit komoku:types@{}", env!("KOMOKU_WIT_VERSION"));
+    // Only the built-in types: the plugins directory is not read.
     let registry = crate::plugins::Registry::new(
-        Path::new("/nonexistent"),
+        Path::new("plugins"),
         None,
         crate::plugins::Limits::default(),
     );
@@ -312,7 +310,14 @@ fn version() -> anyhow::Result<()> {
         .iter()
         .map(|p| format!("{} {}", p.info.name, p.info.version))
         .collect();
-    println!("built-in types: {}", types.join(", "));
+    // One write, once everything is known (a reader like `head -1` may go away early).
+    print!(
+        "komoku {}\ncommit {}\nwit komoku:types@{}\nbuilt-in types: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("KOMOKU_GIT_COMMIT"),
+        env!("KOMOKU_WIT_VERSION"),
+        types.join(", ")
+    );
     Ok(())
 }
 
