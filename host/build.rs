@@ -94,6 +94,13 @@ fn git_commit(manifest: &Path) -> String {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
             .filter(|s| !s.is_empty())
     };
+    // A tarball unpacked inside some other repository must not report that one's commit.
+    let ours = manifest.join("..").canonicalize().ok();
+    let top =
+        git(&["rev-parse", "--show-toplevel"]).and_then(|t| Path::new(&t).canonicalize().ok());
+    if ours.is_none() || top != ours {
+        return "unknown".into();
+    }
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return "unknown".into();
     };
