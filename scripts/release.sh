@@ -38,7 +38,7 @@ if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
     echo "release: warning: the checkout has uncommitted changes; komoku --version names the commit, not them" >&2
 fi
 
-strip=strip
+strip="strip"
 build_args=(--release --locked -p komoku)
 deb_args=(-p komoku --no-build --strip)
 if [ "$target" = "$host" ]; then

@@ -49,7 +49,8 @@ echo "==> this tree's package"
 # run this tree's build script again.
 touch host/build.rs
 scripts/release.sh
-new=$(ls -t dist/komoku_*.deb | head -n 1)
+pkgid=$(cargo pkgid -p komoku)
+new=dist/komoku_${pkgid##*[@#]}-1_$(dpkg --print-architecture).deb
 # The release build must have replaced the older binary in the shared target directory.
 if [ "$(dpkg-deb --fsys-tarfile "$new" | tar -xO ./usr/bin/komoku | sha256sum)" = \
      "$(dpkg-deb --fsys-tarfile "$work/old.deb" | tar -xO ./usr/bin/komoku | sha256sum)" ]; then
