@@ -133,6 +133,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let logging = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: not in the journal, a pipe or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_filter_reloading();
     let log_filter = logging.reload_handle();
