@@ -56,7 +56,7 @@ async fn load(
             for f in 0..frames {
                 let put = |i: usize| {
                     let n = (f * per_frame + i) as u64;
-                    json!({"put": {"key": format!("sensor.{}", (c + n as usize) % key_space), "value": (n % 1000) as f64 / 10.0, "time": (t0 + (c as u64) * 1_000_000_000 + n) as f64}})
+                    json!({"put": {"key": format!("sensor.{}", (c + n as usize) % key_space), "value": (n % 1000) as f64 / 10.0, "time": (t0 + (c as u64) * 10_000_000 + n) as f64}})
                 };
                 let frame = if per_frame == 1 { put(0) } else { Json::Array((0..per_frame).map(put).collect()) };
                 let text = frame.to_string();
@@ -118,7 +118,9 @@ async fn main() -> Result<()> {
             100,
         ),
     ];
-    let mut t0 = 1_600_000_000;
+    // Every client writes its own range of past times (the server refuses times more than a
+    // day ahead): 32 clients × 10 000 000 s from 2001 stay before 2012.
+    let mut t0 = 1_000_000_000;
     for (name, clients, frames, per_frame) in scenarios {
         let k = load(&url, clients, frames, per_frame, 100, t0).await?;
         t0 += 100_000;
