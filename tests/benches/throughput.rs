@@ -140,7 +140,7 @@ async fn main() -> Result<()> {
     .await?;
     let url = format!("ws://{}/", server.local_addr);
     let started = Instant::now();
-    let rate = load(&url, 32, points / 32 / 100, 100, 1000, 1_700_000_000).await?;
+    let rate = load(&url, 32, points / 32 / 100, 100, 1000, 1_000_000_000).await?;
     println!(
         "\nstored {points} numeric points into 1000 keys at {rate:.0} puts/s ({:.1} s)",
         started.elapsed().as_secs_f64()
