@@ -197,25 +197,16 @@ impl Control {
             .map_err(|_| anyhow::anyhow!("config state poisoned"))?
             .clone();
         let mut report = Report::default();
-        let mut changed = |name: &'static str, differs: bool, live: bool| {
+        let mut changed = |name: &'static str, differs: bool| {
             if differs {
-                if live {
-                    report.applied.push(name);
-                } else {
-                    report.needs_restart.push(name);
-                }
+                report.applied.push(name);
             }
         };
         changed(
             "auth",
             format!("{:?}", old.auth) != format!("{:?}", new.auth),
-            true,
         );
-        changed(
-            "tls",
-            format!("{:?}", old.tls) != format!("{:?}", new.tls),
-            true,
-        );
+        changed("tls", format!("{:?}", old.tls) != format!("{:?}", new.tls));
         let limits = |c: &Config| {
             (
                 c.max_frame_bytes,
@@ -226,101 +217,62 @@ impl Control {
                 c.auth_timeout,
             )
         };
-        changed("limits", limits(&old) != limits(&new), true);
+        changed("limits", limits(&old) != limits(&new));
         changed(
             "max_connections",
             old.max_connections != new.max_connections,
-            true,
         );
         changed(
             "max_unauthenticated",
             old.max_unauthenticated != new.max_unauthenticated,
-            true,
         );
-        changed("retention", old.retention != new.retention, true);
-        changed("log", old.log != new.log, true);
+        changed("retention", old.retention != new.retention);
+        changed("log", old.log != new.log);
         changed(
             "allow_unauthenticated_remote",
             old.allow_unauthenticated_remote != new.allow_unauthenticated_remote,
-            true,
         );
-        // Read once at start.
-        changed("listen", old.listen != new.listen, false);
-        changed("v2_listen", old.v2_listen != new.v2_listen, false);
-        changed("data_dir", old.data_dir != new.data_dir, false);
-        changed("plugins_dir", old.plugins_dir != new.plugins_dir, false);
-        changed(
-            "builtin_types",
-            old.builtin_types != new.builtin_types,
-            false,
-        );
-        changed("hot_reload", old.hot_reload != new.hot_reload, false);
-        changed(
-            "increment_creates",
-            old.increment_creates != new.increment_creates,
-            false,
-        );
-        changed("durability", old.durability != new.durability, false);
-        changed(
-            "plugin_deadline_ms",
-            old.plugin_deadline_ms != new.plugin_deadline_ms,
-            false,
-        );
-        changed(
-            "plugin_memory_mib",
-            old.plugin_memory_mib != new.plugin_memory_mib,
-            false,
-        );
-        changed(
-            "plugin_file_mib",
-            old.plugin_file_mib != new.plugin_file_mib,
-            false,
-        );
-        changed(
-            "compaction_interval",
-            old.compaction_interval != new.compaction_interval,
-            false,
-        );
-        changed(
-            "earliest_time",
-            old.earliest_time != new.earliest_time,
-            false,
-        );
-        changed(
-            "max_time_ahead",
-            old.max_time_ahead != new.max_time_ahead,
-            false,
+        // Read once at start: reported, and kept as they are in force. Each is named once,
+        // for both.
+        let mut kept = new;
+        macro_rules! restart_only {
+            ($($field:ident),* $(,)?) => {$(
+                if kept.$field != old.$field {
+                    report.needs_restart.push(stringify!($field));
+                    kept.$field = old.$field.clone();
+                }
+            )*};
+        }
+        restart_only!(
+            listen,
+            v2_listen,
+            data_dir,
+            plugins_dir,
+            builtin_types,
+            hot_reload,
+            increment_creates,
+            durability,
+            plugin_deadline_ms,
+            plugin_memory_mib,
+            plugin_file_mib,
+            compaction_interval,
+            earliest_time,
+            max_time_ahead,
         );
 
         // Everything is checked: apply. The log level first, since it may still fail.
-        if old.log != new.log
+        if old.log != kept.log
             && let Some(log) = self.log.lock().ok().and_then(|l| l.clone())
         {
-            log(&new.log)?;
+            log(&kept.log)?;
         }
         self.db
-            .set_default_retention(new.retention.clone(), default_retention);
+            .set_default_retention(kept.retention.clone(), default_retention);
         self.connections
-            .resize(crate::server::connection_cap(new.max_connections));
-        self.unauthenticated.resize(new.max_unauthenticated.max(1));
+            .resize(crate::server::connection_cap(kept.max_connections));
+        self.unauthenticated.resize(kept.max_unauthenticated.max(1));
         self.live.send_replace(Arc::new(live));
         if let Ok(mut f) = self.in_force.lock() {
-            // What needs a restart stays as it is in force.
-            let mut kept = new;
-            kept.listen = old.listen;
-            kept.v2_listen = old.v2_listen;
-            kept.data_dir = old.data_dir;
-            kept.plugins_dir = old.plugins_dir;
-            kept.builtin_types = old.builtin_types;
-            kept.hot_reload = old.hot_reload;
-            kept.increment_creates = old.increment_creates;
-            kept.durability = old.durability;
-            kept.plugin_deadline_ms = old.plugin_deadline_ms;
-            kept.plugin_memory_mib = old.plugin_memory_mib;
-            kept.plugin_file_mib = old.plugin_file_mib;
-            kept.compaction_interval = old.compaction_interval;
-            kept.earliest_time = old.earliest_time;
-            kept.max_time_ahead = old.max_time_ahead;
             *f = kept;
         }
         self.db
