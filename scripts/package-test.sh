@@ -93,7 +93,7 @@ cleanup() {
     if dpkg -s komoku >/dev/null 2>&1; then
         dpkg --purge komoku >"$work/purge.log" 2>&1 || cat "$work/purge.log" >&2
     fi
-    rm -rf /var/lib/komoku
+    rm -rf /var/lib/komoku /var/cache/komoku
     getent passwd komoku >/dev/null && deluser --quiet komoku >/dev/null 2>&1
     getent group komoku >/dev/null && delgroup --quiet komoku >/dev/null 2>&1
     rm -rf "$work"
@@ -128,6 +128,9 @@ fi
 start_server
 python3 scripts/package-data.py check "$work/answers.json"
 stop_server
+echo "==> the compiled built-in types are cached in /var/cache/komoku, owned by komoku"
+ls /var/cache/komoku/*.cwasm >/dev/null
+test "$(stat -c %U /var/cache/komoku)" = komoku
 
 echo "==> systemd-analyze verify /usr/lib/systemd/system/komoku.service"
 if ! command -v systemd-analyze >/dev/null; then
@@ -151,4 +154,5 @@ echo "==> dpkg --purge komoku"
 dpkg --purge komoku
 test ! -e /etc/komoku/komoku.toml
 test ! -e /usr/bin/komoku
+test ! -e /var/cache/komoku
 echo "==> package test passed"

@@ -301,6 +301,7 @@ fn run_tool(tool: Tool, args: &Args, runtime: &tokio::runtime::Runtime) -> anyho
 /// loaded (compiled) to ask each its name and version, as the server would.
 fn version() -> anyhow::Result<()> {
     // Only the built-in types: the plugins directory is not read.
+    crate::plugins::cache::set_dir(crate::Config::default().cache_dir());
     let registry = crate::plugins::Registry::new(
         Path::new("plugins"),
         None,
@@ -514,10 +515,14 @@ mod tests {
             .replace(
                 "plugins_dir = \"plugins\"",
                 "plugins_dir = \"/var/lib/komoku/plugins\"",
+            )
+            .replace(
+                "# cache_dir = \"/home/me/.cache/komoku\"",
+                "cache_dir = \"/var/cache/komoku\"",
             );
         assert_eq!(
             packaged, expected,
-            "packaging/komoku.toml drifted from komoku.example.toml: copy the example and change only the header and the two paths"
+            "packaging/komoku.toml drifted from komoku.example.toml: copy the example and change only the header and the three paths"
         );
         let config = check_config(&packaged)?;
         assert!(config.listen.ip().is_loopback());

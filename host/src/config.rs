@@ -29,6 +29,10 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     /// Load the built-in types compiled into the binary. Default = true.
     pub builtin_types: bool,
+    /// Where compiled plugins are kept, so a start does not compile them again (see
+    /// [`crate::plugins::cache`]); `""` keeps them in memory only. Default =
+    /// `$XDG_CACHE_HOME/komoku`, else `$HOME/.cache/komoku`, else none.
+    pub cache_dir: Option<PathBuf>,
     /// Reload plugins when files in `plugins_dir` change. Default = true.
     pub hot_reload: bool,
     /// The type of a key created by `increment`/`decrement` on a missing key; none means such
@@ -118,6 +122,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             plugins_dir: PathBuf::from("plugins"),
             builtin_types: true,
+            cache_dir: default_cache_dir(),
             hot_reload: true,
             increment_creates: Some("counter".into()),
             durability: DurabilityConfig::Named(DurabilityName::Sync),
@@ -215,6 +220,13 @@ impl Config {
         }
     }
 
+    /// Where compiled plugins are kept, if anywhere.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty())
+    }
+
     /// The plugin sandbox limits.
     pub fn plugin_limits(&self) -> Limits {
         Limits {
@@ -224,6 +236,18 @@ impl Config {
             ..Limits::default()
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/komoku`, else `$HOME/.cache/komoku` (the XDG base directory rules).
+fn default_cache_dir() -> Option<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+        .map(|cache| cache.join("komoku"))
 }
 
 #[cfg(test)]

@@ -249,6 +249,7 @@ impl Control {
             data_dir,
             plugins_dir,
             builtin_types,
+            cache_dir,
             hot_reload,
             increment_creates,
             durability,

@@ -102,6 +102,7 @@ impl Server {
             tracing::error!(error = %e, "storage failed: shutting down rather than acknowledge writes that may not be durable");
             fatal.cancel();
         });
+        crate::plugins::cache::set_dir(config.cache_dir());
         let good = config.data_dir.join("plugins.good");
         let registry = Arc::new(Registry::new(
             &config.plugins_dir,

@@ -304,7 +304,9 @@ impl ServerProcess {
         Self::spawn(command)
     }
 
-    fn spawn(mut command: Command) -> Result<ServerProcess> {
+    /// Runs `command` (a `komoku` command line the caller built, with its own arguments and
+    /// environment) and waits for its "listening" line.
+    pub fn spawn(mut command: Command) -> Result<ServerProcess> {
         let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

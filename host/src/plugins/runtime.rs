@@ -72,40 +72,6 @@ pub(super) fn engine() -> Result<Engine> {
     Ok(engine)
 }
 
-/// Compiles a component, reusing the compilation of identical bytes (a restart of the
-/// server in the same process, many servers in one test binary, a reload of an unchanged
-/// file). Compiling is the expensive part of loading.
-fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-    use std::collections::HashMap;
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    /// Content hash → the (bytes, compilation) pairs with that hash.
-    type Cache = HashMap<u64, Vec<(Vec<u8>, Component)>>;
-    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    const MAX_ENTRIES: usize = 64;
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    let hash = h.finish();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Ok(cache) = cache.lock()
-        && let Some((_, c)) = cache
-            .get(&hash)
-            .and_then(|v| v.iter().find(|(b, _)| b.as_slice() == bytes))
-    {
-        return Ok(c.clone());
-    }
-    let component = Component::new(engine, bytes)?;
-    if let Ok(mut cache) = cache.lock() {
-        if cache.len() >= MAX_ENTRIES {
-            cache.clear();
-        }
-        cache
-            .entry(hash)
-            .or_default()
-            .push((bytes.to_vec(), component.clone()));
-    }
-    Ok(component)
-}
-
 /// The WIT package this host serves: `komoku:types@` + this version (read from
 /// `wit/key-type.wit` by the build script).
 pub const WIT_VERSION: &str = env!("KOMOKU_WIT_VERSION");
@@ -238,7 +204,8 @@ impl Plugin {
             plugin: file.clone(),
             message: format!("{what}: {e:#}"),
         };
-        let component = compile(&engine, bytes).map_err(|e| refuse("not a valid component", e))?;
+        let component = super::cache::compile(&engine, bytes)
+            .map_err(|e| refuse("not a valid component", e))?;
         check_contract(&engine, &component).map_err(|message| Error::PluginFailed {
             plugin: file.clone(),
             message,
