@@ -14,8 +14,10 @@ use komoku_tests::Client;
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
-/// A websocket server that answers every frame with the same frame: the floor any
-/// websocket server on this machine pays per round trip.
+/// A websocket server that parses every frame as JSON and answers what Komoku answers to a
+/// put, `"ack"` (an array of them for an array of puts), storing nothing: the floor any
+/// websocket JSON server on this machine pays per round trip, with the client doing the
+/// same work against it as against Komoku.
 async fn echo_server() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -27,7 +29,15 @@ async fn echo_server() -> Result<SocketAddr> {
                     return;
                 };
                 while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() && ws.send(msg).await.is_err() {
+                    let Ok(text) = msg.to_text() else { continue };
+                    let reply = match serde_json::from_str::<Json>(text) {
+                        Ok(Json::Array(puts)) => {
+                            Json::Array(vec![Json::from("ack"); puts.len()]).to_string()
+                        }
+                        Ok(_) => "\"ack\"".to_string(),
+                        Err(_) => "{\"error\":\"invalid_json\"}".to_string(),
+                    };
+                    if ws.send(reply.into()).await.is_err() {
                         return;
                     }
                 }
@@ -37,8 +47,15 @@ async fn echo_server() -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// What one load run measured.
+struct Measured {
+    puts_per_s: f64,
+    /// Median time from sending a frame to its reply, in µs.
+    p50_us: f64,
+}
+
 /// `clients` connections each sending `frames` frames of `per_frame` puts (a bare put when
-/// `per_frame` is 1), waiting for each reply. Returns puts per second.
+/// `per_frame` is 1), waiting for each reply.
 async fn load(
     url: &str,
     clients: usize,
@@ -46,13 +63,14 @@ async fn load(
     per_frame: usize,
     key_space: usize,
     t0: u64,
-) -> Result<f64> {
+) -> Result<Measured> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let url = url.to_string();
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect(&url).await?;
+            let mut latencies = Vec::with_capacity(frames);
             for f in 0..frames {
                 let put = |i: usize| {
                     let n = (f * per_frame + i) as u64;
@@ -60,17 +78,52 @@ async fn load(
                 };
                 let frame = if per_frame == 1 { put(0) } else { Json::Array((0..per_frame).map(put).collect()) };
                 let text = frame.to_string();
+                let sent = Instant::now();
                 client.send_text(&text).await?;
                 let reply = client.reply().await?;
+                latencies.push(sent.elapsed().as_secs_f64() * 1e6);
                 ensure!(!reply.to_string().contains("error"), "refused: {reply}");
             }
-            anyhow::Ok(())
+            anyhow::Ok(latencies)
         }));
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await??;
+        latencies.extend(t.await??);
     }
-    Ok((clients * frames * per_frame) as f64 / started.elapsed().as_secs_f64())
+    latencies.sort_by(f64::total_cmp);
+    Ok(Measured {
+        puts_per_s: (clients * frames * per_frame) as f64 / started.elapsed().as_secs_f64(),
+        p50_us: latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN),
+    })
+}
+
+/// The median time of writing 4 KiB into a file that already has its size, and fsyncing
+/// it (`fdatasync`, as a journal does), in the folder `dir` (on the disk the data folder is
+/// on): what a durable ack cannot beat.
+fn fsync_us(dir: &Path, samples: usize) -> Result<f64> {
+    use std::io::{Seek, Write};
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [7u8; 4096];
+    for _ in 0..samples {
+        file.write_all(&block)?;
+    }
+    file.sync_all()?;
+    file.rewind()?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    std::fs::remove_file(path)?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -102,11 +155,15 @@ async fn main() -> Result<()> {
     );
     println!("durability: fsync before every ack (group commit)\n");
     println!(
-        "(the echo server answers each frame with itself; its rate counts the puts those frames carry)\n"
+        "(the echo server parses each frame and answers \"ack\" per put, as Komoku does, storing nothing)"
     );
     println!(
-        "{:<44} {:>14} {:>14} {:>8}",
-        "load", "komoku puts/s", "echo puts/s", "ratio"
+        "fsync of 4 KiB on the data folder's disk: {:.0} µs (median of 200)\n",
+        fsync_us(data.path(), 200)?
+    );
+    println!(
+        "{:<44} {:>14} {:>14} {:>8} {:>12} {:>12}",
+        "load", "komoku puts/s", "echo puts/s", "ratio", "komoku p50", "echo p50"
     );
     let scenarios: [(&str, usize, usize, usize); 3] = [
         ("(a) 1 client, wait for each ack", 1, 2000 / scale, 1),
@@ -125,7 +182,14 @@ async fn main() -> Result<()> {
         let k = load(&url, clients, frames, per_frame, 100, t0).await?;
         t0 += 100_000;
         let e = load(&echo, clients, frames, per_frame, 100, t0).await?;
-        println!("{name:<44} {k:>14.0} {e:>14.0} {:>8.3}", k / e);
+        println!(
+            "{name:<44} {:>14.0} {:>14.0} {:>8.3} {:>9.0} µs {:>9.0} µs",
+            k.puts_per_s,
+            e.puts_per_s,
+            k.puts_per_s / e.puts_per_s,
+            k.p50_us,
+            e.p50_us
+        );
     }
 
     server.shutdown().await?;
@@ -140,7 +204,9 @@ async fn main() -> Result<()> {
     .await?;
     let url = format!("ws://{}/", server.local_addr);
     let started = Instant::now();
-    let rate = load(&url, 32, points / 32 / 100, 100, 1000, 1_000_000_000).await?;
+    let rate = load(&url, 32, points / 32 / 100, 100, 1000, 1_000_000_000)
+        .await?
+        .puts_per_s;
     println!(
         "\nstored {points} numeric points into 1000 keys at {rate:.0} puts/s ({:.1} s)",
         started.elapsed().as_secs_f64()
