@@ -8,6 +8,8 @@ use std::time::{Instant, SystemTime};
 pub struct Stats {
     started: Instant,
     ops: Mutex<BTreeMap<&'static str, u64>>,
+    /// Failed requests by error code (any transport).
+    errors: Mutex<BTreeMap<String, u64>>,
     /// When the config in force was loaded, and the SHA-256 of its file (none without one).
     config: Mutex<(SystemTime, Option<String>)>,
 }
@@ -17,6 +19,7 @@ impl Default for Stats {
         Stats {
             started: Instant::now(),
             ops: Mutex::new(BTreeMap::new()),
+            errors: Mutex::new(BTreeMap::new()),
             config: Mutex::new((SystemTime::now(), None)),
         }
     }
@@ -28,6 +31,23 @@ impl Stats {
         if let Ok(mut ops) = self.ops.lock() {
             *ops.entry(op).or_default() += 1;
         }
+    }
+
+    /// Counts one failed request by its error code.
+    pub fn count_error(&self, code: &str) {
+        if let Ok(mut errors) = self.errors.lock() {
+            match errors.get_mut(code) {
+                Some(n) => *n += 1,
+                None => {
+                    errors.insert(code.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// Failed requests by error code.
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Operations by name.
