@@ -274,7 +274,17 @@
     tick();
     state.view = { kind: 'key', name, info, kindOf: kindOf(info) };
     subscribe([name]);
-    setRange('24h');
+    // A deep link may carry a window: /ui/key/NAME?since=T&until=T (seconds since the epoch).
+    const q = new URLSearchParams(location.search);
+    const since = Number(q.get('since'));
+    const until = Number(q.get('until'));
+    if (q.has('since') && q.has('until') && since < until) setWindow(since, until);
+    else setRange(q.get('range') && RANGES.some(([l]) => l === q.get('range')) ? q.get('range') : '24h');
+  }
+
+  // The address shows the range, so that a reload or a shared link shows the same.
+  function keepInAddress(query) {
+    history.replaceState(null, '', location.pathname + (query ? '?' + query : ''));
   }
 
   function localInput(t) {
@@ -286,11 +296,13 @@
     const seconds = RANGES.find(([l]) => l === label)[1];
     const until = Math.ceil(Date.now() / 1000);
     Object.assign(state.view, { range: label, relative: true, since: until - seconds, until });
+    keepInAddress(label === '24h' ? '' : 'range=' + label);
     draw();
   }
 
   function setWindow(since, until) {
     Object.assign(state.view, { range: 'custom', relative: false, since: Math.floor(since), until: Math.ceil(until) });
+    keepInAddress(`since=${state.view.since}&until=${state.view.until}`);
     draw();
   }
 
@@ -522,7 +534,7 @@
     if (!a || a.origin !== location.origin || event.ctrlKey || event.metaKey || a.target) return;
     if (!(a.pathname === '/' || a.pathname.startsWith('/ui/key/'))) return;
     event.preventDefault();
-    history.pushState(null, '', a.pathname);
+    history.pushState(null, '', a.pathname + a.search);
     route();
   });
   window.addEventListener('popstate', route);
