@@ -352,6 +352,8 @@
     }
     exposed.draws += 1;
     exposed.lastDrawMs = performance.now() - started;
+    exposed.drawnAt = performance.now(); // ms since the page began to load
+    exposed.resolution = lastResolution;
   }
 
   // Charts are made once their cards are in the page (uPlot measures its container).
@@ -380,9 +382,12 @@
     }],
   };
 
+  let lastResolution = null;
+
   async function numberChart(base, stepSeconds) {
     const url = base + '&figures=mean,min,max';
     const s = await api(url);
+    lastResolution = s.resolution;
     const b = s.buckets;
     const x = b.map((r) => r.start);
     const mean = b.map((r) => r.mean ?? null);
