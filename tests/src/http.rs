@@ -74,7 +74,7 @@ impl<'a> HttpRequest<'a> {
         self
     }
 
-    fn head(&self, addr: SocketAddr) -> String {
+    fn head(&self, addr: impl std::fmt::Display) -> String {
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
             self.method, self.path
@@ -94,9 +94,18 @@ impl<'a> HttpRequest<'a> {
 
     /// Sends the request and reads the whole answer.
     pub async fn send(&self, addr: SocketAddr) -> Result<HttpResponse> {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await??;
+        self.send_over(stream, &addr.to_string()).await
+    }
+
+    /// Sends the request over an open connection (a TLS stream, say) to `host` and reads
+    /// the whole answer.
+    pub async fn send_over<S>(&self, mut stream: S, host: &str) -> Result<HttpResponse>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         tokio::time::timeout(WAIT, async {
-            let mut stream = TcpStream::connect(addr).await?;
-            stream.write_all(self.head(addr).as_bytes()).await?;
+            stream.write_all(self.head(host).as_bytes()).await?;
             if let Some(body) = self.body {
                 stream.write_all(body.as_bytes()).await?;
             }
