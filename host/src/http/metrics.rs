@@ -167,6 +167,11 @@ fn render(conn: &Conn) -> Result<String, std::fmt::Error> {
             }
         }
     }
+    registry.register(
+        "plugin_call_seconds",
+        "Seconds per plugin call, by key type (every server of this process)",
+        crate::stats::PLUGIN_CALLS.clone(),
+    );
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
