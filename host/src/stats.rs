@@ -10,6 +10,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 /// Labels of a metric: `[("type", "numeric")]`.
 pub type Labels = Vec<(String, String)>;
 
+/// Histograms by labels, each with the same buckets.
+pub type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
 /// Plugin call latency, by key type: 10 µs … 2.6 s in steps of ×4.
 fn plugin_call_buckets() -> Histogram {
     Histogram::new(exponential_buckets(1e-5, 4.0, 10))
@@ -17,7 +20,7 @@ fn plugin_call_buckets() -> Histogram {
 
 /// Seconds per plugin call (every export: apply, summarize, merge, render, …), by key type,
 /// for every plugin of the process; `/metrics` shows it.
-pub static PLUGIN_CALLS: LazyLock<Family<Labels, Histogram, fn() -> Histogram>> =
+pub static PLUGIN_CALLS: LazyLock<Histograms> =
     LazyLock::new(|| Family::new_with_constructor(plugin_call_buckets));
 
 /// The histogram a plugin of type `type_name` records its calls in.
