@@ -601,6 +601,10 @@ mod tests {
             r#"{"compact": {"bogus": 1}}"#,
             r#"{"compact": {"key": 5}}"#,
             r#"{"fetch": {"key": "a", "opts": {"limit": 0}}}"#,
+            r#"{"keys": {"limit": 0}}"#,
+            r#"{"keys": {"limit": "5"}}"#,
+            r#"{"keys": {"pattern": 5}}"#,
+            r#"{"keys": {"after": ["a"]}}"#,
         ] {
             assert_eq!(
                 parse(bad)
@@ -611,6 +615,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn keys_reads_pattern_limit_after_and_caps_the_limit() -> Result<()> {
+        let Command::Keys {
+            include_value,
+            include_time,
+            pattern,
+            after,
+            limit,
+        } = parse(
+            r#"{"keys": {"pattern": "room.*", "after": "room.a", "limit": 10, "include": ["time"]}}"#,
+        )?
+        else {
+            panic!("not keys");
+        };
+        assert!(!include_value && include_time);
+        assert_eq!(pattern.as_deref(), Some("room.*"));
+        assert_eq!(after.as_deref(), Some("room.a"));
+        assert_eq!(limit, Some(10));
+        let too_many = format!(r#"{{"keys": {{"limit": {}}}}}"#, MAX_KEYS + 1);
+        assert_eq!(
+            parse(&too_many)
+                .err()
+                .map(|e| e.code().to_string())
+                .as_deref(),
+            Some("limit_exceeded")
+        );
+        Ok(())
     }
 
     #[test]

@@ -26,6 +26,7 @@ import urllib.request
 import websocket  # websocket-client
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -243,6 +244,20 @@ def check_numeric(driver, server):
     wait_for(driver, "window.komoku.draws >= 2", "the 7 d chart")
     main = driver.execute_script("return {url: window.komoku.charts.main.url, mean: window.komoku.charts.main.series.mean}")
     assert "step=30M" in main["url"], main["url"]
+    # Dragging across the chart zooms into that window (a custom range, finer step).
+    draws = driver.execute_script("return window.komoku.draws")
+    over = driver.find_element(By.CSS_SELECTOR, "#chart-main .u-over")
+    width = over.size["width"]
+    ActionChains(driver).move_to_element_with_offset(over, -width // 4, 0).click_and_hold() \
+        .move_by_offset(width // 4, 0).release().perform()
+    wait_for(driver, f"window.komoku.draws > {draws}", "the zoomed chart")
+    zoomed = driver.execute_script("return window.komoku.charts.main.url")
+    assert "step=5M" in zoomed or "step=1M" in zoomed or "step=15M" in zoomed, zoomed
+    assert "since=" in driver.current_url and "until=" in driver.current_url, driver.current_url
+    assert driver.find_element(By.CSS_SELECTOR, "button[data-range='custom']").get_attribute("class") == "on"
+    same_series(driver.execute_script("return window.komoku.charts.main.series.mean"),
+                [b.get("mean") for b in server.api(zoomed)["buckets"]], "zoomed mean")
+    shot(driver, "numeric-zoomed")
     # Up to now: the last bucket's mean moves with the clock, the others are settled.
     same_series(main["mean"][:-1], [b.get("mean") for b in server.api(main["url"])["buckets"]][:-1], "7 d mean")
 
