@@ -168,6 +168,16 @@ fn render(conn: &Conn) -> Result<String, std::fmt::Error> {
         }
     }
     registry.register(
+        "writer_group_writes",
+        "Writes per group commit (every server of this process)",
+        crate::stats::WRITER_GROUP_WRITES.clone(),
+    );
+    registry.register(
+        "writer_commit_seconds",
+        "Seconds per group commit, fsync included with durability sync (every server of this process)",
+        crate::stats::WRITER_COMMIT_SECONDS.clone(),
+    );
+    registry.register(
         "plugin_call_seconds",
         "Seconds per plugin call, by key type (every server of this process)",
         crate::stats::PLUGIN_CALLS.clone(),
