@@ -20,9 +20,8 @@ use crate::store::Store;
 /// How long shutdown waits for connections to finish their current request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a new connection has to finish its TLS handshake (and, in [`crate::http`], a
-/// request its headers).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// File descriptors of the process's limit kept for storage (journal, tables, their
 /// compactions) and the plugins folder: connections never take these, so a flood of them

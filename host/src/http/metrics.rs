@@ -52,11 +52,7 @@ pub fn serve(conn: &Conn, req: &Request<Incoming>) -> Response<Body> {
             );
             response
         }
-        Err(e) => {
-            let mut response = super::text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            response
-        }
+        Err(e) => super::text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

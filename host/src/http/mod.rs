@@ -15,6 +15,7 @@ pub mod web;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -35,8 +36,11 @@ use crate::auth::{Access, tokens_in_request};
 use crate::db::Db;
 use crate::live::Control;
 use crate::protocol::Dialect;
-use crate::server::HANDSHAKE_TIMEOUT;
 use crate::ws::{self, Upgrade};
+
+/// How long a client has to send a request's headers (its first, or the next on a kept-alive
+/// connection, which is closed when idle this long).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of every answer: a whole buffer, or a stream (events).
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -86,7 +90,7 @@ where
     };
     let http = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(http);
