@@ -104,7 +104,14 @@ def seed(server, token=None):
         puts.append({"put": {"key": "house.door.open", "value": (t // 600) % 5 == 0, "time": t}})
     for t in range(start, now - 60, 3600):
         puts.append({"put": {"key": "house.alarm.state", "value": ["home", "away", "night"][(t // 3600) % 3], "time": t}})
+    for i, t in enumerate(range(start, now - 60, 900)):
+        puts.append({"put": {"key": "house.power.pulses", "value": i * 3 + (t // 3600) % 2, "time": t}})
+    for t in range(start, now - 60, 7200):
+        puts.append({"put": {"key": "house.log.events", "value": f"backup finished at {t}", "time": t}})
     puts.sort(key=lambda p: p["put"]["time"])
+    assert json.loads(ask(ws, [{"define": {"house.power.pulses": {"type": "counter"}}},
+                               {"define": {"house.log.events": {"type": "string", "mode": "log"}}}])) \
+        == [{"result": "ok"}, {"result": "ok"}]
     for i in range(0, len(puts), 500):
         replies = json.loads(ask(ws, puts[i:i + 500]))
         bad = [r for r in replies if r.get("result") != "ok"]
@@ -186,7 +193,7 @@ def check_list(driver, server):
     driver.get(server.base + "/")
     wait_for(driver, "window.komoku && window.komoku.listed >= 1", "the list")
     groups = driver.execute_script("return [...document.querySelectorAll('.group h3')].map(h => h.textContent)")
-    assert groups == ["garden", "house.alarm", "house.door", "house.living"], groups
+    assert groups == ["garden", "house.alarm", "house.door", "house.living", "house.log", "house.power"], groups
     listed = server.api("keys")["keys"]
     for k in listed:
         shown = row_value(driver, k["name"])
@@ -290,6 +297,21 @@ def check_string(driver, server):
     shot(driver, "string")
 
 
+def check_counter_and_log(driver, server):
+    charts = open_key(driver, server, "house.power.pulses", past_window(server))
+    main = charts["main"]
+    answer = server.api(main["url"])
+    same_series(main["series"]["increase"], [b.get("increase") for b in answer["buckets"]], "increase")
+    assert any(v for v in main["series"]["increase"]), "no increase drawn"
+    shot(driver, "counter")
+    charts = open_key(driver, server, "house.log.events", past_window(server))
+    points = server.api(charts["main"]["url"])
+    assert charts["main"]["series"]["value"] == [p[1] for p in points]
+    rows = driver.execute_script("return [...document.querySelectorAll('#entries td:last-child')].map(td => td.textContent)")
+    assert rows == [p[1] for p in reversed(points)] and len(rows) == 12, rows
+    shot(driver, "log")
+
+
 def check_phone(server):
     driver = browser(375, 812)
     try:
@@ -379,6 +401,7 @@ def main():
             run("a numeric key's charts equal the API's answer", check_numeric, driver, server)
             run("a boolean key's chart, uptime and outages equal the API's answer", check_boolean, driver, server)
             run("a string key's state timeline equals the API's answer", check_string, driver, server)
+            run("a counter's increase and a log's entries equal the API's answer", check_counter_and_log, driver, server)
         finally:
             driver.quit()
         run("the page fits a 375 px wide phone", check_phone, server)
