@@ -356,7 +356,7 @@ pub fn tokens_in_request(query: Option<&str>, authorization: Option<&[u8]>) -> V
 }
 
 /// `%XX` and `+` decoding of a query value; malformed escapes are kept as they are.
-fn percent_decode(text: &str) -> String {
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -384,7 +384,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// `*` matches any run of characters (dots included); everything else matches itself.
-fn glob(pattern: &str, key: &str) -> bool {
+pub fn glob(pattern: &str, key: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = key.strip_prefix(first) else {

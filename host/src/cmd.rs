@@ -13,6 +13,10 @@ use crate::query::Query;
 use crate::retention::PolicySpec;
 use crate::value::number_json;
 
+/// Most keys one `keys` answer lists; with more keys, `keys` needs `limit` (at most this)
+/// and pages with `after`.
+pub const MAX_KEYS: usize = 100_000;
+
 /// One request.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -30,8 +34,15 @@ pub enum Command {
     Last {
         key: String,
     },
+    /// `keys`: the keys in name order, optionally only those matching `pattern` (`*` any
+    /// run of characters), after the name `after`, at most `limit` of them.
     Keys {
         include_value: bool,
+        /// Adds each key's latest time (`include: ["time"]`).
+        include_time: bool,
+        pattern: Option<String>,
+        after: Option<String>,
+        limit: Option<usize>,
     },
     Define {
         keys: Vec<Definition>,
@@ -153,13 +164,35 @@ impl Command {
             "last" => Command::Last {
                 key: key_arg(args)?,
             },
-            "keys" => Command::Keys {
-                include_value: match args.get("include") {
-                    None | Some(Json::Null) => false,
-                    Some(Json::Array(items)) => items.iter().any(|i| i == "value"),
+            "keys" => {
+                let include = match args.get("include") {
+                    None | Some(Json::Null) => Vec::new(),
+                    Some(Json::Array(items)) => items.clone(),
                     Some(_) => return Err(Error::query("keys.include must be a list")),
-                },
-            },
+                };
+                let limit = match args.get("limit") {
+                    None | Some(Json::Null) => None,
+                    Some(v) => {
+                        let n = v
+                            .as_u64()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| Error::query("keys.limit must be a positive integer"))?;
+                        if n > MAX_KEYS as u64 {
+                            return Err(Error::LimitExceeded(format!(
+                                "keys.limit is at most {MAX_KEYS}: page with after"
+                            )));
+                        }
+                        Some(n as usize)
+                    }
+                };
+                Command::Keys {
+                    include_value: include.iter().any(|i| i == "value"),
+                    include_time: include.iter().any(|i| i == "time"),
+                    pattern: optional_string(args, "pattern")?,
+                    after: optional_string(args, "after")?,
+                    limit,
+                }
+            }
             "define" => Command::Define {
                 keys: definitions(args)?,
             },
@@ -287,9 +320,28 @@ impl Command {
                 Json::Null,
                 |p| json!({"value": p.value.to_json(), "time": number_json(p.time)}),
             ))),
-            Command::Keys { include_value } => {
+            Command::Keys {
+                include_value,
+                include_time,
+                pattern,
+                after,
+                limit,
+            } => {
                 let mut out = Map::new();
-                for (name, listing) in db.list().await {
+                let listed = db.list().await;
+                let chosen = listed.into_iter().filter(|(name, _)| {
+                    pattern
+                        .as_deref()
+                        .is_none_or(|p| crate::auth::glob(p, name))
+                        && after.as_deref().is_none_or(|a| name.as_str() > a)
+                });
+                let chosen: Vec<_> = chosen.take(limit.unwrap_or(MAX_KEYS + 1)).collect();
+                if limit.is_none() && chosen.len() > MAX_KEYS {
+                    return Err(Error::LimitExceeded(format!(
+                        "more than {MAX_KEYS} keys: page with limit and after"
+                    )));
+                }
+                for (name, listing) in chosen {
                     let mut entry = Map::new();
                     entry.insert("type".into(), Json::String(listing.def.type_name));
                     if !listing.def.opts.is_empty() {
@@ -298,7 +350,19 @@ impl Command {
                     if include_value {
                         entry.insert(
                             "value".into(),
-                            listing.latest.map_or(Json::Null, |p| p.value.to_json()),
+                            listing
+                                .latest
+                                .as_ref()
+                                .map_or(Json::Null, |p| p.value.to_json()),
+                        );
+                    }
+                    if include_time {
+                        entry.insert(
+                            "time".into(),
+                            listing
+                                .latest
+                                .as_ref()
+                                .map_or(Json::Null, |p| number_json(p.time)),
                         );
                     }
                     out.insert(name, Json::Object(entry));
@@ -437,6 +501,14 @@ fn key_arg(args: &Json) -> Result<String> {
     }
 }
 
+fn optional_string(args: &Json, name: &str) -> Result<Option<String>> {
+    match args.get(name) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::query(format!("{name} must be a string"))),
+    }
+}
+
 fn optional_number(args: &Json, name: &str) -> Result<Option<f64>> {
     match args.get(name) {
         None | Some(Json::Null) => Ok(None),
@@ -529,6 +601,10 @@ mod tests {
             r#"{"compact": {"bogus": 1}}"#,
             r#"{"compact": {"key": 5}}"#,
             r#"{"fetch": {"key": "a", "opts": {"limit": 0}}}"#,
+            r#"{"keys": {"limit": 0}}"#,
+            r#"{"keys": {"limit": "5"}}"#,
+            r#"{"keys": {"pattern": 5}}"#,
+            r#"{"keys": {"after": ["a"]}}"#,
         ] {
             assert_eq!(
                 parse(bad)
@@ -539,6 +615,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn keys_reads_pattern_limit_after_and_caps_the_limit() -> Result<()> {
+        let Command::Keys {
+            include_value,
+            include_time,
+            pattern,
+            after,
+            limit,
+        } = parse(
+            r#"{"keys": {"pattern": "room.*", "after": "room.a", "limit": 10, "include": ["time"]}}"#,
+        )?
+        else {
+            panic!("not keys");
+        };
+        assert!(!include_value && include_time);
+        assert_eq!(pattern.as_deref(), Some("room.*"));
+        assert_eq!(after.as_deref(), Some("room.a"));
+        assert_eq!(limit, Some(10));
+        let too_many = format!(r#"{{"keys": {{"limit": {}}}}}"#, MAX_KEYS + 1);
+        assert_eq!(
+            parse(&too_many)
+                .err()
+                .map(|e| e.code().to_string())
+                .as_deref(),
+            Some("limit_exceeded")
+        );
+        Ok(())
     }
 
     #[test]

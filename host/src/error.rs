@@ -69,6 +69,14 @@ pub enum Error {
     #[error("config refused: {0}")]
     ConfigRefused(String),
 
+    /// No such HTTP route (path).
+    #[error("no such route: {0}")]
+    UnknownRoute(String),
+
+    /// The HTTP route exists, but not for this method.
+    #[error("method {0} not allowed here")]
+    MethodNotAllowed(String),
+
     /// The connection's token lacks a permission on a key. The reply names the permission.
     #[error("forbidden: no {permission} permission on key {key:?}")]
     Forbidden {
@@ -96,6 +104,8 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
             Error::ConfigRefused(_) => "config_refused",
+            Error::UnknownRoute(_) => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
         }
     }
 

@@ -3,7 +3,10 @@
 //!
 //! Map of the modules, from the wire inwards:
 //!
-//! - [`server`]: websocket listeners, one task per connection, shutdown in order;
+//! - [`server`]: the listeners, one task per connection, shutdown in order;
+//! - [`http`]: each connection's HTTP: websocket upgrades (to [`ws`]), the JSON API under
+//!   `/api/v1/`, Server-Sent Events, `/metrics`;
+//! - [`ws`]: one websocket connection: frames answered in its dialect, pushes between replies;
 //! - [`tls`]: wss:// with rustls, from the certificate and key in the config;
 //! - [`session`]: one connection's access and limits, asked before every command;
 //! - [`live`]: what a config reload (SIGHUP, `reload`) changes while clients stay connected;
@@ -32,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod history;
+pub mod http;
 pub mod live;
 pub mod plugins;
 pub mod protocol;
@@ -44,6 +48,7 @@ pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod value;
+pub mod ws;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -88,6 +88,12 @@ impl Capped {
         }
     }
 
+    /// Permits taken now (open connections, for `/metrics`).
+    pub fn in_use(&self) -> usize {
+        let size = self.size.lock().map(|s| *s).unwrap_or(0);
+        size.saturating_sub(self.permits.available_permits())
+    }
+
     /// Grows at once; shrinks as permits come back (open connections are not closed).
     fn resize(&self, new: usize) {
         let Ok(mut size) = self.size.lock() else {
@@ -152,6 +158,11 @@ impl Control {
     /// A permit per open connection.
     pub fn connections(&self) -> &Arc<Semaphore> {
         &self.connections.permits
+    }
+
+    /// Connections open now, and of them unauthenticated ones.
+    pub fn open_connections(&self) -> (usize, usize) {
+        (self.connections.in_use(), self.unauthenticated.in_use())
     }
 
     /// A permit per open unauthenticated connection.

@@ -119,45 +119,73 @@ async fn start_one(
         let result = session.authenticate(args).map(|()| Reply::Ack);
         return Started::Done(encode(dialect, result, query_id));
     }
-    let mut command = match Command::parse(&request) {
+    let command = match Command::parse(&request) {
         Ok(c) => c,
-        Err(e) => return Started::Done(encode(dialect, Err(e), query_id)),
+        Err(e) => {
+            db.stats().count_error(e.code());
+            return Started::Done(encode(dialect, Err(e), query_id));
+        }
     };
-    if let Err(e) = session.admit(&mut command) {
-        return Started::Done(encode(dialect, Err(e), query_id));
-    }
-    if let Command::Reload = command {
-        db.stats().count(command.name());
-        let result = session.reload().await.map(Reply::Value);
-        return Started::Done(encode(dialect, result, query_id));
-    }
     if let (Command::Unknown(name), Dialect::V1) = (&command, dialect) {
+        if let Err(e) = session.admit(&mut command.clone()) {
+            return Started::Done(encode(dialect, Err(e), query_id));
+        }
         tracing::debug!(request = %name, "unknown request");
         db.stats().count("unknown");
         return Started::Done(Json::String("err".into()));
+    }
+    match start(db, me, session, command).await {
+        Ok((reply, durable)) => Started::Pending(reply, durable, query_id),
+        Err(e) => {
+            tracing::debug!(error = %e, "request failed");
+            db.stats().count_error(e.code());
+            Started::Done(encode(dialect, Err(e), query_id))
+        }
+    }
+}
+
+/// Runs one command for a connection, whichever transport it came by: the session's
+/// permission and limits first, then the command. The reply may be sent once the returned
+/// [`Durable`] resolves. Every transport goes through here, so a command behaves the same
+/// over websocket v1, v2 and HTTP.
+pub async fn start(
+    db: &Db,
+    me: &Subscriber,
+    session: &mut Session,
+    mut command: Command,
+) -> Result<(Reply, Durable), Error> {
+    session.admit(&mut command)?;
+    if let Command::Reload = command {
+        db.stats().count(command.name());
+        return Ok((Reply::Value(session.reload().await?), Durable::done()));
     }
     let subscribing = match &command {
         Command::Sub { key, .. } => Some(key.clone()),
         _ => None,
     };
     let listing = matches!(command, Command::Keys { .. });
-    match command.start(db, me).await {
-        Ok((reply, durable)) => {
-            if let Some(key) = subscribing {
-                session.subscribed(key);
-            }
-            let reply = if listing {
-                session.filter_keys(reply)
-            } else {
-                reply
-            };
-            Started::Pending(reply, durable, query_id)
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "request failed");
-            Started::Done(encode(dialect, Err(e), query_id))
-        }
+    let (reply, durable) = command.start(db, me).await?;
+    if let Some(key) = subscribing {
+        session.subscribed(key);
     }
+    let reply = if listing {
+        session.filter_keys(reply)
+    } else {
+        reply
+    };
+    Ok((reply, durable))
+}
+
+/// [`start`], then waits until the command's writes are durable.
+pub async fn run(
+    db: &Db,
+    me: &Subscriber,
+    session: &mut Session,
+    command: Command,
+) -> Result<Reply, Error> {
+    let (reply, durable) = start(db, me, session, command).await?;
+    durable.wait().await?;
+    Ok(reply)
 }
 
 fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>) -> Json {
@@ -184,7 +212,7 @@ fn encode(dialect: Dialect, result: Result<Reply, Error>, query_id: Option<Json>
 /// `{"error": code}`, plus for `forbidden` the missing permission and the key, and in v2
 /// a type's refusal with the plugin's own words (or a refused reload's reason) as
 /// `message` (v1 keeps the Ruby shape).
-fn error_object(e: &Error, dialect: Dialect) -> Map<String, Json> {
+pub fn error_object(e: &Error, dialect: Dialect) -> Map<String, Json> {
     let mut out = Map::from_iter([("error".into(), Json::from(e.code()))]);
     match e {
         Error::Forbidden { permission, key } => {

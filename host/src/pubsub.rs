@@ -118,6 +118,7 @@ pub struct PubSub {
     subs: RwLock<HashMap<String, HashMap<ConnId, Subscription>>>,
     next_conn: AtomicU64,
     pushes_sent: AtomicU64,
+    pushes_dropped: AtomicU64,
 }
 
 impl PubSub {
@@ -176,6 +177,12 @@ impl PubSub {
         self.pushes_sent.load(Ordering::Relaxed)
     }
 
+    /// Total pushes not queued since start (the subscriber's queue was full: it is closed
+    /// as too slow).
+    pub fn pushes_dropped(&self) -> u64 {
+        self.pushes_dropped.load(Ordering::Relaxed)
+    }
+
     /// Queues a push for every subscriber of `key`. Never blocks.
     pub fn publish(&self, key: &str, push: &Push) {
         let Ok(subs) = self.subs.read() else { return };
@@ -196,6 +203,8 @@ impl PubSub {
             };
             if sub.offer(frame, key) {
                 self.pushes_sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.pushes_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

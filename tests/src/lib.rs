@@ -2,6 +2,8 @@
 //! dir (in-process, or as a process that can be killed), and a websocket client that
 //! speaks like the Ruby one (one request at a time, pushes set aside).
 
+pub mod http;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -116,6 +118,11 @@ impl TestServer {
         tweak(&mut config);
         let server = komoku::Server::start(&config).await?;
         Ok(TestServer { server, data })
+    }
+
+    /// Where the server listens (websocket and HTTP).
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr
     }
 
     /// The v1 URL.

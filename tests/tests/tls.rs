@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures_util::{SinkExt, StreamExt};
+use komoku_tests::http::HttpRequest;
 use komoku_tests::{TestServer, WAIT, token};
 use serde_json::{Value as Json, json};
 use tokio::net::TcpStream;
@@ -138,5 +139,42 @@ async fn plain_ws_and_untrusted_clients_are_refused() -> Result<()> {
         request(&mut ws, json!({"ping": 1})).await?,
         json!({"pong": 1})
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_api_is_served_over_tls_with_the_bearer_token() -> Result<()> {
+    let (s, cert) = tls_server().await?;
+    let connector = connector(cert)?;
+    let name = ServerName::try_from("localhost")?;
+    let host = format!("localhost:{}", s.addr().port());
+    let put = HttpRequest::new("PUT", "/api/v1/keys/secure.temp")
+        .token("tls-secret")
+        .body("19.5");
+    let tls = connector
+        .connect(name.clone(), TcpStream::connect(s.addr()).await?)
+        .await?;
+    let r = put.send_over(tls, &host).await?;
+    assert_eq!(r.status, 200, "{r:?}");
+    let tls = connector
+        .connect(name.clone(), TcpStream::connect(s.addr()).await?)
+        .await?;
+    let r = HttpRequest::get("/api/v1/keys/secure.temp")
+        .token("tls-secret")
+        .send_over(tls, &host)
+        .await?;
+    assert_eq!(r.json()?["value"], 19.5, "{r:?}");
+    // Without the token: 401, over TLS as in the clear.
+    let tls = connector
+        .connect(name, TcpStream::connect(s.addr()).await?)
+        .await?;
+    let r = HttpRequest::get("/api/v1/keys")
+        .send_over(tls, &host)
+        .await?;
+    assert_eq!(r.status, 401, "{r:?}");
+    // Plain HTTP on the TLS port is not answered as HTTP.
+    let plain = HttpRequest::get("/api/v1/keys").send(s.addr()).await;
+    assert!(plain.is_err(), "{plain:?}");
+    s.stop().await?;
     Ok(())
 }

@@ -191,6 +191,8 @@ pub struct Plugin {
     indices: KeyTypeBaseIndices,
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
+    /// Where its calls' durations go (by type name, once it is known).
+    calls: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Plugin {
@@ -233,6 +235,7 @@ impl Plugin {
             indices,
             limits,
             idle: Mutex::new(Vec::new()),
+            calls: None,
         };
         plugin.info = plugin
             .call("info", |b, s| b.call_info(s))
@@ -248,6 +251,7 @@ impl Plugin {
                 message: "info() returned an empty type name".into(),
             });
         }
+        plugin.calls = Some(crate::stats::plugin_call_histogram(&plugin.info.name));
         plugin.default_retention = plugin.read_default_retention(&component)?;
         plugin.migrate = plugin.find_migrate_options(&component)?;
         tracing::info!(
@@ -402,7 +406,12 @@ impl Plugin {
             None => self.instantiate().map_err(|e| self.failed(what, e))?,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        match f(&mut instance) {
+        let started = Instant::now();
+        let result = f(&mut instance);
+        if let Some(calls) = &self.calls {
+            calls.observe(started.elapsed().as_secs_f64());
+        }
+        match result {
             Ok(r) => {
                 if let Ok(mut idle) = self.idle.lock()
                     && idle.len() < self.limits.pool_size

@@ -191,10 +191,15 @@ fn run(
             }
         }
 
+        let committing = Instant::now();
         let result = match &failed {
             Some(why) => Err(Error::Storage(why.clone())),
             None => commit(&store, &group, durability),
         };
+        crate::stats::group_committed(
+            group.iter().map(|job| job.batch.writes.len()).sum(),
+            committing.elapsed(),
+        );
         match result {
             Ok(()) => {
                 if durability != Durability::Sync && unsynced_since.is_none() {
