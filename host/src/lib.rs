@@ -5,6 +5,7 @@
 //!
 //! - [`server`]: websocket listeners, one task per connection, shutdown in order;
 //! - [`tls`]: wss:// with rustls, from the certificate and key in the config;
+//! - [`mqtt`]: the MQTT bridge, another transport: topics into keys, keys out to topics;
 //! - [`session`]: one connection's access and limits, asked before every command;
 //! - [`live`]: what a config reload (SIGHUP, `reload`) changes while clients stay connected;
 //! - [`auth`]: tokens (kept as hashes) and the key patterns each may read, write,
@@ -33,6 +34,7 @@ pub mod db;
 pub mod error;
 pub mod history;
 pub mod live;
+pub mod mqtt;
 pub mod plugins;
 pub mod protocol;
 pub mod pubsub;
