@@ -332,3 +332,78 @@ async fn bad_payloads_are_counted_and_the_bridge_goes_on() -> Result<()> {
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn with_auth_on_the_bridge_has_its_tokens_grants() -> Result<()> {
+    let broker = Mosquitto::start().await?;
+    let bridge = section(
+        &broker,
+        "komoku-auth",
+        json!({
+            "token": "bridge-secret",
+            "ingest": [
+                {"topic": "sensor/+", "key": "sensor.{1}"},
+                {"topic": "other/+", "key": "other.{1}"},
+            ],
+            "publish": [{"keys": "*", "topic": "out/{key}"}],
+        }),
+    )?;
+    let server = TestServer::start_with(|c| {
+        c.auth.enabled = true;
+        c.auth.tokens = vec![
+            komoku_tests::token(
+                "bridge",
+                "bridge-secret",
+                [&["sensor.*"], &["sensor.*"], &[], &["sensor.*"]],
+            ),
+            komoku_tests::token("admin", "admin-secret", [&["*"], &["*"], &["*"], &["*"]]),
+        ];
+        c.mqtt = vec![bridge];
+    })
+    .await?;
+    let mut c = Client::connect(&format!("{}?token=admin-secret", server.url())).await?;
+    assert_eq!(
+        c.request(json!({"put": {"key": "secret.pin", "value": 1234}}))
+            .await?,
+        json!("ack")
+    );
+    let sensor = broker.client("auth-sensor").await?;
+    sensor.publish("other/x", "1").await?;
+    sensor.publish("sensor/x", "2").await?;
+    sensor.wait_acked(2, WAIT).await?;
+    assert_eq!(values(&history(&mut c, "sensor.x", 1).await?), [json!(2)]);
+    let stats = c.request(json!({"stats": {}})).await?;
+    assert_eq!(
+        stats["mqtt"][0]["ingest"][1]["bad"]["refused"], 1,
+        "{stats}"
+    );
+    assert_eq!(
+        c.request(json!({"get": {"key": "other.x"}})).await?,
+        Json::Null
+    );
+    // It publishes only what its token may read (asked for two, one comes in 5 s).
+    let seen = mosquitto_sub(&broker, &["out/#"], 2)?;
+    assert_eq!(seen, [("out/sensor.x".to_string(), "2".to_string())]);
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bridge_without_a_working_token_stops_the_start() -> Result<()> {
+    let broker = Mosquitto::start().await?;
+    let bridge = section(
+        &broker,
+        "komoku-no-token",
+        json!({"ingest": [{"topic": "a/+", "key": "a.{1}"}]}),
+    )?;
+    let started = TestServer::start_with(|c| {
+        c.auth.enabled = true;
+        c.mqtt = vec![bridge];
+    })
+    .await;
+    let Err(e) = started else {
+        bail!("a server with auth on and a bridge without a token started")
+    };
+    assert!(format!("{e:#}").contains("needs a token"), "{e:#}");
+    Ok(())
+}

@@ -454,17 +454,19 @@ impl Bridge {
         };
         let mut refused = None;
         for (key, value) in values {
-            match self.store(i, key, value, time, publish.retain).await {
-                Ok(Some(durable)) => durables.push(durable),
-                Ok(None) => {}
-                Err(e) => refused = Some((Bad::Refused, e.to_string())),
+            if let Err(e) = self
+                .store(i, key, value, time, publish.retain, durables)
+                .await
+            {
+                refused = Some((Bad::Refused, e.to_string()));
             }
         }
         refused.map_or(Ok(()), Err)
     }
 
-    /// Queues one point (defining its key first when the mapping says how). `None` when the
-    /// point is already stored.
+    /// Queues one point (defining its key first when the mapping says how), adding what to
+    /// wait for before the acknowledgement to `durables`; nothing when the point is already
+    /// stored.
     async fn store(
         &mut self,
         i: usize,
@@ -472,7 +474,8 @@ impl Bridge {
         value: Json,
         time: Option<f64>,
         retained: bool,
-    ) -> crate::Result<Option<Durable>> {
+        durables: &mut Vec<Durable>,
+    ) -> crate::Result<()> {
         let m = &self.ingest[i];
         let stats = &self.stats.ingest[i];
         if !self.known.contains(&key) {
@@ -487,9 +490,8 @@ impl Bridge {
                     }],
                 };
                 self.session.admit(&mut define)?;
-                // Queued before the put, so durable before it: the ack waits for both.
                 let (_, durable) = define.start(&self.db, &self.me).await?;
-                drop(durable);
+                durables.push(durable);
             }
             if self.known.len() > 100_000 {
                 self.known.clear();
@@ -511,7 +513,7 @@ impl Bridge {
         };
         if already {
             stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+            return Ok(());
         }
         let mut put = Command::Put {
             key,
@@ -521,8 +523,9 @@ impl Bridge {
         };
         self.session.admit(&mut put)?;
         let (_, durable) = put.start(&self.db, &self.me).await?;
+        durables.push(durable);
         stats.points.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(durable))
+        Ok(())
     }
 
     /// Counts a bad payload; logs it unless its topic was logged in the last minute.
