@@ -53,11 +53,21 @@ async fn types(c: &mut Client) -> Result<Json> {
 
 #[tokio::test]
 async fn bare_boolean_and_json_payloads_become_typed_keys_with_history() -> Result<()> {
+    typed_keys(4).await
+}
+
+#[tokio::test]
+async fn bare_boolean_and_json_payloads_become_typed_keys_with_history_in_mqtt_5() -> Result<()> {
+    typed_keys(5).await
+}
+
+/// The typed keys test, in MQTT 3.1.1 (`protocol` 4) or 5.
+async fn typed_keys(protocol: u8) -> Result<()> {
     let broker = Mosquitto::start().await?;
     let bridge = section(
         &broker,
         "komoku-typed",
-        json!({"ingest": [
+        json!({"protocol": protocol, "ingest": [
             {"topic": "power/+", "key": "power.{1}"},
             {"topic": "cmnd/+/POWER", "key": "switch.{1}"},
             {"topic": "zigbee2mqtt/+", "key": "zigbee.{1}.{field}",

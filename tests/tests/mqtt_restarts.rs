@@ -30,12 +30,18 @@ fn payload(t0: u64, n: u64) -> (String, String) {
     )
 }
 
-fn config_file(dir: &Path, broker: &Mosquitto, client_id: &str) -> Result<std::path::PathBuf> {
+fn config_file(
+    dir: &Path,
+    broker: &Mosquitto,
+    client_id: &str,
+    protocol: u8,
+) -> Result<std::path::PathBuf> {
     let path = dir.join("komoku.toml");
     std::fs::write(
         &path,
         format!(
-            "[[mqtt]]\nurl = \"{}\"\nclient_id = \"{client_id}\"\n\n[[mqtt.ingest]]\n\
+            "[[mqtt]]\nurl = \"{}\"\nclient_id = \"{client_id}\"\nprotocol = {protocol}\n\n\
+             [[mqtt.ingest]]\n\
              topic = \"seq/+\"\nkey = \"seq.{{1}}\"\nfields = [\"n\"]\ntime_field = \"time\"\n",
             broker.url()
         ),
@@ -100,9 +106,20 @@ async fn every_message_once(c: &mut Client, t0: u64) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn komoku_killed_while_messages_flow_loses_and_repeats_nothing() -> Result<()> {
+    killed_while_messages_flow(4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn komoku_killed_while_messages_flow_loses_and_repeats_nothing_in_mqtt_5() -> Result<()> {
+    killed_while_messages_flow(5).await
+}
+
+/// The SIGKILL test, in MQTT 3.1.1 (`protocol` 4) or 5 (whose session must not end when
+/// the connection does).
+async fn killed_while_messages_flow(protocol: u8) -> Result<()> {
     let broker = Mosquitto::start().await?;
     let dir = tempfile::tempdir()?;
-    let config = config_file(dir.path(), &broker, "komoku-sigkill")?;
+    let config = config_file(dir.path(), &broker, "komoku-sigkill", protocol)?;
     let data = dir.path().join("data");
     let args = ["--config", config.to_str().unwrap_or_default()];
     let server = ServerProcess::start_with_args(BIN, &data, &args)?;

@@ -14,6 +14,9 @@ pub struct MqttConfig {
     /// `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (TLS, default port
     /// 8883). Required.
     pub url: String,
+    /// The MQTT version: 4 (3.1.1) or 5. Default = 4.
+    #[serde(default = "default_protocol")]
+    pub protocol: u8,
     /// The MQTT client id. The broker keeps this client's session (subscriptions and the
     /// QoS 1 messages not yet acknowledged) under it while Komoku is down, so it must be
     /// stable and unique on the broker. Default = `"komoku"`.
@@ -52,6 +55,10 @@ pub struct MqttConfig {
 
 fn default_client_id() -> String {
     "komoku".into()
+}
+
+fn default_protocol() -> u8 {
+    4
 }
 
 fn default_keep_alive() -> u64 {
@@ -188,6 +195,13 @@ impl MqttConfig {
     /// Refuses a section that cannot work, with the reason (checked at start).
     pub fn check(&self) -> anyhow::Result<()> {
         let broker = self.broker()?;
+        if !matches!(self.protocol, 4 | 5) {
+            anyhow::bail!(
+                "mqtt {}: protocol is 4 (MQTT 3.1.1) or 5, not {}",
+                self.url,
+                self.protocol
+            );
+        }
         if self.client_id.is_empty() {
             anyhow::bail!("mqtt {}: client_id cannot be empty", self.url);
         }

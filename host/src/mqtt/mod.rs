@@ -2,8 +2,8 @@
 //! (and `define`s) through a [`Session`] with the access of the section's token, exactly as
 //! a websocket connection's requests do, and changes of keys are published back to topics.
 //!
-//! Nothing is lost: the bridge subscribes with QoS 1 under a persistent session (clean
-//! session off), so the broker keeps what arrives while Komoku is down; a message is
+//! MQTT 3.1.1 or 5 (the `client` module hides which). Nothing is lost: the bridge subscribes with
+//! QoS 1 under a persistent session (clean session off; in 5, one that never expires), so the broker keeps what arrives while Komoku is down; a message is
 //! acknowledged (PUBACK) only once its points are durable, in the order the messages came.
 //! A message whose points were stored but not acknowledged comes again after a crash; a
 //! point already stored with the same key, time and value is not stored again
@@ -14,6 +14,7 @@
 //! changes of keys. A bad payload is counted per mapping (`stats` → `mqtt`), logged at most
 //! once per topic per minute, and acknowledged: it never stops the bridge.
 
+mod client;
 pub mod config;
 pub mod topic;
 
@@ -23,10 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS,
-    TlsConfiguration, Transport,
-};
+use rumqttc::{TlsConfiguration, Transport};
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,12 +36,9 @@ use crate::db::{Db, Durable};
 use crate::pubsub::Subscriber;
 use crate::session::{ConnectionLimits, Session};
 
+use client::{Client, Connection, Message, Polled};
 pub use config::{IngestConfig, MqttConfig, PayloadFormat, PublishConfig};
 use topic::{Bad, Filter, Template};
-
-/// Requests (acks, publishes, subscribes) queued for the connection; messages in flight
-/// are bounded by the broker's own limit (Mosquitto: `max_inflight_messages`, 20).
-const REQUEST_QUEUE: usize = 10_000;
 
 /// A topic's bad payloads are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -196,7 +191,11 @@ pub fn start(
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let (client, eventloop) = AsyncClient::new(options(config)?, REQUEST_QUEUE);
+        let tls = match config.broker()?.tls {
+            true => Some(Transport::tls_with_config(tls(config)?)),
+            false => None,
+        };
+        let (client, connection) = client::connect(config, tls)?;
         let session = Session::new(auth.clone(), access.clone(), limits);
         let (tx, rx) = mpsc::channel(1);
         let me = Subscriber::new(db.pubsub().next_conn_id(), tx, 1);
@@ -216,7 +215,7 @@ pub fn start(
             logged: HashMap::new(),
             max_backoff: Duration::from_secs(config.max_backoff.max(1)),
         };
-        tasks.spawn(bridge.run(client.clone(), eventloop, shutdown.clone()));
+        tasks.spawn(bridge.run(client.clone(), connection, shutdown.clone()));
         if !outgoing.is_empty() {
             let publisher = Publisher {
                 outgoing,
@@ -237,24 +236,6 @@ pub fn start(
         );
     }
     Ok(())
-}
-
-/// The client's options: a persistent session, manual acknowledgements, TLS for mqtts://.
-fn options(config: &MqttConfig) -> anyhow::Result<MqttOptions> {
-    let broker = config.broker()?;
-    let mut options = MqttOptions::new(&config.client_id, &broker.host, broker.port);
-    options
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(config.keep_alive.max(5)))
-        .set_max_packet_size(1 << 20, 1 << 20);
-    if let Some(user) = &config.username {
-        options.set_credentials(user, config.password.clone().unwrap_or_default());
-    }
-    if broker.tls {
-        options.set_transport(Transport::tls_with_config(tls(config)?));
-    }
-    Ok(options)
 }
 
 /// rustls with ring (as for wss://), the configured CAs and an optional client certificate.
@@ -316,59 +297,52 @@ struct Bridge {
 impl Bridge {
     async fn run(
         mut self,
-        client: AsyncClient,
-        mut eventloop: EventLoop,
+        client: Client,
+        mut connection: Connection,
         shutdown: CancellationToken,
     ) {
-        let (acks, pending) = mpsc::unbounded_channel::<(Vec<Durable>, Publish)>();
+        let (acks, pending) = mpsc::unbounded_channel::<(Vec<Durable>, Box<Message>)>();
         let acker = tokio::spawn(acknowledge(pending, client.clone()));
         let mut backoff = Duration::from_secs(1);
         let mut subscribed = false;
         let mut last_error: Option<String> = None;
         loop {
-            let event = tokio::select! {
+            let polled = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                event = eventloop.poll() => event,
+                polled = connection.poll() => polled,
             };
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            match polled {
+                Polled::Connected { session_present } => {
                     self.stats.connected.store(true, Ordering::Relaxed);
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     backoff = Duration::from_secs(1);
                     last_error = None;
-                    tracing::info!(url = %self.url, session_present = ack.session_present, "mqtt connected");
+                    tracing::info!(url = %self.url, session_present, "mqtt connected");
                     // A broker that kept the session keeps the subscriptions; subscribing
-                    // again would resend retained messages. The first connection of a run
-                    // subscribes anyway, since the mappings may have changed.
-                    if (!ack.session_present || !subscribed) && !self.filters.is_empty() {
-                        let filters = self
-                            .filters
-                            .iter()
-                            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                        if let Err(e) = client.try_subscribe_many(filters) {
+                    // again would resend retained messages (MQTT 3.1.1). The first
+                    // connection of a run subscribes anyway, since the mappings may have
+                    // changed.
+                    if (!session_present || !subscribed) && !self.filters.is_empty() {
+                        if let Err(e) = client.subscribe(&self.filters) {
                             tracing::error!(url = %self.url, error = %e, "mqtt subscribe failed");
                         }
                         subscribed = true;
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let durables = self.take(&publish).await;
-                    if acks.send((durables, publish)).is_err() {
+                Polled::Message(message) => {
+                    let durables = self.take(&message).await;
+                    if acks.send((durables, message)).is_err() {
                         // The acknowledger stopped (storage failed): nothing more is acked.
                         break;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Polled::Other => {}
+                Polled::Failed(text) => {
                     self.stats.connected.store(false, Ordering::Relaxed);
-                    let text = e.to_string();
                     // Logged when it changes, not at every attempt.
                     if last_error.as_deref() != Some(&text) {
                         tracing::warn!(url = %self.url, error = %text, retry_in = ?backoff, "mqtt connection failed");
                         last_error = Some(text);
-                    }
-                    if matches!(e, ConnectionError::RequestsDone) {
-                        break;
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -386,11 +360,11 @@ impl Bridge {
             loop {
                 tokio::select! {
                     _ = &mut acker => break,
-                    event = eventloop.poll() => if event.is_err() { break },
+                    polled = connection.poll() => if matches!(polled, Polled::Failed(_)) { break },
                 }
             }
-            let _ = client.try_disconnect();
-            while eventloop.poll().await.is_ok() {}
+            client.disconnect();
+            while !matches!(connection.poll().await, Polled::Failed(_)) {}
         };
         let _ = tokio::time::timeout(ACK_DRAIN, drained).await;
         self.stats.connected.store(false, Ordering::Relaxed);
@@ -398,7 +372,7 @@ impl Bridge {
     }
 
     /// Turns one message into queued writes, for every mapping whose filter matches.
-    async fn take(&mut self, publish: &Publish) -> Vec<Durable> {
+    async fn take(&mut self, publish: &Message) -> Vec<Durable> {
         let mut durables = Vec::new();
         for i in 0..self.ingest.len() {
             let Some(captures) = self.ingest[i].filter.captures(&publish.topic) else {
@@ -420,16 +394,16 @@ impl Bridge {
         &mut self,
         i: usize,
         captures: &[String],
-        publish: &Publish,
+        publish: &Message,
         durables: &mut Vec<Durable>,
     ) -> Result<(), (Bad, String)> {
         let m = &self.ingest[i];
         let (values, time) = if m.config.fields.is_empty() {
-            let value = topic::bare_value(&publish.payload)
+            let value = topic::bare_value(publish.payload())
                 .map_err(|b| (b, "the payload is not UTF-8 text".to_string()))?;
             (vec![(m.key.key(captures, ""), value)], None)
         } else {
-            let object = topic::json_object(&publish.payload)
+            let object = topic::json_object(publish.payload())
                 .map_err(|b| (b, "the payload is not a JSON object".to_string()))?;
             let time = match &m.config.time_field {
                 Some(f) => {
@@ -559,8 +533,8 @@ impl Bridge {
 /// that fails (storage failed, or the server is stopping) stops all acknowledgements: the
 /// broker sends those messages again.
 async fn acknowledge(
-    mut pending: mpsc::UnboundedReceiver<(Vec<Durable>, Publish)>,
-    client: AsyncClient,
+    mut pending: mpsc::UnboundedReceiver<(Vec<Durable>, Box<Message>)>,
+    client: Client,
 ) {
     while let Some((durables, publish)) = pending.recv().await {
         for durable in durables {
@@ -580,7 +554,7 @@ struct Publisher {
     outgoing: Vec<Outgoing>,
     access: Access,
     db: Arc<Db>,
-    client: AsyncClient,
+    client: Client,
     stats: Arc<BridgeStats>,
     /// (mapping, key) whose Home Assistant discovery config went out in this run.
     discovered: HashSet<(usize, String)>,
@@ -668,19 +642,14 @@ impl Publisher {
                 let (config_topic, config) = discovery(o, key, &topic, &value);
                 if self
                     .client
-                    .publish(config_topic, QoS::AtLeastOnce, true, config.to_string())
+                    .publish(config_topic, true, config.to_string().into_bytes())
                     .await
                     .is_ok()
                 {
                     self.discovered.insert((i, key.to_string()));
                 }
             }
-            if self
-                .client
-                .publish(topic, QoS::AtLeastOnce, o.retain, payload)
-                .await
-                .is_ok()
-            {
+            if self.client.publish(topic, o.retain, payload).await.is_ok() {
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
             }
         }
