@@ -373,6 +373,13 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A loopback port free right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A real Mosquitto broker (Debian's `mosquitto`), started on a free loopback port with its
 /// own config file and persistence directory; stopped (SIGTERM) when dropped.
 pub struct Mosquitto {
@@ -385,14 +392,17 @@ impl Mosquitto {
     /// Starts a broker with persistence on and no limit on the messages it queues for an
     /// offline client (Mosquitto's default keeps 1 000).
     pub async fn start() -> Result<Mosquitto> {
+        Self::start_with("").await
+    }
+
+    /// [`Mosquitto::start`] with `extra` lines at the end of its config (another listener).
+    pub async fn start_with(extra: &str) -> Result<Mosquitto> {
         let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let config = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {}/\nmax_queued_messages 0\nuser root\n\
-             log_dest stderr\nlog_type error\nlog_type warning\n",
+             log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config)?;

@@ -417,3 +417,51 @@ async fn a_bridge_without_a_working_token_stops_the_start() -> Result<()> {
     assert!(format!("{e:#}").contains("needs a token"), "{e:#}");
     Ok(())
 }
+
+#[tokio::test]
+async fn mqtts_with_a_client_certificate_works() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server_cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let client_cert = rcgen::generate_simple_self_signed(vec!["komoku".to_string()])?;
+    let file = |name: &str, text: String| -> Result<std::path::PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    };
+    let cert = file("server.pem", server_cert.cert.pem())?;
+    let key = file("server.key", server_cert.signing_key.serialize_pem())?;
+    let client = file("client.pem", client_cert.cert.pem())?;
+    let client_key = file("client.key", client_cert.signing_key.serialize_pem())?;
+    let tls_port = komoku_tests::free_port()?;
+    // A TLS listener that wants a client certificate signed by (here: equal to) `client`.
+    let broker = Mosquitto::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\ncafile {}\nrequire_certificate true\n",
+        cert.display(),
+        key.display(),
+        client.display()
+    ))
+    .await?;
+    let bridge: komoku::mqtt::MqttConfig = serde_json::from_value(json!({
+        "url": format!("mqtts://localhost:{tls_port}"),
+        "client_id": "komoku-tls",
+        "ca_file": cert,
+        "client_cert": client,
+        "client_key": client_key,
+        "ingest": [{"topic": "tls/+", "key": "tls.{1}"}],
+    }))?;
+    let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
+    let mut c = server.client().await?;
+    let started = Instant::now();
+    while c.request(json!({"stats": {}})).await?["mqtt"][0]["connected"] != true {
+        if started.elapsed() > WAIT {
+            bail!("the bridge did not connect over TLS");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Published on the broker's plain listener, taken in over TLS.
+    let sensor = broker.client("tls-sensor").await?;
+    sensor.publish("tls/a", "5").await?;
+    assert_eq!(values(&history(&mut c, "tls.a", 1).await?), [json!(5)]);
+    server.stop().await?;
+    Ok(())
+}
