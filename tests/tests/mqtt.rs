@@ -16,6 +16,22 @@ fn section(broker: &Mosquitto, client_id: &str, rest: Json) -> Result<komoku::mq
     Ok(serde_json::from_value(value)?)
 }
 
+/// Waits until the bridge is connected and subscribed (`stats` says so): from then on no
+/// message to its topics is missed.
+async fn ready(c: &mut Client) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let stats = c.request(json!({"stats": {}})).await?;
+        if stats["mqtt"][0]["connected"] == true {
+            return Ok(());
+        }
+        if started.elapsed() > WAIT {
+            bail!("the bridge did not connect: {stats}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `fetch` of `key` returns `n` points, and returns them.
 async fn history(c: &mut Client, key: &str, n: usize) -> Result<Vec<Json>> {
     let started = Instant::now();
@@ -79,6 +95,7 @@ async fn typed_keys(protocol: u8) -> Result<()> {
     )?;
     let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
     let mut c = server.client().await?;
+    ready(&mut c).await?;
     let sensor = broker.client("sensor").await?;
 
     for (topic, payload) in [
@@ -277,6 +294,7 @@ async fn bad_payloads_are_counted_and_the_bridge_goes_on() -> Result<()> {
     )?;
     let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
     let mut c = server.client().await?;
+    ready(&mut c).await?;
     let sensor = broker.client("bad-sensor").await?;
     let t = komoku_tests::now() as i64;
     for (topic, payload) in [
@@ -377,6 +395,7 @@ async fn with_auth_on_the_bridge_has_its_tokens_grants() -> Result<()> {
             .await?,
         json!("ack")
     );
+    ready(&mut c).await?;
     let sensor = broker.client("auth-sensor").await?;
     sensor.publish("other/x", "1").await?;
     sensor.publish("sensor/x", "2").await?;
@@ -451,17 +470,63 @@ async fn mqtts_with_a_client_certificate_works() -> Result<()> {
     }))?;
     let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
     let mut c = server.client().await?;
-    let started = Instant::now();
-    while c.request(json!({"stats": {}})).await?["mqtt"][0]["connected"] != true {
-        if started.elapsed() > WAIT {
-            bail!("the bridge did not connect over TLS");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ready(&mut c).await?; // over TLS
     // Published on the broker's plain listener, taken in over TLS.
     let sensor = broker.client("tls-sensor").await?;
     sensor.publish("tls/a", "5").await?;
     assert_eq!(values(&history(&mut c, "tls.a", 1).await?), [json!(5)]);
     server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reload_reports_mqtt_as_needing_a_restart_and_the_bridge_runs_on() -> Result<()> {
+    let broker = Mosquitto::start().await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("komoku.toml");
+    let text = |client_id: &str| {
+        format!(
+            "[[mqtt]]\nurl = \"{}\"\nclient_id = \"{client_id}\"\n[[mqtt.ingest]]\n\
+             topic = \"r/+\"\nkey = \"r.{{1}}\"\n",
+            broker.url()
+        )
+    };
+    std::fs::write(&path, text("komoku-before"))?;
+    let server = komoku_tests::ServerProcess::start_with_args(
+        env!("CARGO_BIN_EXE_komoku-e2e"),
+        &dir.path().join("data"),
+        &["--config", path.to_str().unwrap_or_default()],
+    )?;
+    let mut c = Client::connect(&format!("{}v2", server.url())).await?;
+    std::fs::write(&path, text("komoku-after"))?;
+    let report = c.request(json!({"reload": {}})).await?;
+    assert_eq!(
+        report["result"]["needs_restart"],
+        json!(["mqtt"]),
+        "{report}"
+    );
+    // The bridge in force is the one the server started with, and it still takes messages.
+    let started = Instant::now();
+    while c.request(json!({"stats": {}})).await?["result"]["mqtt"][0]["connected"] != true {
+        if started.elapsed() > WAIT {
+            bail!("the bridge did not connect");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sensor = broker.client("reload-sensor").await?;
+    sensor.publish("r/a", "1").await?;
+    let started = Instant::now();
+    loop {
+        let stats = c.request(json!({"stats": {}})).await?;
+        let mqtt = &stats["result"]["mqtt"][0];
+        if mqtt["ingest"][0]["points"] == 1 {
+            assert_eq!(mqtt["client_id"], "komoku-before");
+            break;
+        }
+        if started.elapsed() > WAIT {
+            bail!("the bridge took nothing after the reload: {stats}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }

@@ -40,6 +40,8 @@ pub enum Polled {
         session_present: bool,
     },
     Message(Box<Message>),
+    /// The broker confirmed a subscription.
+    Subscribed,
     /// The connection failed (the next poll reconnects).
     Failed(String),
     Other,
@@ -114,6 +116,7 @@ impl Connection {
                         packet: Packet::V4(p),
                     }))
                 }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => Polled::Subscribed,
                 Ok(_) => Polled::Other,
                 Err(e) => Polled::Failed(e.to_string()),
             },
@@ -128,6 +131,7 @@ impl Connection {
                         packet: Packet::V5(p),
                     }))
                 }
+                Ok(v5::Event::Incoming(p5::Packet::SubAck(_))) => Polled::Subscribed,
                 Ok(_) => Polled::Other,
                 Err(e) => Polled::Failed(e.to_string()),
             },

@@ -313,7 +313,6 @@ impl Bridge {
             };
             match polled {
                 Polled::Connected { session_present } => {
-                    self.stats.connected.store(true, Ordering::Relaxed);
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     backoff = Duration::from_secs(1);
                     last_error = None;
@@ -327,8 +326,13 @@ impl Bridge {
                             tracing::error!(url = %self.url, error = %e, "mqtt subscribe failed");
                         }
                         subscribed = true;
+                    } else {
+                        self.stats.connected.store(true, Ordering::Relaxed);
                     }
                 }
+                // `connected` in `stats` means subscribed too: from now on nothing
+                // published to the mappings' topics is missed.
+                Polled::Subscribed => self.stats.connected.store(true, Ordering::Relaxed),
                 Polled::Message(message) => {
                     let durables = self.take(&message).await;
                     if acks.send((durables, message)).is_err() {
