@@ -1,6 +1,8 @@
 //! Messages per second from a publisher through Mosquitto into Komoku (every point durable
 //! before the bridge acknowledges it), beside Mosquitto alone (publisher → subscriber, QoS
-//! 1 both ways) on the same broker in the same run.
+//! 1 both ways) on the same broker in the same run. Twice: live (the publisher sends while
+//! the receiver takes), and a backlog (messages queued by the broker while the receiver was
+//! away, then drained when it comes back: the receiver's own rate).
 //!
 //! `cargo bench -p komoku-tests --bench mqtt` (add `-- --quick` for a short run). Needs
 //! Mosquitto (`scripts/install-mosquitto.sh`). Prints figures; asserts nothing about speed.
@@ -8,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use komoku_tests::{Mosquitto, TestServer};
+use komoku_tests::{Client, Mosquitto, TestServer};
 use serde_json::json;
 
 /// Keys (and topics) the messages are spread over.
@@ -58,16 +60,81 @@ async fn through_komoku(broker: &Mosquitto, n: u64) -> Result<f64> {
     }))?;
     let server = TestServer::start_with(|c| c.mqtt = vec![section]).await?;
     let mut c = server.client().await?;
-    let started_wait = Instant::now();
+    wait_connected(&mut c).await?;
+    let started = Instant::now();
+    publish(broker, "bench-publisher-komoku", "k", n).await?;
+    wait_points(&mut c, n, started).await?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    server.stop().await?;
+    Ok(rate)
+}
+
+/// Mosquitto alone, backlog: `n` messages queued for an away subscriber, then drained.
+async fn broker_backlog(broker: &Mosquitto, n: u64) -> Result<f64> {
+    {
+        let subscriber = broker.client_with("bench-away", false).await?;
+        subscriber
+            .client
+            .subscribe("away/#", rumqttc::QoS::AtLeastOnce)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await; // the SUBACK
+    }
+    publish(broker, "bench-publisher-away", "away", n).await?;
+    let started = Instant::now();
+    let mut subscriber = broker.client_with("bench-away", false).await?;
+    for got in 0..n {
+        if tokio::time::timeout(Duration::from_secs(60), subscriber.messages.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            bail!("the subscriber got {got} of {n} queued messages");
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Komoku, backlog: `n` messages queued while Komoku was stopped, then taken in (durably)
+/// once it is started again.
+async fn komoku_backlog(broker: &Mosquitto, n: u64) -> Result<f64> {
+    let data = tempfile::tempdir()?;
+    let mut config = komoku_tests::config(data.path(), &komoku_tests::fixtures_dir());
+    config.mqtt = vec![serde_json::from_value(json!({
+        "url": broker.url(),
+        "client_id": "bench-komoku-away",
+        "ingest": [{"topic": "kaway/+", "key": "bench.{1}", "type": "numeric"}],
+    }))?];
+    let server = komoku::Server::start(&config).await?;
+    let mut c = Client::connect(&format!("ws://{}/", server.local_addr)).await?;
+    wait_connected(&mut c).await?;
+    drop(c);
+    server.shutdown().await?;
+    publish(broker, "bench-publisher-kaway", "kaway", n).await?;
+    // Timed from the end of the start (plugins loaded), as the bridge connects.
+    let server = komoku::Server::start(&config).await?;
+    let started = Instant::now();
+    let mut c = Client::connect(&format!("ws://{}/", server.local_addr)).await?;
+    wait_points(&mut c, n, started).await?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(c);
+    server.shutdown().await?;
+    Ok(rate)
+}
+
+async fn wait_connected(c: &mut Client) -> Result<()> {
+    let started = Instant::now();
     while c.request(json!({"stats": {}})).await?["mqtt"][0]["connected"] != true {
-        if started_wait.elapsed() > Duration::from_secs(10) {
+        if started.elapsed() > Duration::from_secs(10) {
             bail!("the bridge did not connect");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await; // the SUBACK
-    let started = Instant::now();
-    publish(broker, "bench-publisher-komoku", "k", n).await?;
+    Ok(())
+}
+
+/// Waits until the bridge has taken `n` points in, then until they are durable.
+async fn wait_points(c: &mut Client, n: u64, started: Instant) -> Result<()> {
     loop {
         let stats = c.request(json!({"stats": {}})).await?;
         if stats["mqtt"][0]["ingest"][0]["points"].as_u64() >= Some(n) {
@@ -84,9 +151,7 @@ async fn through_komoku(broker: &Mosquitto, n: u64) -> Result<f64> {
     // Writes are durable in queue order: once this put is acknowledged, every point is.
     c.request(json!({"put": {"key": "bench.done", "value": 1}}))
         .await?;
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    server.stop().await?;
-    Ok(rate)
+    Ok(())
 }
 
 #[tokio::main]
@@ -100,6 +165,14 @@ async fn main() -> Result<()> {
     let komoku = through_komoku(&broker, n).await?;
     println!(
         "  through Komoku into keys (durable, sync):   {komoku:>9.0} msg/s  ({:.2} of Mosquitto alone)",
+        komoku / base
+    );
+    println!("backlog: {n} messages queued while the receiver was away, then drained");
+    let base = broker_backlog(&broker, n).await?;
+    println!("  Mosquitto alone (queued -> subscriber):     {base:>9.0} msg/s");
+    let komoku = komoku_backlog(&broker, n).await?;
+    println!(
+        "  queued -> Komoku from its start (durable):  {komoku:>9.0} msg/s  ({:.2} of Mosquitto alone)",
         komoku / base
     );
     Ok(())

@@ -464,8 +464,15 @@ impl Mosquitto {
     /// A client of this broker: the client handle and a task polling its connection, which
     /// counts the broker's acknowledgements of QoS 1 publishes and hands on what arrives.
     pub async fn client(&self, id: &str) -> Result<MqttClient> {
+        self.client_with(id, true).await
+    }
+
+    /// [`Mosquitto::client`]; with `clean` false, under a persistent session (the broker
+    /// keeps its subscriptions and queues messages while it is away).
+    pub async fn client_with(&self, id: &str, clean: bool) -> Result<MqttClient> {
         let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", self.port);
         options
+            .set_clean_session(clean)
             .set_keep_alive(Duration::from_secs(30))
             .set_inflight(1000)
             .set_max_packet_size(1 << 20, 1 << 20);

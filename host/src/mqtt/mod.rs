@@ -2,8 +2,9 @@
 //! (and `define`s) through a [`Session`] with the access of the section's token, exactly as
 //! a websocket connection's requests do, and changes of keys are published back to topics.
 //!
-//! MQTT 3.1.1 or 5 (the `client` module hides which). Nothing is lost: the bridge subscribes with
-//! QoS 1 under a persistent session (clean session off; in 5, one that never expires), so the broker keeps what arrives while Komoku is down; a message is
+//! MQTT 3.1.1 or 5 (the `client` module hides which). Nothing is lost: the bridge
+//! subscribes with QoS 1 under a persistent session (clean session off; in 5, one that
+//! never expires), so the broker keeps what arrives while Komoku is down; a message is
 //! acknowledged (PUBACK) only once its points are durable, in the order the messages came.
 //! A message whose points were stored but not acknowledged comes again after a crash; a
 //! point already stored with the same key, time and value is not stored again
@@ -301,6 +302,9 @@ impl Bridge {
         mut connection: Connection,
         shutdown: CancellationToken,
     ) {
+        // Unbounded, so that this loop never waits for the acknowledger (which waits for
+        // the connection this loop polls); what it holds is bounded by the messages the
+        // broker lets be unacknowledged at once (its in-flight window).
         let (acks, pending) = mpsc::unbounded_channel::<(Vec<Durable>, Box<Message>)>();
         let acker = tokio::spawn(acknowledge(pending, client.clone()));
         let mut backoff = Duration::from_secs(1);
