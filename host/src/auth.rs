@@ -383,7 +383,8 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `*` matches any run of characters (dots included); everything else matches itself.
+/// Whether `key` matches `pattern`: `*` matches any run of characters (dots included, or
+/// none); everything else matches itself.
 pub fn glob(pattern: &str, key: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();

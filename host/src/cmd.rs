@@ -441,7 +441,7 @@ fn stats(db: &Db) -> Json {
         .into_iter()
         .map(|(k, v)| (k.to_string(), Json::from(v)))
         .collect();
-    json!({
+    let mut out = json!({
         "keys_count": db.key_count(),
         "uptime": db.stats().uptime_secs(),
         "ops_count": ops,
@@ -451,7 +451,11 @@ fn stats(db: &Db) -> Json {
         "disk_bytes": db.store().disk_space().unwrap_or(0),
         "compaction": db.compaction_stats(),
         "config": db.stats().config_json(),
-    })
+    });
+    for (name, section) in db.stats().sections() {
+        out[name] = section;
+    }
+    out
 }
 
 fn types(db: &Db) -> Json {

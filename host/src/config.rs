@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::db::{Retention, TimeWindow};
+use crate::mqtt::MqttConfig;
 use crate::plugins::Limits;
 use crate::retention::PolicySpec;
 use crate::session::ConnectionLimits;
@@ -97,6 +98,10 @@ pub struct Config {
     /// Start even though a listener is reachable from other machines while auth is disabled.
     /// Default = false: such a server refuses to start.
     pub allow_unauthenticated_remote: bool,
+    /// MQTT bridges (`[[mqtt]]`): a broker's topics into keys, keys out to topics (see
+    /// [`crate::mqtt`]). Read at start only: a reload reports a change as needing a restart.
+    /// Default = none.
+    pub mqtt: Vec<MqttConfig>,
 }
 
 /// `durability = "sync"` or `durability = 50` (milliseconds).
@@ -145,6 +150,7 @@ impl Default for Config {
             tls: None,
             log: "info".into(),
             allow_unauthenticated_remote: false,
+            mqtt: Vec::new(),
         }
     }
 }
@@ -169,6 +175,9 @@ impl Config {
     pub fn check(&self) -> anyhow::Result<()> {
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| anyhow::anyhow!("log = {:?}: {e}", self.log))?;
+        for mqtt in &self.mqtt {
+            mqtt.check()?;
+        }
         if self.auth.enabled || self.allow_unauthenticated_remote {
             return Ok(());
         }

@@ -8,6 +8,7 @@
 //!   `/api/v1/`, Server-Sent Events, `/metrics`;
 //! - [`ws`]: one websocket connection: frames answered in its dialect, pushes between replies;
 //! - [`tls`]: wss:// with rustls, from the certificate and key in the config;
+//! - [`mqtt`]: the MQTT bridge, another transport: topics into keys, keys out to topics;
 //! - [`session`]: one connection's access and limits, asked before every command;
 //! - [`live`]: what a config reload (SIGHUP, `reload`) changes while clients stay connected;
 //! - [`auth`]: tokens (kept as hashes) and the key patterns each may read, write,
@@ -37,6 +38,7 @@ pub mod error;
 pub mod history;
 pub mod http;
 pub mod live;
+pub mod mqtt;
 pub mod plugins;
 pub mod protocol;
 pub mod pubsub;

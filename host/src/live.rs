@@ -270,6 +270,7 @@ impl Control {
             compaction_interval,
             earliest_time,
             max_time_ahead,
+            mqtt,
         );
 
         // Everything is checked: apply. The log level first, since it may still fail.

@@ -112,10 +112,15 @@ pub struct Push {
     pub numbered: Arc<str>,
 }
 
+/// Which keys a watcher wants.
+pub type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Key → subscribers.
 #[derive(Default)]
 pub struct PubSub {
     subs: RwLock<HashMap<String, HashMap<ConnId, Subscription>>>,
+    /// Subscribers to every key a filter takes (a bridge publishing a key pattern).
+    watchers: RwLock<Vec<(KeyFilter, Subscriber)>>,
     next_conn: AtomicU64,
     pushes_sent: AtomicU64,
     pushes_dropped: AtomicU64,
@@ -154,8 +159,19 @@ impl PubSub {
         }
     }
 
+    /// Pushes every change of a key that `filter` takes to `sub` (unnumbered), including
+    /// keys created later, until [`PubSub::drop_connection`].
+    pub fn watch(&self, sub: Subscriber, filter: KeyFilter) {
+        if let Ok(mut w) = self.watchers.write() {
+            w.push((filter, sub));
+        }
+    }
+
     /// Ends every subscription of a connection (it disconnected).
     pub fn drop_connection(&self, conn: ConnId) {
+        if let Ok(mut w) = self.watchers.write() {
+            w.retain(|(_, sub)| sub.conn != conn);
+        }
         if let Ok(mut subs) = self.subs.write() {
             subs.retain(|_, set| {
                 set.remove(&conn);
@@ -185,6 +201,13 @@ impl PubSub {
 
     /// Queues a push for every subscriber of `key`. Never blocks.
     pub fn publish(&self, key: &str, push: &Push) {
+        if let Ok(watchers) = self.watchers.read() {
+            for (filter, sub) in watchers.iter() {
+                if filter(key) && sub.offer(push.frame.clone(), key) {
+                    self.pushes_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         let Ok(subs) = self.subs.read() else { return };
         let Some(set) = subs.get(key) else { return };
         for Subscription {

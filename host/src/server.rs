@@ -125,6 +125,15 @@ impl Server {
             control: control.clone(),
         };
         let tasks = TaskTracker::new();
+        // The bridges write through sessions like connections do, and stop with them.
+        crate::mqtt::start(
+            &config.mqtt,
+            &db,
+            control.live().borrow().auth.clone(),
+            config.connection_limits(),
+            &shutdown,
+            &tasks,
+        )?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         tasks.spawn(run(

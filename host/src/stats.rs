@@ -56,7 +56,12 @@ pub struct Stats {
     errors: Mutex<BTreeMap<String, u64>>,
     /// When the config in force was loaded, and the SHA-256 of its file (none without one).
     config: Mutex<(SystemTime, Option<String>)>,
+    /// Sections a transport adds to `stats` (the MQTT bridge's counters), by name.
+    sections: Mutex<Vec<(&'static str, Section)>>,
 }
+
+/// Renders one section of `stats`.
+pub type Section = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Default for Stats {
     fn default() -> Self {
@@ -65,6 +70,7 @@ impl Default for Stats {
             ops: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             config: Mutex::new((SystemTime::now(), None)),
+            sections: Mutex::new(Vec::new()),
         }
     }
 }
@@ -117,6 +123,21 @@ impl Stats {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         serde_json::json!({"loaded_at": crate::value::number_json(at), "hash": hash})
+    }
+
+    /// Adds a section to `stats` (shown under `name`).
+    pub fn add_section(&self, name: &'static str, section: Section) {
+        if let Ok(mut s) = self.sections.lock() {
+            s.push((name, section));
+        }
+    }
+
+    /// The added sections, rendered now.
+    pub fn sections(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.sections
+            .lock()
+            .map(|s| s.iter().map(|(name, f)| (*name, f())).collect())
+            .unwrap_or_default()
     }
 
     /// Whole seconds since start.

@@ -381,3 +381,190 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A loopback port free right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A real Mosquitto broker (Debian's `mosquitto`), started on a free loopback port with its
+/// own config file and persistence directory; stopped (SIGTERM) when dropped.
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Mosquitto {
+    /// Starts a broker with persistence on and no limit on the messages it queues for an
+    /// offline client (Mosquitto's default keeps 1 000).
+    pub async fn start() -> Result<Mosquitto> {
+        Self::start_with("").await
+    }
+
+    /// [`Mosquitto::start`] with `extra` lines at the end of its config (another listener).
+    pub async fn start_with(extra: &str) -> Result<Mosquitto> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\nmax_queued_messages 0\nuser root\n\
+             log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config)?;
+        let mut broker = Mosquitto {
+            child: None,
+            port,
+            dir,
+        };
+        broker.run().await?;
+        Ok(broker)
+    }
+
+    /// Starts the process and waits until it accepts connections.
+    async fn run(&mut self) -> Result<()> {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot run mosquitto (apt-get install mosquitto mosquitto-clients)")?;
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            if started.elapsed() > WAIT {
+                bail!(
+                    "mosquitto did not listen on port {} within {WAIT:?}",
+                    self.port
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistence file) and waits for it.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            anyhow::ensure!(status.success(), "kill -TERM mosquitto failed");
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the broker and starts it again on the same port with the same data.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.run().await
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// A client of this broker: the client handle and a task polling its connection, which
+    /// counts the broker's acknowledgements of QoS 1 publishes and hands on what arrives.
+    pub async fn client(&self, id: &str) -> Result<MqttClient> {
+        self.client_with(id, true).await
+    }
+
+    /// [`Mosquitto::client`]; with `clean` false, under a persistent session (the broker
+    /// keeps its subscriptions and queues messages while it is away).
+    pub async fn client_with(&self, id: &str, clean: bool) -> Result<MqttClient> {
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", self.port);
+        options
+            .set_clean_session(clean)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_inflight(1000)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10_000);
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let counter = acked.clone();
+        let poller = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let _ = tx.send(p);
+                    }
+                    Ok(_) => {}
+                    // The broker may be restarting: try again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, ready)
+            .await
+            .context("mqtt client did not connect")??;
+        Ok(MqttClient {
+            client,
+            acked,
+            messages,
+            poller,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// An MQTT client of a test (see [`Mosquitto::client`]).
+pub struct MqttClient {
+    pub client: rumqttc::AsyncClient,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Messages of the topics subscribed to.
+    pub messages: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl MqttClient {
+    /// Publishes with QoS 1 (not retained).
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) -> Result<()> {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the broker has acknowledged `n` QoS 1 publishes of this client.
+    pub async fn wait_acked(&self, n: u64, within: Duration) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let acked = self.acked.load(std::sync::atomic::Ordering::Relaxed);
+            if acked >= n {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                bail!("the broker acknowledged {acked} of {n} publishes within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for MqttClient {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}

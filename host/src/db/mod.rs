@@ -699,6 +699,27 @@ impl Db {
         Ok(true)
     }
 
+    /// Whether `name` already holds a point at `time` with `value` (a redelivered message
+    /// is then not stored again). The latest point answers for times from it on; older
+    /// times are looked up in the store.
+    pub async fn holds_point(&self, name: &str, time: Time, value: &Json) -> Result<bool> {
+        let Some(latest) = self.latest(name).await else {
+            return Ok(false);
+        };
+        if time > latest.time {
+            return Ok(false);
+        }
+        if time == latest.time {
+            return Ok(latest.value.to_json() == *value);
+        }
+        let store = self.store.clone();
+        let key = name.to_string();
+        let points = tokio::task::spawn_blocking(move || store.range(&key, time, time))
+            .await
+            .map_err(|e| Error::Storage(format!("reading a point: {e}")))??;
+        Ok(points.iter().any(|p| p.value.to_json() == *value))
+    }
+
     /// The latest point of a key, if it exists and has one.
     pub async fn latest(&self, name: &str) -> Option<Point> {
         let slot = self.slot(name)?;
