@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -190,33 +191,63 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Starts the server on `data` and kills it after `after` (it may or may not have finished
-/// starting). Returns whether it was still starting (not yet listening) when killed.
-fn kill_during_start(data: &Path, after: Duration) -> Result<bool> {
+/// Starts the server on `data` with info logs, and a thread that reports each stderr line
+/// with the moment it came.
+fn start_watched(data: &Path) -> Result<(Child, Receiver<(Instant, String)>)> {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--plugins")
         .arg(fixtures_dir())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .env("RUST_LOG", "komoku=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
-    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let _ = BufReader::new(out).read_line(&mut line);
+        if let Some(err) = stderr {
+            for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                let _ = tx.send((Instant::now(), line));
+            }
         }
-        let _ = tx.send(line);
     });
+    Ok((child, rx))
+}
+
+const MIGRATING: &str = "migrating it in place";
+const MIGRATED: &str = "migrated the data folder";
+
+/// Runs one uninterrupted migration: how long after the start its first and last log lines
+/// came.
+fn time_migration(data: &Path) -> Result<(Duration, Duration)> {
+    let began = Instant::now();
+    let (mut child, rx) = start_watched(data)?;
+    let (mut from, mut to) = (None, None);
+    while to.is_none() {
+        let (at, line) = rx.recv_timeout(Duration::from_secs(120))?;
+        if line.contains(MIGRATING) {
+            from = Some(at - began);
+        }
+        if line.contains(MIGRATED) {
+            to = Some(at - began);
+        }
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok((from.unwrap_or_default(), to.unwrap_or_default()))
+}
+
+/// Starts the server on `data` and SIGKILLs it after `after`. Returns whether the kill
+/// landed inside the migration (begun, not finished).
+fn kill_during_start(data: &Path, after: Duration) -> Result<bool> {
+    let (mut child, rx) = start_watched(data)?;
     std::thread::sleep(after);
-    // The "listening" line comes only after the store is open (migrated).
-    let listening = rx.try_recv().is_ok_and(|l| l.contains("listening"));
     child.kill()?; // SIGKILL
     child.wait()?;
-    Ok(!listening)
+    let lines: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
+    Ok(lines.iter().any(|l| l.contains(MIGRATING)) && !lines.iter().any(|l| l.contains(MIGRATED)))
 }
 
 #[tokio::test]
@@ -225,19 +256,17 @@ async fn a_format1_folder_is_migrated_in_place_and_a_kill_during_migration_loses
     let pristine = tempfile::tempdir()?;
     let expect = format1_folder(pristine.path())?;
 
-    // An uninterrupted migration, timed.
+    // An uninterrupted migration, timed; then kills spread over it.
     let whole = tempfile::tempdir()?;
     copy_dir(pristine.path(), whole.path())?;
-    let began = Instant::now();
-    let server = ServerProcess::start(BIN, whole.path())?;
-    let took = began.elapsed();
-    drop(server);
+    let (from, to) = time_migration(whole.path())?;
+    let took = to - from;
 
     let mut interrupted = 0;
     for k in 1..=5u32 {
         let data = tempfile::tempdir()?;
         copy_dir(pristine.path(), data.path())?;
-        let after = took.mul_f64(f64::from(k) / 6.0);
+        let after = from + took.mul_f64(f64::from(k) / 6.0);
         if kill_during_start(data.path(), after)? {
             interrupted += 1;
         }
@@ -258,7 +287,7 @@ async fn a_format1_folder_is_migrated_in_place_and_a_kill_during_migration_loses
         }
         server.kill9()?;
     }
-    println!("{interrupted} of 5 kills landed before the migrated server listened ({took:?})");
+    println!("{interrupted} of 5 kills landed during a migration of {took:?}");
     ensure!(
         interrupted >= 3,
         "only {interrupted} kills landed during the migration"
