@@ -118,16 +118,18 @@ fn migrate_from_1(store: &Store) -> Result<()> {
     let mut batch = db.batch();
     let mut in_batch = 0;
     let mut points_done: u64 = 0;
+    let mut counts: HashMap<KeyId, u64> = HashMap::new();
 
     if db.keyspace_exists("points") {
         let points = db.keyspace("points", KeyspaceCreateOptions::default)?;
         let mut current: Option<(KeyId, Vec<(Micros, Value)>)> = None;
-        let flush = |batch: &mut fjall::OwnedWriteBatch,
-                     id: KeyId,
-                     buf: &mut Vec<(Micros, Value)>|
+        let mut flush = |batch: &mut fjall::OwnedWriteBatch,
+                         id: KeyId,
+                         buf: &mut Vec<(Micros, Value)>|
          -> Result<()> {
             if !buf.is_empty() {
                 batch.insert(&store.chunks, micros_key(id, buf[0].0), encode_chunk(buf)?);
+                *counts.entry(id).or_default() += buf.len() as u64;
                 buf.clear();
             }
             Ok(())
@@ -190,6 +192,9 @@ fn migrate_from_1(store: &Store) -> Result<()> {
             nk.extend_from_slice(rest);
             batch.insert(&store.gaps, nk, v);
         }
+    }
+    for (id, n) in &counts {
+        batch.insert(&store.counts, id.to_be_bytes(), n.to_be_bytes());
     }
     for (name, id) in &ids.map {
         batch.insert(&store.keys, name.as_slice(), id.to_be_bytes());

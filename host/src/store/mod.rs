@@ -16,6 +16,8 @@
 //!   header (count, last time) then a zstd frame of delta-of-delta times and values encoded by
 //!   their shape. A key's chunks never overlap in time and every head row is newer than its
 //!   chunks, so a scan reads chunks then head rows, in time order;
+//! - `counts`: `u32 BE id` → u64 BE, how many points the key's chunks hold (kept by the
+//!   writer as it seals, rewrites and drops chunks, so `stats` need not read the chunks);
 //! - `touched`: key name → the latest operation that was acknowledged but not stored
 //!   (`sortable time ‖ encoded value`), so a refresh that a resolution option skipped still
 //!   counts for automatic values (uptime) after a restart;
@@ -117,11 +119,14 @@ pub struct Store {
     defs: Keyspace,
     head: Keyspace,
     chunks: Keyspace,
+    counts: Keyspace,
     touched: Keyspace,
     summaries: Keyspace,
     gaps: Keyspace,
     compaction: Keyspace,
     policies: Keyspace,
+    /// Points at which a head is sealed ([`SEAL_POINTS`] unless a test asks for less).
+    seal_points: usize,
 }
 
 /// A stretch `[start, end)` of compacted history without points, during which the value of
@@ -198,11 +203,13 @@ impl Store {
             chunks: db.keyspace("chunks", || {
                 scanned().data_block_compression_policy(CompressionPolicy::disabled())
             })?,
+            counts: db.keyspace("counts", KeyspaceCreateOptions::default)?,
             touched: db.keyspace("touched", KeyspaceCreateOptions::default)?,
             summaries: db.keyspace("tier_summaries", scanned)?,
             gaps: db.keyspace("tier_gaps", scanned)?,
             compaction: db.keyspace("compaction", KeyspaceCreateOptions::default)?,
             policies: db.keyspace("policies", KeyspaceCreateOptions::default)?,
+            seal_points: SEAL_POINTS,
             db,
         };
         if format.is_none() {
@@ -210,6 +217,14 @@ impl Store {
         }
         migrate::drop_old_keyspaces(&store.db)?;
         Ok(store)
+    }
+
+    /// Seals heads (and splits rewritten chunks) at `n` points instead of [`SEAL_POINTS`]:
+    /// for tests that need many chunk boundaries in a few points. Set before the writer
+    /// starts.
+    pub fn with_seal_points(mut self, n: usize) -> Store {
+        self.seal_points = n.max(1);
+        self
     }
 
     /// Starts the writer thread for this store.
@@ -307,8 +322,9 @@ impl Store {
         Ok(self.db.persist(fjall::PersistMode::SyncAll)?)
     }
 
-    fn all_keyspaces(&self) -> [&Keyspace; 10] {
+    fn all_keyspaces(&self) -> [&Keyspace; 11] {
         [
+            &self.counts,
             &self.meta,
             &self.keys,
             &self.defs,
@@ -355,18 +371,18 @@ impl Store {
         self.head.disk_space() + self.chunks.disk_space()
     }
 
-    /// How many raw points are stored: the chunks' counts (from their headers) and about how
-    /// many head rows (exact after a flush).
+    /// How many raw points are stored: exactly those in chunks, and about how many head rows
+    /// (exact after a flush). Reads one row per key.
     pub fn approximate_points(&self) -> usize {
-        let mut n = self.head.approximate_len();
-        for guard in self.chunks.iter() {
+        let mut n = self.head.approximate_len() as u64;
+        for guard in self.counts.iter() {
             if let Ok(v) = guard.value()
-                && let Some(h) = chunk::header(&v)
+                && let Ok(b) = <[u8; 8]>::try_from(v.as_ref())
             {
-                n += h.count as usize;
+                n += u64::from_be_bytes(b);
             }
         }
-        n
+        n as usize
     }
 
     /// Bytes the database takes on disk.
@@ -385,6 +401,7 @@ impl Store {
                 "other",
                 self.meta.disk_space()
                     + self.keys.disk_space()
+                    + self.counts.disk_space()
                     + self.defs.disk_space()
                     + self.touched.disk_space()
                     + self.compaction.disk_space()

@@ -17,8 +17,8 @@ use fjall::PersistMode;
 use tokio::sync::oneshot;
 
 use super::{
-    Gap, KeyDef, KeyId, SEAL_POINTS, SEAL_SPAN, Store, chunk, corrupt_chunk, decode_id,
-    encode_chunk, gap_key, micros_bounds, micros_in_key, micros_key, summary_key,
+    Gap, KeyDef, KeyId, SEAL_SPAN, Store, chunk, corrupt_chunk, decode_id, encode_chunk, gap_key,
+    micros_bounds, micros_in_key, micros_key, summary_key,
 };
 use crate::error::{Error, Result};
 use crate::retention::{CompactionState, PolicySpec};
@@ -290,6 +290,8 @@ struct State {
     /// The last time of each key's newest chunk: a point at or before it goes into a chunk.
     sealed_end: HashMap<KeyId, Micros>,
     heads: HashMap<KeyId, Head>,
+    /// Points in each key's chunks (the `counts` keyspace).
+    counts: HashMap<KeyId, u64>,
 }
 
 impl State {
@@ -309,6 +311,14 @@ impl State {
             Some(v) => decode_id(&v)?,
             None => 0,
         };
+        for guard in store.counts.iter() {
+            let (k, v) = guard.into_inner()?;
+            let n: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Storage("a stored point count is unreadable".into()))?;
+            state.counts.insert(decode_id(&k)?, u64::from_be_bytes(n));
+        }
         for guard in store.head.iter() {
             let k = guard.key()?;
             let id = decode_id(k.get(..4).unwrap_or_default())?;
@@ -340,6 +350,13 @@ impl State {
         self.ids.insert(name.to_string(), id);
         id
     }
+
+    /// Adds `delta` to a key's count of points in chunks, in `batch`.
+    fn count(&mut self, store: &Store, batch: &mut fjall::OwnedWriteBatch, id: KeyId, delta: i64) {
+        let n = self.counts.entry(id).or_default();
+        *n = n.saturating_add_signed(delta);
+        batch.insert(&store.counts, id.to_be_bytes(), n.to_be_bytes());
+    }
 }
 
 fn last_chunk_end(store: &Store, id: KeyId) -> Result<Option<Micros>> {
@@ -357,12 +374,15 @@ fn last_chunk_end(store: &Store, id: KeyId) -> Result<Option<Micros>> {
 #[derive(Default)]
 struct Edits {
     chunks: BTreeMap<(KeyId, Micros), Vec<(Micros, Value)>>,
+    /// How many points each edited chunk held as stored.
+    stored: HashMap<(KeyId, Micros), u32>,
 }
 
 impl Edits {
     fn load(&mut self, store: &Store, id: KeyId, first: Micros, v: &[u8]) -> Result<()> {
         if !self.chunks.contains_key(&(id, first)) {
             let points = chunk::decode(first, v).ok_or_else(corrupt_chunk)?;
+            self.stored.insert((id, first), points.len() as u32);
             self.chunks.insert((id, first), points);
         }
         let _ = store;
@@ -421,6 +441,7 @@ impl Edits {
             let h = chunk::header(&v).ok_or_else(corrupt_chunk)?;
             if !self.chunks.contains_key(&(id, first)) && inside(first) && inside(h.last) {
                 // Wholly inside: dropped without decoding.
+                self.stored.insert((id, first), h.count);
                 self.chunks.insert((id, first), Vec::new());
                 continue;
             }
@@ -436,11 +457,18 @@ impl Edits {
     }
 
     /// Writes the changed chunks: each old row deleted, its points stored again in chunks of
-    /// at most [`SEAL_POINTS`].
-    fn finish(self, store: &Store, batch: &mut fjall::OwnedWriteBatch) -> Result<()> {
+    /// at most the store's seal size.
+    fn finish(
+        self,
+        store: &Store,
+        state: &mut State,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<()> {
         for ((id, first), points) in self.chunks {
+            let before = self.stored.get(&(id, first)).copied().unwrap_or(0);
+            state.count(store, batch, id, points.len() as i64 - i64::from(before));
             batch.remove(&store.chunks, micros_key(id, first));
-            for piece in points.chunks(SEAL_POINTS) {
+            for piece in points.chunks(store.seal_points) {
                 batch.insert(
                     &store.chunks,
                     micros_key(id, piece[0].0),
@@ -480,7 +508,7 @@ fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durabilit
             let mut edits = Edits::default();
             let mut cut = Vec::new();
             apply(store, state, &mut batch, Some(&mut edits), &mut cut, job)?;
-            edits.finish(store, &mut batch)?;
+            edits.finish(store, state, &mut batch)?;
             std::mem::replace(&mut batch, store.db.batch()).commit()?;
             for id in cut {
                 match last_chunk_end(store, id)? {
@@ -496,7 +524,7 @@ fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durabilit
     let due: Vec<KeyId> = state
         .heads
         .iter()
-        .filter(|(_, h)| h.rows >= SEAL_POINTS || h.last - h.first >= SEAL_SPAN)
+        .filter(|(_, h)| h.rows >= store.seal_points || h.last - h.first >= SEAL_SPAN)
         .map(|(id, _)| *id)
         .collect();
     seal(store, state, due)?;
@@ -526,13 +554,14 @@ fn seal(store: &Store, state: &mut State, ids: Vec<KeyId>) -> Result<()> {
         let Some(last) = points.last().map(|p| p.0) else {
             continue;
         };
-        for piece in points.chunks(SEAL_POINTS) {
+        for piece in points.chunks(store.seal_points) {
             batch.insert(
                 &store.chunks,
                 micros_key(id, piece[0].0),
                 encode_chunk(piece)?,
             );
         }
+        state.count(store, &mut batch, id, points.len() as i64);
         for k in keys {
             batch.remove(&store.head, k);
         }
@@ -586,6 +615,8 @@ fn apply(
                     batch.remove(&store.keys, key.as_bytes());
                     state.sealed_end.remove(&id);
                     state.heads.remove(&id);
+                    state.counts.remove(&id);
+                    batch.remove(&store.counts, id.to_be_bytes());
                     if let Some(edits) = edits.as_deref_mut() {
                         edits.chunks.retain(|(i, _), _| *i != id);
                     }
