@@ -33,9 +33,12 @@ fn sortable(t: f64) -> [u8; 8] {
     ordered.to_be_bytes()
 }
 
+/// A key to write: its name, its type's name and its points.
+pub type Key<'a> = (String, &'a str, Vec<(f64, Value)>);
+
 /// Writes keys of `type_name` and their points into a new format-1 folder at `dir`, then
 /// flushes its memtables (as a long-running server would have).
-pub fn write(dir: &Path, keys: &[(String, &str, Vec<(f64, Value)>)]) -> Result<()> {
+pub fn write(dir: &Path, keys: &[Key]) -> Result<()> {
     let db = Database::builder(dir).open()?;
     let defs = db.keyspace("defs", KeyspaceCreateOptions::default)?;
     let points = db.keyspace("points", KeyspaceCreateOptions::default)?;

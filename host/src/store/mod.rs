@@ -61,8 +61,9 @@
 //! Range-scanned keyspaces (`head`, `chunks`, `tier_summaries`, `tier_gaps`) have no bloom
 //! filters (a filter answers point reads only). `chunks` stores zstd frames, so fjall's own
 //! block compression is off there. A graceful stop seals every head and flushes every
-//! memtable, so the journal is trimmed: after a stop and start the folder holds the tables
-//! and one fresh journal.
+//! memtable, so no journal content is needed after it; fjall deletes fully flushed journal
+//! files but rotates the active one only at 64 MB, which bounds the journal left after a
+//! graceful stop and start (under 64 MB plus one batch).
 
 mod chunk;
 mod migrate;
