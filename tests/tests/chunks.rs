@@ -239,15 +239,23 @@ fn time_migration(data: &Path) -> Result<(Duration, Duration)> {
     Ok((from.unwrap_or_default(), to.unwrap_or_default()))
 }
 
-/// Starts the server on `data` and SIGKILLs it after `after`. Returns whether the kill
-/// landed inside the migration (begun, not finished).
-fn kill_during_start(data: &Path, after: Duration) -> Result<bool> {
+/// Starts the server on `data` and SIGKILLs it `after` its migration began (so a loaded
+/// machine's slow start does not move the kill out of the migration). Returns whether the
+/// kill landed inside the migration (begun, not finished).
+fn kill_during_migration(data: &Path, after: Duration) -> Result<bool> {
     let (mut child, rx) = start_watched(data)?;
+    let mut begun = false;
+    while !begun {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok((_, line)) => begun = line.contains(MIGRATING),
+            Err(_) => break,
+        }
+    }
     std::thread::sleep(after);
     child.kill()?; // SIGKILL
     child.wait()?;
     let lines: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
-    Ok(lines.iter().any(|l| l.contains(MIGRATING)) && !lines.iter().any(|l| l.contains(MIGRATED)))
+    Ok(begun && !lines.iter().any(|l| l.contains(MIGRATED)))
 }
 
 #[tokio::test]
@@ -266,8 +274,8 @@ async fn a_format1_folder_is_migrated_in_place_and_a_kill_during_migration_loses
     for k in 1..=5u32 {
         let data = tempfile::tempdir()?;
         copy_dir(pristine.path(), data.path())?;
-        let after = from + took.mul_f64(f64::from(k) / 6.0);
-        if kill_during_start(data.path(), after)? {
+        let after = took.mul_f64(f64::from(k) / 6.0);
+        if kill_during_migration(data.path(), after)? {
             interrupted += 1;
         }
         let server = ServerProcess::start(BIN, data.path())?;

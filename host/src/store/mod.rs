@@ -39,8 +39,11 @@
 //! 4096 points: large enough that zstd's frame and the chunk's row cost well under 0.01 byte a
 //! point and a year of 10-s points is ~770 chunks; small enough that decoding the one chunk a
 //! query's edge cuts takes tens of microseconds and re-encoding a chunk for a late point is
-//! cheap. One day: a slow key (a point an hour) does not keep weeks of points as head rows,
-//! which cost ~20 bytes each against ~1 in a chunk. A point older than a key's newest chunk
+//! cheap. A week: a slow key (a point an hour) does not keep months of points as head rows,
+//! which cost ~10–20 bytes each, while its chunks still hold enough points (168 at one an
+//! hour, ~350 for a state changing 50 times a day) that a chunk's fixed cost (its row,
+//! zstd's frame, a text dictionary: ~100–200 bytes) is spread thin; sealed daily, such a
+//! state cost 6.5 bytes a point in tables. A point older than a key's newest chunk
 //! (backfill) is merged into the chunk that covers it, which is rewritten in the same atomic
 //! batch.
 //!
@@ -93,8 +96,8 @@ pub const FORMAT_VERSION: u32 = 2;
 /// A head is sealed into a chunk once it holds this many points.
 pub const SEAL_POINTS: usize = 4096;
 
-/// A head is sealed into a chunk once its points span this long (µs): one day.
-pub const SEAL_SPAN: Micros = 86_400_000_000;
+/// A head is sealed into a chunk once its points span this long (µs): a week.
+pub const SEAL_SPAN: Micros = 7 * 86_400_000_000;
 
 /// A key's id: what its rows carry instead of its name.
 pub type KeyId = u32;
@@ -547,6 +550,26 @@ impl View {
         if since >= until {
             return scan;
         }
+        // Head rows are newer than every chunk; the sealed ones lie before that as tombstones
+        // until fjall compacts them, so the head is read from just after the newest chunk.
+        let mut head_lo = lo;
+        match self
+            .snap
+            .range(
+                &self.chunks,
+                micros_key(id, Micros::MIN)..=micros_key(id, Micros::MAX),
+            )
+            .next_back()
+            .map(|g| g.value())
+            .transpose()
+        {
+            Ok(Some(v)) => match chunk::header(&v) {
+                Some(h) => head_lo = head_lo.max(h.last.saturating_add(1)),
+                None => scan.error = Some(corrupt_chunk()),
+            },
+            Ok(None) => {}
+            Err(e) => scan.error = Some(e.into()),
+        }
         // The chunk that began before `lo` and may reach into it.
         match self
             .snap
@@ -571,10 +594,12 @@ impl View {
             self.snap
                 .range(&self.chunks, micros_key(id, lo)..=micros_key(id, hi)),
         );
-        scan.head = Some(
-            self.snap
-                .range(&self.head, micros_key(id, lo)..=micros_key(id, hi)),
-        );
+        if head_lo <= hi {
+            scan.head = Some(
+                self.snap
+                    .range(&self.head, micros_key(id, head_lo)..=micros_key(id, hi)),
+            );
+        }
         scan
     }
 

@@ -544,7 +544,16 @@ fn seal(store: &Store, state: &mut State, ids: Vec<KeyId>) -> Result<()> {
         state.heads.remove(&id);
         let mut points = Vec::new();
         let mut keys = Vec::new();
-        for g in store.head.prefix(id.to_be_bytes()) {
+        // From just after the newest chunk: the rows sealed before lie there as tombstones
+        // until fjall compacts them, and a prefix scan would step over every one.
+        let from = state
+            .sealed_end
+            .get(&id)
+            .map_or(Micros::MIN, |end| end.saturating_add(1));
+        for g in store
+            .head
+            .range(micros_key(id, from)..=micros_key(id, Micros::MAX))
+        {
             let (k, v) = g.into_inner()?;
             let value = Value::decode(&v)
                 .ok_or_else(|| Error::Storage("a stored point is unreadable".into()))?;
