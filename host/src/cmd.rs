@@ -450,12 +450,43 @@ fn stats(db: &Db) -> Json {
         "pushes_sent": db.pubsub().pushes_sent(),
         "disk_bytes": db.store().disk_space().unwrap_or(0),
         "compaction": db.compaction_stats(),
+        "storage": storage_stats(db.store()),
         "config": db.stats().config_json(),
     });
     for (name, section) in db.stats().sections() {
         out[name] = section;
     }
     out
+}
+
+/// Disk use by keyspace, and per raw point (see the README's "On disk").
+fn storage_stats(store: &crate::store::Store) -> Json {
+    let points = store.approximate_points();
+    let per_point = |bytes: u64| {
+        if points == 0 {
+            Json::Null
+        } else {
+            number_json(bytes as f64 / points as f64)
+        }
+    };
+    let keyspaces: Map<String, Json> = store
+        .keyspace_sizes()
+        .into_iter()
+        .map(|(name, bytes)| {
+            (
+                name.to_string(),
+                json!({"bytes": bytes, "bytes_per_point": per_point(bytes)}),
+            )
+        })
+        .collect();
+    let journal = store.journal_disk_space().unwrap_or(0);
+    json!({
+        "format": crate::store::FORMAT_VERSION,
+        "raw_points": points,
+        "keyspaces": keyspaces,
+        "journal_bytes": journal,
+        "bytes_per_point": per_point(store.disk_space().unwrap_or(0)),
+    })
 }
 
 fn types(db: &Db) -> Json {

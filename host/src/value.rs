@@ -133,6 +133,40 @@ pub fn time_from_sortable(bytes: [u8; 8]) -> Time {
     f64::from_bits(bits)
 }
 
+/// Microseconds since the Unix epoch: how times are stored. Clients send float seconds; a
+/// time is kept to the nearest microsecond, so any time a client sends reads back within
+/// 0.5 µs (and exactly, for times written with at most six decimals).
+pub type Micros = i64;
+
+/// The stored microsecond of a time (saturating at the ends of `i64`; NaN maps to 0).
+pub fn time_to_micros(t: Time) -> Micros {
+    (t * 1e6).round() as Micros
+}
+
+/// The time of a stored microsecond.
+pub fn micros_to_time(us: Micros) -> Time {
+    us as f64 / 1e6
+}
+
+/// A time as it will be stored and read back: rounded to the microsecond.
+pub fn quantize_time(t: Time) -> Time {
+    if t.is_finite() {
+        micros_to_time(time_to_micros(t))
+    } else {
+        t
+    }
+}
+
+/// The smallest microsecond at or after `t` (`since` bounds of scans).
+pub fn micros_ceil(t: Time) -> Micros {
+    (t * 1e6).ceil() as Micros
+}
+
+/// The largest microsecond at or before `t` (`until` bounds of scans).
+pub fn micros_floor(t: Time) -> Micros {
+    (t * 1e6).floor() as Micros
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +211,26 @@ mod tests {
             assert_eq!(
                 time_from_sortable(time_to_sortable(t)).to_bits(),
                 t.to_bits()
+            );
+        }
+    }
+
+    #[test]
+    fn client_times_round_trip_within_a_microsecond() {
+        for t in [
+            0.0,
+            1.5,
+            1432468182.25,
+            1432468182.250001,
+            1700000000.123456,
+            -12.000001,
+        ] {
+            assert_eq!(quantize_time(t).to_bits(), t.to_bits(), "{t}");
+        }
+        for t in [1700000000.1234567, 0.00000049, 1e9 + 1e-7] {
+            assert!(
+                (quantize_time(t) - t).abs() <= 0.5e-6 + t.abs() * f64::EPSILON,
+                "{t}"
             );
         }
     }

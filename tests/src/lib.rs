@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod format1;
+
 /// How long a test waits for any one reply or push before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -3,7 +3,8 @@
 //! sequence.
 //!
 //! Each case writes random points through the real store's writer, one batch per put, in a
-//! random order: times on a coarse 10 s grid (so many land exactly on bucket edges), some
+//! random order, into a store that seals a key's head into a chunk every 3 points (so the
+//! history spans many chunks and a head, and late writes rewrite sealed chunks): times on a coarse 10 s grid (so many land exactly on bucket edges), some
 //! off the grid, some written twice (the later write wins), many with a `time` before points
 //! already written. The stored history is checked against the last-write-wins sequence, then
 //! summarised the way `query` does it (`point_before` the first edge as the carried point, a
@@ -274,7 +275,11 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Store::open(dir.path()).expect("the store opens");
+        // Heads sealed at 3 points: every case's history spans many chunks and a head, and
+        // its late writes rewrite sealed chunks, so scans and buckets cross chunk edges.
+        let store = Store::open(dir.path())
+            .expect("the store opens")
+            .with_seal_points(3);
         let writer = store.writer(Durability::Sync, |e| panic!("fatal store error: {e}"));
         Fixture {
             _dir: dir,

@@ -807,11 +807,13 @@ impl Rows {
         });
     }
 
-    fn delete_point(&mut self, time: Time) {
-        self.removed_points += 1;
-        self.writes.push(Write::DeletePoint {
+    /// Deletes the `n` raw points with `from <= time < until`.
+    fn delete_raw(&mut self, from: Time, until: Time, n: usize) {
+        self.removed_points += n as u64;
+        self.writes.push(Write::DeleteRaw {
             key: self.key.clone(),
-            time,
+            from,
+            until,
         });
     }
 }
@@ -931,9 +933,12 @@ fn raw_into(
     for gap in gaps {
         rows.put_gap(gap, false);
     }
-    old.pop();
-    for time in old {
-        rows.delete_point(time);
+    // Every raw point of the step but the newest (kept: it carries the value on) goes, as
+    // one range: whole chunks are dropped.
+    if let Some(kept) = old.pop()
+        && let Some(&first) = old.first()
+    {
+        rows.delete_raw(first, kept, old.len());
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ use crate::pubsub::{PubSub, Push, Subscriber};
 use crate::retention::{Policy, PolicySpec};
 use crate::stats::Stats;
 use crate::store::{KeyDef, Store, Write, WriteBatch, Writer, check_key_name};
-use crate::value::{Input, Point, Time, now};
+use crate::value::{Input, Point, Time, micros_to_time, now, quantize_time, time_to_micros};
 
 use scheduler::Scheduler;
 
@@ -394,7 +394,10 @@ impl Db {
         create: bool,
     ) -> Result<Durable> {
         check_key_name(name)?;
-        let time = time.map(|t| self.times.check(t, now())).transpose()?;
+        // Times are stored to the microsecond: keep the one that will be read back.
+        let time = time
+            .map(|t| self.times.check(t, now()).map(quantize_time))
+            .transpose()?;
         let slot = self.slot_or_new(name)?;
         let mut state = slot.lock().await;
         let mut writes = Vec::with_capacity(2);
@@ -597,7 +600,7 @@ impl Db {
         };
         let plugin = self.plugin_of(&state)?;
         let point = Point {
-            time: scheduled.at,
+            time: quantize_time(scheduled.at),
             value: scheduled.value,
         };
         let next = plugin.reschedule(&state.effective, &point)?;
@@ -786,9 +789,12 @@ fn opts_json(state: &KeyState) -> String {
 /// two puts in the same instant both keep their place in history, and a put after a point
 /// that is ahead of the clock (at most [`TimeWindow::ahead`]) follows it: `get`, pushes and
 /// increments stay in write order.
+/// The time of a put without one: now, to the microsecond, or one microsecond after the
+/// latest point when the clock has not moved past it.
 fn next_time(now: Time, latest: Option<&Point>) -> Time {
+    let now = quantize_time(now);
     match latest {
-        Some(l) if now <= l.time => l.time.next_up(),
+        Some(l) if now <= l.time => micros_to_time(time_to_micros(l.time) + 1),
         _ => now,
     }
 }

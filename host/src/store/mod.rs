@@ -1,45 +1,106 @@
 //! Persistent storage in fjall.
 //!
-//! Two keyspaces:
+//! # On-disk layout (format version [`FORMAT_VERSION`])
+//!
+//! Keyspaces, and how each is read:
+//! - `meta`: `format` → u32 BE format version; `next_id` → u32 BE, the next key id to hand out.
+//!   A folder without `format` but with a `points` keyspace was written before key ids and
+//!   chunks (format 1) and is migrated in place when opened ([`migrate`]);
+//! - `keys`: key name → u32 BE id. Every other row of a key carries this id, never its name,
+//!   and a deleted key's id is never reused;
 //! - `defs`: key name → the key's definition (type and the options clients gave), as JSON;
-//! - `points`: `u16 BE name length ‖ name ‖ sortable time` → encoded value. A key's history
-//!   is therefore one prefix, and a prefix scan returns it in time order;
+//! - `head`: `u32 BE id ‖ i64 µs (sign bit flipped, BE)` → encoded value: the open head, the
+//!   newest points of a key not yet sealed, one row each, durable through the journal like
+//!   any fjall write;
+//! - `chunks`: `u32 BE id ‖ i64 µs of the first point` → a sealed chunk ([`chunk`]): the
+//!   header (count, last time) then a zstd frame of delta-of-delta times and values encoded by
+//!   their shape. A key's chunks never overlap in time and every head row is newer than its
+//!   chunks, so a scan reads chunks then head rows, in time order;
+//! - `counts`: `u32 BE id` → u64 BE, how many points the key's chunks hold (kept by the
+//!   writer as it seals, rewrites and drops chunks, so `stats` need not read the chunks);
 //! - `touched`: key name → the latest operation that was acknowledged but not stored
 //!   (`sortable time ‖ encoded value`), so a refresh that a resolution option skipped still
 //!   counts for automatic values (uptime) after a restart;
-//! - `summaries`: `u16 BE name length ‖ name ‖ sortable step ‖ sortable bucket start` →
-//!   the plugin's summary of that bucket (compacted history, see [`crate::retention`]);
-//! - `gaps`: `u16 BE name length ‖ name ‖ sortable start` → a [`Gap`] of compacted history:
+//! - `tier_summaries`: `u32 BE id ‖ sortable step ‖ sortable bucket start` → the plugin's
+//!   summary of that bucket (compacted history, see [`crate::retention`]);
+//! - `tier_gaps`: `u32 BE id ‖ sortable start` → a [`Gap`] of compacted history:
 //!   `u8 format (1) ‖ f64 BE end ‖ f64 BE carried point's time ‖ encoded value`, a stretch
-//!   without points during which the carried point's value held. Compaction stores one
-//!   record per silence instead of a summary per tier bucket of it, so its rows follow the
-//!   points, not the time they span;
+//!   without points during which the carried point's value held;
 //! - `compaction`: key name → its [`CompactionState`] (watermarks, row counts), as JSON;
 //! - `policies`: key name or pattern → its retention [`PolicySpec`], as JSON.
 //!
+//! Times of points are stored as integer microseconds: a time a client sends reads back
+//! within 0.5 µs (exactly when written with six decimals or fewer).
+//!
+//! # Sealing
+//!
+//! A key's head is sealed into a chunk when it holds [`SEAL_POINTS`] points or spans
+//! [`SEAL_SPAN`] (whichever comes first), and every head is sealed at a graceful stop.
+//! 4096 points: large enough that zstd's frame and the chunk's row cost well under 0.01 byte a
+//! point and a year of 10-s points is ~770 chunks; small enough that decoding the one chunk a
+//! query's edge cuts takes tens of microseconds and re-encoding a chunk for a late point is
+//! cheap. A week: a slow key (a point an hour) does not keep months of points as head rows,
+//! which cost ~10–20 bytes each, while its chunks still hold enough points (168 at one an
+//! hour, ~350 for a state changing 50 times a day) that a chunk's fixed cost (its row,
+//! zstd's frame, a text dictionary: ~100–200 bytes) is spread thin; sealed daily, such a
+//! state cost 6.5 bytes a point in tables. A point older than a key's newest chunk
+//! (backfill) is merged into the chunk that covers it, which is rewritten in the same atomic
+//! batch.
+//!
+//! # Writes
+//!
 //! A compaction step writes its summaries, deletes what they replace and moves the
-//! watermark in one atomic batch, so a crash leaves the old state or the new one.
+//! watermark in one atomic batch, so a crash leaves the old state or the new one. Dropping
+//! raw history deletes whole chunks (one tombstone per chunk) and rewrites at most the chunk
+//! its edge cuts.
 //!
 //! Writes go through one writer thread ([`writer`]) that commits whatever has queued up as
 //! one batch and fsyncs it once (group commit), so an acknowledged write survives `kill -9`
 //! without one fsync per put. Reads are synchronous fjall calls; async callers run them on
 //! the blocking pool.
+//!
+//! # Tuning
+//!
+//! Range-scanned keyspaces (`head`, `chunks`, `tier_summaries`, `tier_gaps`) have no bloom
+//! filters (a filter answers point reads only). `chunks` stores zstd frames, so fjall's own
+//! block compression is off there. A graceful stop seals every head and flushes every
+//! memtable, so no journal content is needed after it; fjall deletes fully flushed journal
+//! files but rotates the active one only at 64 MB, which bounds the journal left after a
+//! graceful stop and start (under 64 MB plus one batch).
 
+mod chunk;
+mod migrate;
 mod writer;
 
+use std::collections::VecDeque;
 use std::path::Path;
 
+use fjall::config::{CompressionPolicy, FilterPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::retention::{CompactionState, PolicySpec};
-use crate::value::{Point, Time, Value, time_from_sortable, time_to_sortable};
+use crate::value::{
+    Micros, Point, Time, Value, micros_to_time, time_from_sortable, time_to_sortable,
+};
 
 pub use writer::{Durability, Write, WriteBatch, Writer};
 
 /// The longest key name accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+
+/// The data folder format this version reads and writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// A head is sealed into a chunk once it holds this many points.
+pub const SEAL_POINTS: usize = 4096;
+
+/// A head is sealed into a chunk once its points span this long (µs): a week.
+pub const SEAL_SPAN: Micros = 7 * 86_400_000_000;
+
+/// A key's id: what its rows carry instead of its name.
+pub type KeyId = u32;
 
 /// What is stored about a key besides its points.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,13 +118,19 @@ pub struct KeyDef {
 #[derive(Clone)]
 pub struct Store {
     db: Database,
+    meta: Keyspace,
+    keys: Keyspace,
     defs: Keyspace,
-    points: Keyspace,
+    head: Keyspace,
+    chunks: Keyspace,
+    counts: Keyspace,
     touched: Keyspace,
     summaries: Keyspace,
     gaps: Keyspace,
     compaction: Keyspace,
     policies: Keyspace,
+    /// Points at which a head is sealed ([`SEAL_POINTS`] unless a test asks for less).
+    seal_points: usize,
 }
 
 /// A stretch `[start, end)` of compacted history without points, during which the value of
@@ -107,30 +174,61 @@ impl Gap {
     }
 }
 
+/// Options of a keyspace read by range scans: a bloom filter would never be consulted.
+fn scanned() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().filter_policy(FilterPolicy::disabled())
+}
+
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, migrating a folder of an older format in
+    /// place first.
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
         // We persist the journal ourselves (group commit in the writer thread).
         let db = Database::builder(dir).manual_journal_persist(true).open()?;
-        let defs = db.keyspace("defs", KeyspaceCreateOptions::default)?;
-        let points = db.keyspace("points", KeyspaceCreateOptions::default)?;
-        let touched = db.keyspace("touched", KeyspaceCreateOptions::default)?;
-        let summaries = db.keyspace("summaries", KeyspaceCreateOptions::default)?;
-        let gaps = db.keyspace("gaps", KeyspaceCreateOptions::default)?;
-        let compaction = db.keyspace("compaction", KeyspaceCreateOptions::default)?;
-        let policies = db.keyspace("policies", KeyspaceCreateOptions::default)?;
-        Ok(Store {
+        let format = migrate::format_of(&db)?;
+        match format {
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(Error::Storage(format!(
+                    "{} holds data format {other}; this Komoku reads format {FORMAT_VERSION} \
+                     (and migrates format 1): run the Komoku version that wrote it",
+                    dir.display()
+                )));
+            }
+            None => {}
+        }
+        let store = Store {
+            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
+            keys: db.keyspace("keys", KeyspaceCreateOptions::default)?,
+            defs: db.keyspace("defs", KeyspaceCreateOptions::default)?,
+            head: db.keyspace("head", scanned)?,
+            chunks: db.keyspace("chunks", || {
+                scanned().data_block_compression_policy(CompressionPolicy::disabled())
+            })?,
+            counts: db.keyspace("counts", KeyspaceCreateOptions::default)?,
+            touched: db.keyspace("touched", KeyspaceCreateOptions::default)?,
+            summaries: db.keyspace("tier_summaries", scanned)?,
+            gaps: db.keyspace("tier_gaps", scanned)?,
+            compaction: db.keyspace("compaction", KeyspaceCreateOptions::default)?,
+            policies: db.keyspace("policies", KeyspaceCreateOptions::default)?,
+            seal_points: SEAL_POINTS,
             db,
-            defs,
-            points,
-            touched,
-            summaries,
-            gaps,
-            compaction,
-            policies,
-        })
+        };
+        if format.is_none() {
+            migrate::to_current(&store)?;
+        }
+        migrate::drop_old_keyspaces(&store.db)?;
+        Ok(store)
+    }
+
+    /// Seals heads (and splits rewritten chunks) at `n` points instead of [`SEAL_POINTS`]:
+    /// for tests that need many chunk boundaries in a few points. Set before the writer
+    /// starts.
+    pub fn with_seal_points(mut self, n: usize) -> Store {
+        self.seal_points = n.max(1);
+        self
     }
 
     /// Starts the writer thread for this store.
@@ -157,7 +255,9 @@ impl Store {
     pub fn view(&self) -> View {
         View {
             snap: self.db.snapshot(),
-            points: self.points.clone(),
+            keys: self.keys.clone(),
+            head: self.head.clone(),
+            chunks: self.chunks.clone(),
             summaries: self.summaries.clone(),
             gaps: self.gaps.clone(),
             compaction: self.compaction.clone(),
@@ -166,13 +266,10 @@ impl Store {
 
     /// The newest point of a key.
     pub fn last_point(&self, name: &str) -> Result<Option<Point>> {
-        match self.points.prefix(key_prefix(name)).next_back() {
-            Some(guard) => {
-                let (k, v) = guard.into_inner()?;
-                decode_point(&k, &v).map(Some)
-            }
-            None => Ok(None),
-        }
+        self.view()
+            .scan(name, f64::NEG_INFINITY, f64::INFINITY)
+            .next_back()
+            .transpose()
     }
 
     /// The latest acknowledged-but-not-stored operation on a key, if newer than its points.
@@ -180,15 +277,17 @@ impl Store {
         let Some(v) = self.touched.get(name.as_bytes())? else {
             return Ok(None);
         };
-        let (time, value) = v
-            .split_at_checked(8)
-            .ok_or_else(|| Error::Storage("a touch record is unreadable".into()))?;
-        decode_point(time, value).map(Some)
+        let corrupt = || Error::Storage("a touch record is unreadable".into());
+        let (time, value) = v.split_at_checked(8).ok_or_else(corrupt)?;
+        Ok(Some(Point {
+            time: time_from_sortable(time.try_into().map_err(|_| corrupt())?),
+            value: Value::decode(value).ok_or_else(corrupt)?,
+        }))
     }
 
     /// Points of a key with `since <= time <= until`, oldest first.
     pub fn range(&self, name: &str, since: Time, until: Time) -> Result<Vec<Point>> {
-        self.range_iter(name, since, until).collect()
+        self.scan(name, since, until).collect()
     }
 
     /// Points of a key with `since <= time <= until`, newest first, at most `limit`.
@@ -199,10 +298,7 @@ impl Store {
         until: Time,
         limit: usize,
     ) -> Result<Vec<Point>> {
-        self.range_iter(name, since, until)
-            .rev()
-            .take(limit)
-            .collect()
+        self.scan(name, since, until).rev().take(limit).collect()
     }
 
     /// The newest point strictly before `t` (from a fresh snapshot).
@@ -217,7 +313,7 @@ impl Store {
         since: Time,
         until: Time,
     ) -> impl DoubleEndedIterator<Item = Result<Point>> + use<> {
-        self.range_iter(name, since, until)
+        self.view().scan(name, since, until.next_up())
     }
 
     /// The oldest point of a key (from a fresh snapshot).
@@ -225,41 +321,41 @@ impl Store {
         self.view().first_point_from(name, f64::NEG_INFINITY)
     }
 
-    fn range_iter(
-        &self,
-        name: &str,
-        since: Time,
-        until: Time,
-    ) -> impl DoubleEndedIterator<Item = Result<Point>> + use<> {
-        let (lo, hi) = (point_key(name, since), point_key(name, until));
-        self.points.range(lo..=hi).map(|guard| {
-            let (k, v) = guard.into_inner()?;
-            decode_point(&k, &v)
-        })
-    }
-
     /// Fsyncs the journal: everything committed so far survives a power loss.
     pub fn persist(&self) -> Result<()> {
         Ok(self.db.persist(fjall::PersistMode::SyncAll)?)
     }
 
-    /// Writes the memtables out as tables and waits, so the journal can be trimmed. For
-    /// measuring disk use; normal operation never needs it.
+    fn all_keyspaces(&self) -> [&Keyspace; 11] {
+        [
+            &self.counts,
+            &self.meta,
+            &self.keys,
+            &self.defs,
+            &self.head,
+            &self.chunks,
+            &self.touched,
+            &self.summaries,
+            &self.gaps,
+            &self.compaction,
+            &self.policies,
+        ]
+    }
+
+    /// Writes the memtables out as tables and waits, so the journal can be trimmed (a
+    /// graceful stop does this too).
     pub fn flush(&self) -> Result<()> {
-        self.defs.rotate_memtable_and_wait()?;
-        self.points.rotate_memtable_and_wait()?;
-        self.touched.rotate_memtable_and_wait()?;
-        self.summaries.rotate_memtable_and_wait()?;
-        self.gaps.rotate_memtable_and_wait()?;
-        self.compaction.rotate_memtable_and_wait()?;
-        self.policies.rotate_memtable_and_wait()?;
+        for ks in self.all_keyspaces() {
+            ks.rotate_memtable_and_wait()?;
+        }
         self.persist()
     }
 
-    /// Rewrites the points and summaries tables so deleted entries stop taking space now
-    /// rather than at fjall's next compaction. For measuring disk use (benchmarks).
+    /// Rewrites the raw and summary tables so deleted entries stop taking space now rather
+    /// than at fjall's next compaction. For measuring disk use (benchmarks).
     pub fn major_compact(&self) -> Result<()> {
-        self.points.major_compact()?;
+        self.head.major_compact()?;
+        self.chunks.major_compact()?;
         self.summaries.major_compact()?;
         Ok(())
     }
@@ -273,19 +369,54 @@ impl Store {
         )
     }
 
-    /// Bytes the points keyspace takes on disk (its tables; the shared journal not counted).
+    /// Bytes raw history takes on disk: the head and chunk tables (the shared journal not
+    /// counted).
     pub fn points_disk_space(&self) -> u64 {
-        self.points.disk_space()
+        self.head.disk_space() + self.chunks.disk_space()
     }
 
-    /// About how many points are stored (cheap; exact after a flush).
+    /// How many raw points are stored: exactly those in chunks, and about how many head rows
+    /// (exact after a flush). Reads one row per key.
     pub fn approximate_points(&self) -> usize {
-        self.points.approximate_len()
+        let mut n = self.head.approximate_len() as u64;
+        for guard in self.counts.iter() {
+            if let Ok(v) = guard.value()
+                && let Ok(b) = <[u8; 8]>::try_from(v.as_ref())
+            {
+                n += u64::from_be_bytes(b);
+            }
+        }
+        n as usize
     }
 
     /// Bytes the database takes on disk.
     pub fn disk_space(&self) -> Result<u64> {
         Ok(self.db.disk_space()?)
+    }
+
+    /// Bytes on disk per keyspace (tables only), by keyspace name.
+    pub fn keyspace_sizes(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("head", self.head.disk_space()),
+            ("chunks", self.chunks.disk_space()),
+            ("tier_summaries", self.summaries.disk_space()),
+            ("tier_gaps", self.gaps.disk_space()),
+            (
+                "other",
+                self.meta.disk_space()
+                    + self.keys.disk_space()
+                    + self.counts.disk_space()
+                    + self.defs.disk_space()
+                    + self.touched.disk_space()
+                    + self.compaction.disk_space()
+                    + self.policies.disk_space(),
+            ),
+        ]
+    }
+
+    /// Bytes the journal takes on disk.
+    pub fn journal_disk_space(&self) -> Result<u64> {
+        Ok(self.db.journal_disk_space()?)
     }
 }
 
@@ -306,48 +437,77 @@ fn load_json<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-/// `u16 BE length ‖ name`: the prefix of all of a key's points.
-fn key_prefix(name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + name.len() + 8);
-    // Key names are capped at MAX_KEY_LEN, far below u16::MAX.
-    k.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    k.extend_from_slice(name.as_bytes());
+fn decode_id(v: &[u8]) -> Result<KeyId> {
+    v.try_into()
+        .map(KeyId::from_be_bytes)
+        .map_err(|_| Error::Storage("a stored key id is unreadable".into()))
+}
+
+/// `u32 BE id ‖ i64 µs, sign bit flipped, BE`: sorts by key, then time.
+fn micros_key(id: KeyId, us: Micros) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&id.to_be_bytes());
+    k[4..].copy_from_slice(&((us as u64) ^ (1 << 63)).to_be_bytes());
     k
 }
 
-fn point_key(name: &str, time: Time) -> Vec<u8> {
-    let mut k = key_prefix(name);
-    k.extend_from_slice(&time_to_sortable(time));
-    k
+/// The time of a `head` or `chunks` key.
+fn micros_in_key(k: &[u8]) -> Result<Micros> {
+    let b: [u8; 8] = k
+        .get(4..12)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Storage("a stored point key is unreadable".into()))?;
+    Ok((u64::from_be_bytes(b) ^ (1 << 63)) as Micros)
 }
 
-/// `u16 BE length ‖ name ‖ sortable step`: the prefix of one tier's summaries.
-fn tier_prefix(name: &str, step: f64) -> Vec<u8> {
-    let mut k = key_prefix(name);
+/// `u32 BE id ‖ sortable step`: the prefix of one tier's summaries.
+fn tier_prefix(id: KeyId, step: f64) -> Vec<u8> {
+    let mut k = id.to_be_bytes().to_vec();
     k.extend_from_slice(&time_to_sortable(step));
     k
 }
 
-fn summary_key(name: &str, step: f64, start: Time) -> Vec<u8> {
-    let mut k = tier_prefix(name, step);
+fn summary_key(id: KeyId, step: f64, start: Time) -> Vec<u8> {
+    let mut k = tier_prefix(id, step);
     k.extend_from_slice(&time_to_sortable(start));
     k
 }
 
-fn gap_key(name: &str, start: Time) -> Vec<u8> {
-    point_key(name, start)
+fn gap_key(id: KeyId, start: Time) -> Vec<u8> {
+    let mut k = id.to_be_bytes().to_vec();
+    k.extend_from_slice(&time_to_sortable(start));
+    k
+}
+
+/// Widened µs bounds of `[since, until)`: every point inside has its µs in them (the exact
+/// test is on the float time).
+fn micros_bounds(since: Time, until: Time) -> (Micros, Micros) {
+    (
+        ((since * 1e6).floor() as Micros).saturating_sub(1),
+        ((until * 1e6).ceil() as Micros).saturating_add(1),
+    )
 }
 
 /// A snapshot of the store (see [`Store::view`]).
 pub struct View {
     snap: Snapshot,
-    points: Keyspace,
+    keys: Keyspace,
+    head: Keyspace,
+    chunks: Keyspace,
     summaries: Keyspace,
     gaps: Keyspace,
     compaction: Keyspace,
 }
 
 impl View {
+    /// A key's id, if it has one.
+    fn id(&self, name: &str) -> Result<Option<KeyId>> {
+        match self.snap.get(&self.keys, name.as_bytes())? {
+            Some(v) => decode_id(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// A key's compaction state; `None` while nothing was ever compacted.
     pub fn compaction_state(&self, name: &str) -> Result<Option<CompactionState>> {
         let Some(v) = self.snap.get(&self.compaction, name.as_bytes())? else {
@@ -360,33 +520,117 @@ impl View {
 
     /// The newest point strictly before `t`.
     pub fn point_before(&self, name: &str, t: Time) -> Result<Option<Point>> {
-        let (lo, hi) = (point_key(name, f64::NEG_INFINITY), point_key(name, t));
-        match self.snap.range(&self.points, lo..hi).next_back() {
-            Some(guard) => {
-                let (k, v) = guard.into_inner()?;
-                decode_point(&k, &v).map(Some)
-            }
-            None => Ok(None),
-        }
+        self.scan(name, f64::NEG_INFINITY, t)
+            .next_back()
+            .transpose()
     }
 
-    /// Points with `since <= time < until`, oldest first, read lazily.
-    pub fn scan(
-        &self,
-        name: &str,
-        since: Time,
-        until: Time,
-    ) -> impl DoubleEndedIterator<Item = Result<Point>> + use<> {
-        let (lo, hi) = (point_key(name, since), point_key(name, until));
-        self.snap.range(&self.points, lo..hi).map(|guard| {
-            let (k, v) = guard.into_inner()?;
-            decode_point(&k, &v)
-        })
+    /// Points with `since <= time < until`, oldest first, read lazily (a chunk is decoded
+    /// when the scan reaches it, from either end).
+    pub fn scan(&self, name: &str, since: Time, until: Time) -> Scan {
+        let mut scan = Scan {
+            since,
+            until,
+            error: None,
+            first: None,
+            chunks: None,
+            head: None,
+            front: VecDeque::new(),
+            back: VecDeque::new(),
+        };
+        let id = match self.id(name) {
+            Ok(Some(id)) => id,
+            Ok(None) => return scan,
+            Err(e) => {
+                scan.error = Some(e);
+                return scan;
+            }
+        };
+        let (lo, hi) = micros_bounds(since, until);
+        if since >= until {
+            return scan;
+        }
+        // Head rows are newer than every chunk; the sealed ones lie before that as tombstones
+        // until fjall compacts them, so the head is read from just after the newest chunk.
+        let mut head_lo = lo;
+        match self
+            .snap
+            .range(
+                &self.chunks,
+                micros_key(id, Micros::MIN)..=micros_key(id, Micros::MAX),
+            )
+            .next_back()
+            .map(|g| g.value())
+            .transpose()
+        {
+            Ok(Some(v)) => match chunk::header(&v) {
+                Some(h) => head_lo = head_lo.max(h.last.saturating_add(1)),
+                None => scan.error = Some(corrupt_chunk()),
+            },
+            Ok(None) => {}
+            Err(e) => scan.error = Some(e.into()),
+        }
+        // The chunk that began before `lo` and may reach into it.
+        match self
+            .snap
+            .range(
+                &self.chunks,
+                micros_key(id, Micros::MIN)..micros_key(id, lo),
+            )
+            .next_back()
+            .map(|g| g.into_inner())
+            .transpose()
+        {
+            Ok(Some((k, v))) => match (micros_in_key(&k), chunk::header(&v)) {
+                (Ok(first), Some(h)) if h.last >= lo => scan.first = Some((first, v)),
+                (Ok(_), Some(_)) => {}
+                (Err(e), _) => scan.error = Some(e),
+                (_, None) => scan.error = Some(corrupt_chunk()),
+            },
+            Ok(None) => {}
+            Err(e) => scan.error = Some(e.into()),
+        }
+        scan.chunks = Some(
+            self.snap
+                .range(&self.chunks, micros_key(id, lo)..=micros_key(id, hi)),
+        );
+        if head_lo <= hi {
+            scan.head = Some(
+                self.snap
+                    .range(&self.head, micros_key(id, head_lo)..=micros_key(id, hi)),
+            );
+        }
+        scan
     }
 
     /// The oldest point of a key at or after `since`.
     pub fn first_point_from(&self, name: &str, since: Time) -> Result<Option<Point>> {
         self.scan(name, since, f64::INFINITY).next().transpose()
+    }
+
+    /// Rows of `keyspace` in `id ‖ lo .. id ‖ hi`; empty when the key has no id.
+    fn id_range(
+        &self,
+        keyspace: &Keyspace,
+        name: &str,
+        (lo, hi): (Vec<u8>, Vec<u8>),
+    ) -> impl DoubleEndedIterator<Item = Result<(fjall::Slice, fjall::Slice)>> + use<> {
+        let (iter, error) = match self.id(name) {
+            Ok(Some(id)) => {
+                let prefixed = |rest: Vec<u8>| [id.to_be_bytes().to_vec(), rest].concat();
+                (
+                    Some(self.snap.range(keyspace, prefixed(lo)..prefixed(hi))),
+                    None,
+                )
+            }
+            Ok(None) => (None, None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        error.into_iter().chain(
+            iter.into_iter()
+                .flatten()
+                .map(|g| g.into_inner().map_err(Error::from)),
+        )
     }
 
     /// Summaries of one tier with `since <= bucket start < until`, oldest first, lazily.
@@ -397,18 +641,12 @@ impl View {
         since: Time,
         until: Time,
     ) -> impl DoubleEndedIterator<Item = Result<(Time, Vec<u8>)>> + use<> {
-        let (lo, hi) = (
-            summary_key(name, step, since),
-            summary_key(name, step, until),
-        );
-        self.snap.range(&self.summaries, lo..hi).map(|guard| {
-            let (k, v) = guard.into_inner()?;
-            let start: [u8; 8] = k
-                .get(k.len().saturating_sub(8)..)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| Error::Storage("a stored summary key is unreadable".into()))?;
-            Ok((time_from_sortable(start), v.to_vec()))
-        })
+        let within = |t: Time| [time_to_sortable(step), time_to_sortable(t)].concat();
+        self.id_range(&self.summaries, name, (within(since), within(until)))
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((time_in_key(&k)?, v.to_vec()))
+            })
     }
 }
 
@@ -420,9 +658,12 @@ impl View {
         since: Time,
         until: Time,
     ) -> impl DoubleEndedIterator<Item = Result<Gap>> + use<> {
-        let (lo, hi) = (gap_key(name, since), gap_key(name, until));
-        self.snap.range(&self.gaps, lo..hi).map(|guard| {
-            let (k, v) = guard.into_inner()?;
+        let bounds = (
+            time_to_sortable(since).to_vec(),
+            time_to_sortable(until).to_vec(),
+        );
+        self.id_range(&self.gaps, name, bounds).map(|item| {
+            let (k, v) = item?;
             Gap::decode(time_in_key(&k)?, &v)
         })
     }
@@ -457,6 +698,160 @@ impl View {
     }
 }
 
+/// A sealed chunk of points (oldest first, distinct times).
+fn encode_chunk(points: &[(Micros, Value)]) -> Result<Vec<u8>> {
+    chunk::encode(points).map_err(|e| Error::Storage(format!("cannot compress a chunk: {e}")))
+}
+
+fn corrupt_chunk() -> Error {
+    Error::Storage("a stored chunk is unreadable".into())
+}
+
+/// A lazy scan of a key's raw points in `[since, until)`: the chunk reaching in from before,
+/// the chunks that start inside, then the head rows, each decoded when reached.
+pub struct Scan {
+    since: Time,
+    until: Time,
+    /// A lookup failed before scanning: reported once, first.
+    error: Option<Error>,
+    first: Option<(Micros, fjall::Slice)>,
+    chunks: Option<fjall::Iter>,
+    head: Option<fjall::Iter>,
+    /// Decoded points not yet taken, from the front and from the back.
+    front: VecDeque<Point>,
+    back: VecDeque<Point>,
+}
+
+impl Scan {
+    fn stop(&mut self, e: Error) -> Option<Result<Point>> {
+        self.first = None;
+        self.chunks = None;
+        self.head = None;
+        self.front.clear();
+        self.back.clear();
+        Some(Err(e))
+    }
+
+    /// Decodes a chunk's points inside the scan's range.
+    fn decode(&self, first: Micros, v: &[u8]) -> Result<Vec<Point>> {
+        let points = chunk::decode(first, v).ok_or_else(corrupt_chunk)?;
+        Ok(points
+            .into_iter()
+            .map(|(us, value)| Point {
+                time: micros_to_time(us),
+                value,
+            })
+            .filter(|p| self.since <= p.time && p.time < self.until)
+            .collect())
+    }
+
+    fn chunk_guard(&self, g: fjall::Guard) -> Result<Vec<Point>> {
+        let (k, v) = g.into_inner()?;
+        self.decode(micros_in_key(&k)?, &v)
+    }
+
+    /// A head row as a point, `None` when outside the range.
+    fn head_row(&self, g: fjall::Guard) -> Result<Option<Point>> {
+        let (k, v) = g.into_inner()?;
+        let p = Point {
+            time: micros_to_time(micros_in_key(&k)?),
+            value: Value::decode(&v)
+                .ok_or_else(|| Error::Storage("a stored point is unreadable".into()))?,
+        };
+        Ok((self.since <= p.time && p.time < self.until).then_some(p))
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<Point>;
+
+    fn next(&mut self) -> Option<Result<Point>> {
+        if let Some(e) = self.error.take() {
+            return self.stop(e);
+        }
+        loop {
+            if let Some(p) = self.front.pop_front() {
+                return Some(Ok(p));
+            }
+            if let Some((first, v)) = self.first.take() {
+                match self.decode(first, &v) {
+                    Ok(points) => self.front.extend(points),
+                    Err(e) => return self.stop(e),
+                }
+                continue;
+            }
+            if let Some(chunks) = &mut self.chunks {
+                match chunks.next() {
+                    Some(g) => match self.chunk_guard(g) {
+                        Ok(points) => self.front.extend(points),
+                        Err(e) => return self.stop(e),
+                    },
+                    None => self.chunks = None,
+                }
+                continue;
+            }
+            if let Some(p) = self.back.pop_front() {
+                return Some(Ok(p));
+            }
+            let g = self.head.as_mut()?.next()?;
+            match self.head_row(g) {
+                Ok(Some(p)) => return Some(Ok(p)),
+                Ok(None) => {}
+                Err(e) => return self.stop(e),
+            }
+        }
+    }
+}
+
+impl DoubleEndedIterator for Scan {
+    fn next_back(&mut self) -> Option<Result<Point>> {
+        if let Some(e) = self.error.take() {
+            return self.stop(e);
+        }
+        loop {
+            if let Some(head) = &mut self.head {
+                match head.next_back() {
+                    Some(g) => match self.head_row(g) {
+                        Ok(Some(p)) => return Some(Ok(p)),
+                        Ok(None) => continue,
+                        Err(e) => return self.stop(e),
+                    },
+                    None => self.head = None,
+                }
+            }
+            if let Some(p) = self.back.pop_back() {
+                return Some(Ok(p));
+            }
+            if let Some(chunks) = &mut self.chunks {
+                match chunks.next_back() {
+                    Some(g) => match self.chunk_guard(g) {
+                        Ok(points) => {
+                            for p in points.into_iter().rev() {
+                                self.back.push_front(p);
+                            }
+                        }
+                        Err(e) => return self.stop(e),
+                    },
+                    None => self.chunks = None,
+                }
+                continue;
+            }
+            if let Some((first, v)) = self.first.take() {
+                match self.decode(first, &v) {
+                    Ok(points) => {
+                        for p in points.into_iter().rev() {
+                            self.back.push_front(p);
+                        }
+                    }
+                    Err(e) => return self.stop(e),
+                }
+                continue;
+            }
+            return self.front.pop_back().map(Ok);
+        }
+    }
+}
+
 /// The sortable time that ends a stored key.
 fn time_in_key(k: &[u8]) -> Result<Time> {
     let bytes: [u8; 8] = k
@@ -464,18 +859,6 @@ fn time_in_key(k: &[u8]) -> Result<Time> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| Error::Storage("a stored key is unreadable".into()))?;
     Ok(time_from_sortable(bytes))
-}
-
-fn decode_point(k: &[u8], v: &[u8]) -> Result<Point> {
-    let corrupt = || Error::Storage("a stored point is unreadable".into());
-    let time_bytes: [u8; 8] = k
-        .get(k.len().saturating_sub(8)..)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(corrupt)?;
-    Ok(Point {
-        time: time_from_sortable(time_bytes),
-        value: Value::decode(v).ok_or_else(corrupt)?,
-    })
 }
 
 /// Checks a key name against the documented limits.
@@ -497,9 +880,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_of_different_names_never_overlap() {
-        // "ab" must not see "abc"'s points: the length prefix differs.
-        assert!(!point_key("abc", 1.0).starts_with(&key_prefix("ab")));
+    fn point_keys_sort_by_id_then_time() {
+        assert!(micros_key(1, i64::MAX) < micros_key(2, i64::MIN));
+        assert!(micros_key(1, -1) < micros_key(1, 0));
+        assert!(micros_key(1, 0) < micros_key(1, 1));
+        for us in [i64::MIN, -5, 0, 7, i64::MAX] {
+            assert_eq!(micros_in_key(&micros_key(3, us)).ok(), Some(us));
+        }
     }
 
     #[test]
