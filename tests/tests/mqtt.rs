@@ -351,6 +351,32 @@ async fn bad_payloads_are_counted_and_the_bridge_goes_on() -> Result<()> {
     assert_eq!(ingest[2]["points"], 2);
     assert_eq!(stats["mqtt"][0]["connected"], true);
 
+    // The same counts in /metrics, as a scraper reads them.
+    let metrics = komoku_tests::http::HttpRequest::get("/metrics")
+        .send(server.addr())
+        .await?;
+    let scrape =
+        prometheus_parse::Scrape::parse(metrics.body.lines().map(|l| Ok(l.to_string())))?;
+    let bad = |topic: &str, kind: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "komoku_mqtt_bad_payloads_total"
+                    && s.labels.get("topic") == Some(topic)
+                    && s.labels.get("kind") == Some(kind)
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let first = ingest[0]["topic"].as_str().unwrap_or_default();
+    assert_eq!(bad(first, "not_json"), Some(2.0), "{}", metrics.body);
+    assert_eq!(bad(first, "missing_field"), Some(2.0));
+    let third = ingest[2]["topic"].as_str().unwrap_or_default();
+    assert_eq!(bad(third, "not_text"), Some(1.0));
+
     // Still taking messages after all that.
     sensor.publish("ok/a", "3").await?;
     assert_eq!(

@@ -178,9 +178,97 @@ fn render(conn: &Conn) -> Result<String, std::fmt::Error> {
         "Seconds per plugin call, by key type (every server of this process)",
         crate::stats::PLUGIN_CALLS.clone(),
     );
+    for (name, section) in stats.sections() {
+        if name == "mqtt" {
+            mqtt(&mut registry, &section);
+        }
+    }
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// The MQTT bridges' counters, from the `mqtt` section `stats` shows (one entry per
+/// `[[mqtt]]` section, each with its ingest mappings).
+fn mqtt(registry: &mut Registry, section: &Json) {
+    let connected = Family::<Labels, Gauge>::default();
+    let published = Family::<Labels, Counter>::default();
+    let messages = Family::<Labels, Counter>::default();
+    let points = Family::<Labels, Counter>::default();
+    let duplicates = Family::<Labels, Counter>::default();
+    let bad = Family::<Labels, Counter>::default();
+    let number = |v: &Json, field: &str| v.get(field).and_then(Json::as_u64).unwrap_or(0);
+    for bridge in section.as_array().into_iter().flatten() {
+        let client = bridge
+            .get("client_id")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let labels = vec![("client_id".to_string(), client.clone())];
+        let up = bridge.get("connected").and_then(Json::as_bool) == Some(true);
+        connected.get_or_create(&labels).set(i64::from(up));
+        published
+            .get_or_create(&labels)
+            .inc_by(number(bridge, "published"));
+        for mapping in bridge.get("ingest").and_then(Json::as_array).into_iter().flatten() {
+            let topic = mapping
+                .get("topic")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let labels = vec![
+                ("client_id".to_string(), client.clone()),
+                ("topic".to_string(), topic),
+            ];
+            messages
+                .get_or_create(&labels)
+                .inc_by(number(mapping, "messages"));
+            points
+                .get_or_create(&labels)
+                .inc_by(number(mapping, "points"));
+            duplicates
+                .get_or_create(&labels)
+                .inc_by(number(mapping, "duplicates"));
+            if let Some(Json::Object(kinds)) = mapping.get("bad") {
+                for (kind, n) in kinds {
+                    let mut labels = labels.clone();
+                    labels.push(("kind".to_string(), kind.clone()));
+                    bad.get_or_create(&labels)
+                        .inc_by(n.as_u64().unwrap_or(0));
+                }
+            }
+        }
+    }
+    registry.register(
+        "mqtt_connected",
+        "Whether the MQTT bridge is connected and subscribed (1) or not (0)",
+        connected,
+    );
+    registry.register(
+        "mqtt_published",
+        "Key changes published to the broker",
+        published,
+    );
+    registry.register(
+        "mqtt_messages",
+        "Messages received, by ingest mapping",
+        messages,
+    );
+    registry.register(
+        "mqtt_points",
+        "Points written from messages, by ingest mapping",
+        points,
+    );
+    registry.register(
+        "mqtt_duplicates",
+        "Redelivered points already stored (not stored again), by ingest mapping",
+        duplicates,
+    );
+    registry.register(
+        "mqtt_bad_payloads",
+        "Messages refused, by ingest mapping and kind (not_text, not_json, missing_field, bad_time, refused)",
+        bad,
+    );
 }
 
 /// The process's resident set size, from `/proc/self/statm` (Linux; none elsewhere).
