@@ -25,13 +25,14 @@
 //! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see;
 //! - [`cli`]: the command line (`main.rs` only calls it);
 //! - [`remote`]: the command line's client subcommands (`komoku put`, `get`, `watch`,
-//!   `query`, ...), through the `komoku-client` crate.
+//!   `query`, ...), through the `komoku-client` crate; [`dump`]: its `export` and `import`.
 
 pub mod auth;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod db;
+pub mod dump;
 pub mod error;
 pub mod history;
 pub mod live;

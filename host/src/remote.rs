@@ -116,6 +116,19 @@ pub enum Remote {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Writes the keys matching PATTERN (every key without one) to stdout as JSON lines:
+    /// retention policies, definitions with options, and raw points (see `komoku import`).
+    Export {
+        pattern: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reads an export from stdin into the server. Importing twice changes nothing; an
+    /// interrupted import run again finishes without doubling anything.
+    Import {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Summarises KEY's past in buckets: `--since 7d --step 1h --figures mean,max`.
     Query {
         key: String,
@@ -220,6 +233,16 @@ pub async fn run(command: Remote) -> anyhow::Result<()> {
         } => {
             let tz = zone(tz.as_deref())?;
             watch(&connect(&conn).await?, &keys, json, &tz).await?;
+        }
+        Remote::Export { pattern, conn } => {
+            let client = connect(&conn).await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            crate::dump::export(&client, pattern.as_deref(), &mut out, glob).await?;
+        }
+        Remote::Import { conn } => {
+            let client = connect(&conn).await?;
+            crate::dump::import(&client, std::io::stdin().lock()).await?;
         }
         Remote::Query {
             key,
