@@ -1,7 +1,8 @@
 //! An async client for the [Komoku](https://example.invalid/komoku) database, on tokio.
 //!
-//! It speaks Komoku's websocket v2 dialect (`ws://host:7373/v2`), many requests in flight on
-//! one connection (each carries a `query_id`; the server answers in order).
+//! It speaks Komoku's websocket v2 dialect (`ws://host:7373/v2`, or `wss://` with TLS), many
+//! requests in flight on one connection (each carries a `query_id`; the server answers in
+//! order).
 //!
 //! - a typed method per command ([`Client::get`], [`Client::put`], [`Client::increment`],
 //!   [`Client::define`], [`Client::keys`], ...) and [`Client::request`] for any other;
@@ -51,9 +52,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value as Json, json};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use serde_json::Value;
 
@@ -118,6 +119,9 @@ pub struct Options {
     pub backoff_max: Duration,
     /// Longest wait for one connection attempt. Default 10 s.
     pub connect_timeout: Duration,
+    /// For `wss://`: a PEM file of the certificates to trust (a self-signed server's
+    /// certificate); without it, the system's trusted roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -128,6 +132,7 @@ impl Default for Options {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }
@@ -246,15 +251,16 @@ fn now() -> f64 {
 /// The v2 URL for what the user gave: `ws://host:port` or `ws://host:port/` become
 /// `ws://host:port/v2`; a path is kept.
 pub fn v2_url(url: &str) -> Result<String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| Error::BadUrl(format!("{url}: only ws:// is supported")))?;
-    if rest.is_empty() {
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(scheme, _)| ["ws", "wss"].contains(scheme))
+        .ok_or_else(|| Error::BadUrl(format!("{url}: use ws://HOST:PORT or wss://HOST:PORT")))?;
+    if rest.is_empty() || rest.starts_with('/') {
         return Err(Error::BadUrl(format!("{url}: no host")));
     }
     Ok(match rest.split_once('/') {
-        None => format!("ws://{rest}/v2"),
-        Some((host, "")) => format!("ws://{host}/v2"),
+        None => format!("{scheme}://{rest}/v2"),
+        Some((host, "")) => format!("{scheme}://{host}/v2"),
         Some(_) => url.to_string(),
     })
 }
@@ -512,7 +518,99 @@ impl Client {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
+
+fn tls_connector(options: &Options) -> Result<tokio_rustls::TlsConnector> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    let bad = |m: String| Error::Connect {
+        url: String::new(),
+        reason: m,
+    };
+    let mut roots = RootCertStore::empty();
+    match &options.ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(format!("ca file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(bad(format!("ca file {}: no certificate", path.display())));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(format!("ca file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// TCP, then TLS for `wss://`, then the websocket upgrade.
+async fn handshake(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    options: &Options,
+) -> std::result::Result<Ws, Error> {
+    let uri = request.uri().clone();
+    let fail = |reason: String| Error::Connect {
+        url: uri.to_string(),
+        reason,
+    };
+    let tls = uri.scheme_str() == Some("wss");
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::BadUrl(format!("{uri}: no host")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if tls {
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| Error::BadUrl(format!("{uri}: {e}")))?;
+        let connector = tls_connector(options)?;
+        Box::new(
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fail(format!("TLS: {e}")))?,
+        )
+    } else {
+        Box::new(tcp)
+    };
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response))
+            if response.status().as_u16() == 401 =>
+        {
+            Err(Error::Server {
+                code: "unauthorized".into(),
+                message: Some("the server refused the token".into()),
+                detail: json!({"error": "unauthorized"}),
+            })
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
 
 async fn open(url: &str, options: &Options) -> Result<Ws> {
     let fail = |reason: String| Error::Connect {
@@ -528,24 +626,10 @@ async fn open(url: &str, options: &Options) -> Result<Ws> {
             .map_err(|_| Error::BadUrl("the token is not a valid header value".into()))?;
         request.headers_mut().insert("authorization", header);
     }
-    match tokio::time::timeout(
-        options.connect_timeout,
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    {
+    match tokio::time::timeout(options.connect_timeout, handshake(request, options)).await {
         Err(_) => Err(fail("timed out".into())),
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response)))
-            if response.status().as_u16() == 401 =>
-        {
-            Err(Error::Server {
-                code: "unauthorized".into(),
-                message: Some("the server refused the token".into()),
-                detail: json!({"error": "unauthorized"}),
-            })
-        }
-        Ok(Err(e)) => Err(fail(e.to_string())),
-        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(Error::Connect { reason, .. })) => Err(fail(reason)),
+        Ok(other) => other,
     }
 }
 

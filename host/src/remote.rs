@@ -22,6 +22,10 @@ pub struct Conn {
     /// A file holding the token [default: $KOMOKU_TOKEN].
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// For wss://: a PEM file of the certificates to trust, such as a self-signed server's
+    /// cert.pem [default: $KOMOKU_CA_FILE, else the system's trusted roots].
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 /// How `query` prints its answer.
@@ -301,6 +305,10 @@ async fn connect(conn: &Conn) -> anyhow::Result<Client> {
     };
     let options = Options {
         token,
+        ca_file: conn
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os("KOMOKU_CA_FILE").map(PathBuf::from)),
         connect_timeout: Duration::from_secs(5),
         ..Options::default()
     };

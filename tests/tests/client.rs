@@ -266,3 +266,53 @@ async fn offline_queue_is_bounded_keeps_order_and_reports_drops() -> Result<()> 
     assert_eq!(stored, (3..8).map(Json::from).collect::<Vec<_>>());
     Ok(())
 }
+
+#[tokio::test]
+async fn wss_with_a_trusted_certificate_and_a_token() -> Result<()> {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let dir = tempfile::tempdir()?;
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    let server = komoku_tests::TestServer::start_with(|cfg| {
+        cfg.tls = Some(komoku::tls::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+        cfg.auth.enabled = true;
+        cfg.auth.tokens = vec![komoku_tests::token(
+            "t",
+            "tls-secret",
+            [&["*"], &["*"], &["*"], &["*"]],
+        )];
+    })
+    .await?;
+    let url = format!("wss://localhost:{}", server.server.local_addr.port());
+    let trusting = Options {
+        token: Some("tls-secret".into()),
+        ca_file: Some(cert.clone()),
+        ..quick()
+    };
+    let client = Client::connect(&url, trusting.clone()).await?;
+    client.put("secure", 1).await?;
+    assert_eq!(client.get("secure").await?, Some(json!(1)));
+
+    // Without the certificate trusted, the handshake fails, saying why.
+    let err = Client::connect(
+        &url,
+        Options {
+            ca_file: None,
+            ..trusting.clone()
+        },
+    )
+    .await
+    .err()
+    .context("an untrusted certificate was accepted")?;
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // Plain ws:// to a TLS listener fails too.
+    let plain = format!("ws://localhost:{}", server.server.local_addr.port());
+    assert!(Client::connect(&plain, trusting).await.is_err());
+    Ok(())
+}
