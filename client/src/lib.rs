@@ -498,7 +498,10 @@ impl Client {
     /// Subscribes to `key`'s changes from now on. While connected, the server's refusal
     /// (`forbidden`) is returned here; while offline, the subscription starts when the
     /// connection does. After a reconnection the stream carries on with the changes stored
-    /// meanwhile, each once, in time order.
+    /// meanwhile, each once, in time order: they come from the key's history, which holds
+    /// every stored point (a repeat of the same value too, which a live push would skip). A
+    /// resubscription the server refuses (a token that lost `subscribe`) is logged and
+    /// that stream stays silent.
     pub async fn subscribe(&self, key: &str) -> Result<Subscription> {
         let (changes, rx) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
@@ -644,9 +647,13 @@ struct InFlight {
 
 struct Sub {
     outs: Vec<mpsc::UnboundedSender<Change>>,
-    /// The time of the last change delivered (or when the subscription began): changes at
-    /// or before it are not delivered again.
-    last: f64,
+    /// The time of the last change delivered: changes at or before it are not delivered
+    /// again. Before the first one, pushes are taken as they come (the client's clock may
+    /// differ from the server's).
+    last: Option<f64>,
+    /// When the subscription began, by the client's clock: a resubscription before any
+    /// change asks for the history from then.
+    began: f64,
 }
 
 /// A put waiting to be sent, and who awaits its answer.
@@ -760,7 +767,8 @@ impl Task {
     fn add_sub(&mut self, key: String, since: f64, out: mpsc::UnboundedSender<Change>) {
         let sub = self.subs.entry(key).or_insert(Sub {
             outs: Vec::new(),
-            last: since,
+            last: None,
+            began: since,
         });
         sub.outs.push(out);
     }
@@ -828,7 +836,7 @@ impl Task {
         let Some(sub) = self.subs.get(&key) else {
             return Ok(());
         };
-        let request = json!({"sub": {"key": key, "since": sub.last}});
+        let request = json!({"sub": {"key": key, "since": sub.last.unwrap_or(sub.began)}});
         let Json::Object(request) = request else {
             return Ok(());
         };
@@ -956,10 +964,10 @@ impl Task {
         let Some(sub) = self.subs.get_mut(&key) else {
             return;
         };
-        if time <= sub.last {
+        if sub.last.is_some_and(|last| time <= last) {
             return;
         }
-        sub.last = time;
+        sub.last = Some(time);
         let change = Change { key, value, time };
         sub.outs.retain(|out| out.send(change.clone()).is_ok());
     }

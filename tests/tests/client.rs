@@ -162,6 +162,8 @@ async fn killed_server_loses_nothing_doubles_nothing_and_subscriptions_resume() 
     let client = Client::connect(&url, quick()).await?;
     let watcher = Client::connect(&url, quick()).await?;
     let mut changes = watcher.subscribe("seq").await?;
+    // A key that does not exist yet: its subscription must survive the restart too.
+    let mut later = watcher.subscribe("later").await?;
 
     // A writer puts 0, 1, 2, ... without pause, each awaited; the server is killed under it.
     const N: i64 = 600;
