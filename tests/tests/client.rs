@@ -220,6 +220,12 @@ async fn killed_server_loses_nothing_doubles_nothing_and_subscriptions_resume() 
         seen, expected,
         "the subscription saw each value once, in order"
     );
+    client.put("later", "here").await?;
+    let c = tokio::time::timeout(WAIT, later.next())
+        .await
+        .context("the subscription to a key created after the restart is gone")?
+        .context("stream ended")?;
+    assert_eq!(c.value, json!("here"));
 
     // The server stored every value once, in order.
     let stored: Vec<Json> = history(&second.url(), "seq")
