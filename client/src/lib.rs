@@ -1,4 +1,4 @@
-//! An async client for the [Komoku](https://example.invalid/komoku) database, on tokio.
+//! An async client for the Komoku database, on tokio.
 //!
 //! It speaks Komoku's websocket v2 dialect (`ws://host:7373/v2`, or `wss://` with TLS), many
 //! requests in flight on one connection (each carries a `query_id`; the server answers in
