@@ -13,6 +13,21 @@ use jiff::{Span, Timestamp, Zoned};
 use komoku_client::{Client, Options};
 use serde_json::{Map, Value as Json, json};
 
+/// `println!` that ends the process quietly when the reader went away (`komoku keys | head
+/// -1`) instead of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(e.into());
+        }
+    }};
+}
+
 /// Where the server is and which token to present.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
@@ -182,7 +197,7 @@ pub async fn run(command: Remote) -> anyhow::Result<()> {
         Remote::Get { key, conn } => {
             let client = connect(&conn).await?;
             match client.get(&key).await.map_err(server_error)? {
-                Some(v) => println!("{}", plain(&v)),
+                Some(v) => say!("{}", plain(&v)),
                 None => {
                     // Tell "no such key" from "no value yet": a query knows the difference.
                     client
@@ -476,7 +491,7 @@ async fn keys(client: &Client, pattern: Option<&str>, as_json: bool) -> anyhow::
                 }),
             );
         }
-        println!("{}", Json::Object(out));
+        say!("{}", Json::Object(out));
         return Ok(());
     }
     let mut rows = vec![[
@@ -495,11 +510,11 @@ async fn keys(client: &Client, pattern: Option<&str>, as_json: bool) -> anyhow::
             last.as_ref().map_or("-".into(), |p| age(now - p.time)),
         ]);
     }
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(())
 }
 
-fn print_table<const N: usize>(rows: &[[String; N]]) {
+fn print_table<const N: usize>(rows: &[[String; N]]) -> anyhow::Result<()> {
     let mut widths = [0; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -512,8 +527,9 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        say!("{}", line.join("  ").trim_end());
     }
+    Ok(())
 }
 
 fn local(t: f64, tz: &TimeZone) -> String {
@@ -584,7 +600,7 @@ fn print_summary(
     tz: &TimeZone,
 ) -> anyhow::Result<()> {
     if let Format::Json = format {
-        println!("{answer}");
+        say!("{answer}");
         return Ok(());
     }
     let buckets = answer
@@ -632,7 +648,7 @@ fn print_summary(
             };
             for row in std::iter::once(&header).chain(&rows) {
                 let line: Vec<String> = row.iter().map(|c| csv_cell(c)).collect();
-                println!("{}", line.join(","));
+                say!("{}", line.join(","));
             }
         }
         _ => {
@@ -648,7 +664,7 @@ fn print_summary(
                     .zip(&widths)
                     .map(|(c, w)| format!("{c:<w$}"))
                     .collect();
-                println!("{}", line.join("  ").trim_end());
+                say!("{}", line.join("  ").trim_end());
             }
         }
     }

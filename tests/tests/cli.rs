@@ -285,3 +285,32 @@ fn watch_prints_a_change_made_by_another_client() -> Result<()> {
     watch.wait()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_listing_quietly() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let server = ServerProcess::start(BIN, data.path())?;
+    let url = server.url();
+    let c = komoku_client::Client::connect(&url, Default::default()).await?;
+    // More than a pipe buffer of table.
+    let acks: Vec<_> = (0..4000)
+        .map(|i| c.put(&format!("sensor.number.{i:05}"), i))
+        .collect();
+    for a in acks {
+        a.await?;
+    }
+    let mut child = Command::new(BIN)
+        .arg("keys")
+        .env("KOMOKU_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut first)?;
+    assert!(first.starts_with("NAME"), "{first}");
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    Ok(())
+}
