@@ -73,6 +73,8 @@ enum Tool {
         /// The file [default: --config].
         file: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Remote(crate::remote::Remote),
 }
 
 /// Runs the server as the command line says, until SIGINT/SIGTERM; SIGHUP reloads the
@@ -264,6 +266,14 @@ async fn reload(
 
 fn run_tool(tool: Tool, args: &Args, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     match tool {
+        Tool::Remote(command) => {
+            // The message alone on stderr (the server's code first), status 1: no backtrace
+            // for a refused value.
+            if let Err(e) = runtime.block_on(crate::remote::run(command)) {
+                eprintln!("komoku: {e:#}");
+                std::process::exit(1);
+            }
+        }
         Tool::Reload { url, token_file } => {
             runtime.block_on(reload(args, url, token_file))?;
         }

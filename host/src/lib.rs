@@ -27,13 +27,16 @@
 //! - [`store`]: fjall on disk, the group-commit writer thread;
 //! - [`value`]: values, times and their encodings;
 //! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see;
-//! - [`cli`]: the command line (`main.rs` only calls it).
+//! - [`cli`]: the command line (`main.rs` only calls it);
+//! - [`remote`]: the command line's client subcommands (`komoku put`, `get`, `watch`,
+//!   `query`, ...), through the `komoku-client` crate; [`dump`]: its `export` and `import`.
 
 pub mod auth;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod db;
+pub mod dump;
 pub mod error;
 pub mod history;
 pub mod http;
@@ -43,6 +46,7 @@ pub mod plugins;
 pub mod protocol;
 pub mod pubsub;
 pub mod query;
+pub mod remote;
 pub mod retention;
 pub mod server;
 pub mod session;
