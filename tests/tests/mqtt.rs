@@ -355,8 +355,7 @@ async fn bad_payloads_are_counted_and_the_bridge_goes_on() -> Result<()> {
     let metrics = komoku_tests::http::HttpRequest::get("/metrics")
         .send(server.addr())
         .await?;
-    let scrape =
-        prometheus_parse::Scrape::parse(metrics.body.lines().map(|l| Ok(l.to_string())))?;
+    let scrape = prometheus_parse::Scrape::parse(metrics.body.lines().map(|l| Ok(l.to_string())))?;
     let bad = |topic: &str, kind: &str| {
         scrape
             .samples
@@ -367,7 +366,7 @@ async fn bad_payloads_are_counted_and_the_bridge_goes_on() -> Result<()> {
                     && s.labels.get("kind") == Some(kind)
             })
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) => v,
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
                 _ => f64::NAN,
             })
     };

@@ -210,7 +210,12 @@ fn mqtt(registry: &mut Registry, section: &Json) {
         published
             .get_or_create(&labels)
             .inc_by(number(bridge, "published"));
-        for mapping in bridge.get("ingest").and_then(Json::as_array).into_iter().flatten() {
+        for mapping in bridge
+            .get("ingest")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
             let topic = mapping
                 .get("topic")
                 .and_then(Json::as_str)
@@ -233,8 +238,7 @@ fn mqtt(registry: &mut Registry, section: &Json) {
                 for (kind, n) in kinds {
                     let mut labels = labels.clone();
                     labels.push(("kind".to_string(), kind.clone()));
-                    bad.get_or_create(&labels)
-                        .inc_by(n.as_u64().unwrap_or(0));
+                    bad.get_or_create(&labels).inc_by(n.as_u64().unwrap_or(0));
                 }
             }
         }
