@@ -260,8 +260,7 @@ async fn reload(
         anyhow::bail!("reload refused: {error} {message}");
     }
     let result = answer.get("result").unwrap_or(&answer);
-    println!("{}", serde_json::to_string_pretty(result)?);
-    Ok(())
+    say(&format!("{}\n", serde_json::to_string_pretty(result)?))
 }
 
 fn run_tool(tool: Tool, args: &Args, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -287,12 +286,14 @@ fn run_tool(tool: Tool, args: &Args, runtime: &tokio::runtime::Runtime) -> anyho
                 }
             };
             anyhow::ensure!(!token.is_empty(), "empty token");
-            println!("hash = \"{}\"", crate::auth::hash_token(&token));
+            say(&format!("hash = \"{}\"\n", crate::auth::hash_token(&token)))?;
         }
         Tool::NewToken => {
             let token = crate::auth::new_token()?;
-            println!("token: {token}");
-            println!("hash = \"{}\"", crate::auth::hash_token(&token));
+            say(&format!(
+                "token: {token}\nhash = \"{}\"\n",
+                crate::auth::hash_token(&token)
+            ))?;
         }
         Tool::CheckConfig { file } => {
             let Some(path) = file.or_else(|| args.config.clone()) else {
@@ -301,7 +302,7 @@ fn run_tool(tool: Tool, args: &Args, runtime: &tokio::runtime::Runtime) -> anyho
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             check_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            println!("ok");
+            say("ok\n")?;
         }
     }
     Ok(())
@@ -324,14 +325,24 @@ fn version() -> anyhow::Result<()> {
         .map(|p| format!("{} {}", p.info.name, p.info.version))
         .collect();
     // One write, once everything is known (a reader like `head -1` may go away early).
-    print!(
+    say(&format!(
         "komoku {}\ncommit {}\nwit komoku:types@{}\nbuilt-in types: {}\n",
         env!("CARGO_PKG_VERSION"),
         env!("KOMOKU_GIT_COMMIT"),
         env!("KOMOKU_WIT_VERSION"),
         types.join(", ")
-    );
-    Ok(())
+    ))
+}
+
+/// Writes `text` to stdout in one write. A reader that went away (`komoku new-token | head
+/// -1`) is not an error: what it wanted was written, and `println!` would panic instead.
+fn say(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The checks a start makes on a config, in its order, without opening anything but the
