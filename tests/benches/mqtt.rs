@@ -5,7 +5,7 @@
 //! away, then drained when it comes back: the receiver's own rate).
 //!
 //! `cargo bench -p komoku-tests --bench mqtt` (add `-- --quick` for a short run). Needs
-//! Mosquitto (`scripts/install-mosquitto.sh`). Prints figures; asserts nothing about speed.
+//! Mosquitto (`scripts/install-test-deps.sh`). Prints figures; asserts nothing about speed.
 
 use std::time::{Duration, Instant};
 

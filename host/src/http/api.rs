@@ -24,7 +24,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio::sync::mpsc;
 
 use super::{Body, Conn, full};
-use crate::auth::{Access, Permission, percent_decode, tokens_in_request};
+use crate::auth::{Access, Permission, percent_decode};
 use crate::cmd::{Command, Reply};
 use crate::error::{Error, Result};
 use crate::live::Live;
@@ -105,14 +105,7 @@ struct Caller {
 impl Caller {
     fn new(conn: &Conn, req: &Request<Incoming>) -> Result<Caller> {
         let live = conn.control.live().borrow().clone();
-        // Only the header: a token in an HTTP URL ends up in logs and browser history.
-        let tokens = tokens_in_request(
-            None,
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        );
-        let access = live.auth.access_of(&tokens)?;
+        let access = super::bearer_access(&live, req)?;
         if matches!(access, Access::Anonymous) {
             // Every route needs a token when auth is on: say so before judging the request.
             return Err(Error::Unauthorized(

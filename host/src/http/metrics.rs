@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 
 use super::api::error_response;
 use super::{Body, Conn, full};
-use crate::auth::{Access, tokens_in_request};
+use crate::auth::Access;
 use crate::error::Error;
 
 type Labels = Vec<(String, String)>;
@@ -25,13 +25,7 @@ type Labels = Vec<(String, String)>;
 pub fn serve(conn: &Conn, req: &Request<Incoming>) -> Response<Body> {
     if !conn.peer.ip().is_loopback() {
         let live = conn.control.live().borrow().clone();
-        let tokens = tokens_in_request(
-            None,
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        );
-        match live.auth.access_of(&tokens) {
+        match super::bearer_access(&live, req) {
             Ok(Access::Open | Access::Token(_)) => {}
             Ok(Access::Anonymous) => {
                 return error_response(&Error::Unauthorized(

@@ -137,6 +137,18 @@ async fn handle(conn: &Conn, pending: &Pending, req: Request<Incoming>) -> Respo
 }
 
 /// Whether the request asks for a websocket.
+/// The access of the `Authorization: Bearer` tokens of `req` (only the header: a token in
+/// an HTTP URL ends up in logs and browser history).
+pub fn bearer_access<B>(live: &crate::live::Live, req: &Request<B>) -> crate::Result<Access> {
+    let tokens = tokens_in_request(
+        None,
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    );
+    live.auth.access_of(&tokens)
+}
+
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::UPGRADE)
