@@ -185,8 +185,7 @@ struct Shared {
     queued: AtomicUsize,
     connected: AtomicBool,
     reconnects: AtomicU64,
-    /// The last put time handed out, as f64 bits (times are positive, so bit order is
-    /// numeric order).
+    /// The last put time handed out, in microseconds since the epoch.
     last_stamp: AtomicU64,
 }
 
@@ -351,27 +350,19 @@ impl Client {
             .unwrap_or(Err(Error::Closed))
     }
 
+    /// The time of a put made now: the clock in whole microseconds (the server keeps times
+    /// to the microsecond), at least one microsecond after this client's previous stamp, so
+    /// two puts of one client never land on the same stored time.
     fn stamp(&self) -> f64 {
-        let mut t = now();
-        loop {
-            let last = f64::from_bits(self.shared.last_stamp.load(Ordering::SeqCst));
-            if t <= last {
-                t = last + 1e-6;
-            }
-            if self
-                .shared
-                .last_stamp
-                .compare_exchange(
-                    last.to_bits(),
-                    t.to_bits(),
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                )
-                .is_ok()
-            {
-                return t;
-            }
-        }
+        let now_us = (now() * 1e6).round() as u64;
+        let previous = self
+            .shared
+            .last_stamp
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now_us.max(last + 1))
+            })
+            .unwrap_or(0);
+        now_us.max(previous + 1) as f64 / 1e6
     }
 
     /// Puts `value` at the client's clock now. The put is on its way when this returns;
