@@ -60,7 +60,7 @@ async fn through_komoku(broker: &Mosquitto, n: u64) -> Result<f64> {
     }))?;
     let server = TestServer::start_with(|c| c.mqtt = vec![section]).await?;
     let mut c = server.client().await?;
-    wait_connected(&mut c).await?;
+    komoku_tests::mqtt_connected(&mut c).await?;
     let started = Instant::now();
     publish(broker, "bench-publisher-komoku", "k", n).await?;
     wait_points(&mut c, n, started).await?;
@@ -107,7 +107,7 @@ async fn komoku_backlog(broker: &Mosquitto, n: u64) -> Result<f64> {
     }))?];
     let server = komoku::Server::start(&config).await?;
     let mut c = Client::connect(&format!("ws://{}/", server.local_addr)).await?;
-    wait_connected(&mut c).await?;
+    komoku_tests::mqtt_connected(&mut c).await?;
     drop(c);
     server.shutdown().await?;
     publish(broker, "bench-publisher-kaway", "kaway", n).await?;
@@ -120,17 +120,6 @@ async fn komoku_backlog(broker: &Mosquitto, n: u64) -> Result<f64> {
     drop(c);
     server.shutdown().await?;
     Ok(rate)
-}
-
-async fn wait_connected(c: &mut Client) -> Result<()> {
-    let started = Instant::now();
-    while c.request(json!({"stats": {}})).await?["mqtt"][0]["connected"] != true {
-        if started.elapsed() > Duration::from_secs(10) {
-            bail!("the bridge did not connect");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
 }
 
 /// Waits until the bridge has taken `n` points in, then until they are durable.

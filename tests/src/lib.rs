@@ -81,6 +81,27 @@ pub fn config(data: &Path, plugins: &Path) -> komoku::Config {
     }
 }
 
+/// Starts the real binary with its data in `dir` and a config file (written there) that turns
+/// auth on with one token, `secret`, that may read, subscribe to and define every key and
+/// write the keys matching `write`.
+pub fn start_with_one_token(
+    bin: &str,
+    dir: &Path,
+    secret: &str,
+    write: &str,
+) -> Result<ServerProcess> {
+    let config = dir.join("komoku.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"t\"\nhash = \"{}\"\nread = [\"*\"]\nwrite = [{write:?}]\nsubscribe = [\"*\"]\ndefine = [\"*\"]\n",
+            komoku::auth::hash_token(secret)
+        ),
+    )?;
+    let config = config.to_str().context("the config's path is not UTF-8")?;
+    ServerProcess::start_with_args(bin, &dir.join("db"), &["--config", config])
+}
+
 /// An `[[auth.tokens]]` entry for `secret` granting `read`, `write`, `subscribe` and `define`
 /// on the given key patterns.
 pub fn token(
@@ -393,6 +414,22 @@ pub fn free_port() -> Result<u16> {
 
 /// A real Mosquitto broker (Debian's `mosquitto`), started on a free loopback port with its
 /// own config file and persistence directory; stopped (SIGTERM) when dropped.
+/// Waits until the server's first MQTT bridge says it is connected and subscribed (`stats`):
+/// from then on no message to its topics is missed. Fails after [`WAIT`].
+pub async fn mqtt_connected(c: &mut Client) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let stats = c.request(serde_json::json!({"stats": {}})).await?;
+        if stats["mqtt"][0]["connected"] == true {
+            return Ok(());
+        }
+        if started.elapsed() > WAIT {
+            bail!("the bridge did not connect: {stats}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct Mosquitto {
     child: Option<Child>,
     pub port: u16,

@@ -198,19 +198,7 @@ fn bad_input_is_a_clear_message_and_status_1() -> Result<()> {
 #[test]
 fn tokens_from_a_file_or_the_environment_and_a_wrong_one() -> Result<()> {
     let data = tempfile::tempdir()?;
-    let hash = komoku::auth::hash_token("right-token");
-    let config = data.path().join("komoku.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"t\"\nhash = \"{hash}\"\nread = [\"*\"]\nwrite = [\"room.*\"]\nsubscribe = [\"*\"]\ndefine = [\"*\"]\n"
-        ),
-    )?;
-    let server = ServerProcess::start_with_args(
-        BIN,
-        &data.path().join("db"),
-        &["--config", config.to_str().context("utf-8 path")?],
-    )?;
+    let server = komoku_tests::start_with_one_token(BIN, data.path(), "right-token", "room.*")?;
     let url = server.url();
     let err = fails(&url, &["get", "room.t"])?;
     assert!(err.contains("unauthorized"), "{err}");

@@ -120,19 +120,7 @@ async fn unreachable_server_and_wrong_token_are_clear_errors() -> Result<()> {
     ));
 
     let data = tempfile::tempdir()?;
-    let hash = komoku::auth::hash_token("right-token");
-    let config = data.path().join("komoku.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"t\"\nhash = \"{hash}\"\nread = [\"*\"]\nwrite = [\"*\"]\nsubscribe = [\"*\"]\ndefine = [\"*\"]\n"
-        ),
-    )?;
-    let server = ServerProcess::start_with_args(
-        BIN,
-        &data.path().join("db"),
-        &["--config", config.to_str().context("utf-8 path")?],
-    )?;
+    let server = komoku_tests::start_with_one_token(BIN, data.path(), "right-token", "*")?;
     let wrong = Options {
         token: Some("wrong-token".into()),
         ..quick()

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use komoku_tests::{Client, Mosquitto, TestServer, WAIT};
+use komoku_tests::{Client, Mosquitto, TestServer, WAIT, mqtt_connected};
 use serde_json::{Value as Json, json};
 
 /// A `[[mqtt]]` section from JSON (as the TOML would give it).
@@ -14,22 +14,6 @@ fn section(broker: &Mosquitto, client_id: &str, rest: Json) -> Result<komoku::mq
         v.extend(r);
     }
     Ok(serde_json::from_value(value)?)
-}
-
-/// Waits until the bridge is connected and subscribed (`stats` says so): from then on no
-/// message to its topics is missed.
-async fn ready(c: &mut Client) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let stats = c.request(json!({"stats": {}})).await?;
-        if stats["mqtt"][0]["connected"] == true {
-            return Ok(());
-        }
-        if started.elapsed() > WAIT {
-            bail!("the bridge did not connect: {stats}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits until `fetch` of `key` returns `n` points, and returns them.
@@ -95,7 +79,7 @@ async fn typed_keys(protocol: u8) -> Result<()> {
     )?;
     let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
     let mut c = server.client().await?;
-    ready(&mut c).await?;
+    mqtt_connected(&mut c).await?;
     let sensor = broker.client("sensor").await?;
 
     for (topic, payload) in [
@@ -294,7 +278,7 @@ async fn bad_payloads_are_counted_and_the_bridge_goes_on() -> Result<()> {
     )?;
     let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
     let mut c = server.client().await?;
-    ready(&mut c).await?;
+    mqtt_connected(&mut c).await?;
     let sensor = broker.client("bad-sensor").await?;
     let t = komoku_tests::now() as i64;
     for (topic, payload) in [
@@ -420,7 +404,7 @@ async fn with_auth_on_the_bridge_has_its_tokens_grants() -> Result<()> {
             .await?,
         json!("ack")
     );
-    ready(&mut c).await?;
+    mqtt_connected(&mut c).await?;
     let sensor = broker.client("auth-sensor").await?;
     sensor.publish("other/x", "1").await?;
     sensor.publish("sensor/x", "2").await?;
@@ -495,7 +479,7 @@ async fn mqtts_with_a_client_certificate_works() -> Result<()> {
     }))?;
     let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
     let mut c = server.client().await?;
-    ready(&mut c).await?; // over TLS
+    mqtt_connected(&mut c).await?; // over TLS
     // Published on the broker's plain listener, taken in over TLS.
     let sensor = broker.client("tls-sensor").await?;
     sensor.publish("tls/a", "5").await?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use komoku_tests::{Client, Mosquitto, ServerProcess, TestServer, WAIT};
+use komoku_tests::{Client, Mosquitto, ServerProcess, TestServer, mqtt_connected};
 use serde_json::{Value as Json, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_komoku-e2e");
@@ -47,21 +47,6 @@ fn config_file(
         ),
     )?;
     Ok(path)
-}
-
-/// Waits until the bridge says it is connected (so its subscription exists).
-async fn connected(c: &mut Client) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let stats = c.request(json!({"stats": {}})).await?;
-        if stats["mqtt"][0]["connected"] == true {
-            return Ok(());
-        }
-        if started.elapsed() > WAIT {
-            bail!("the bridge did not connect: {stats}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Points stored so far, both keys.
@@ -124,7 +109,7 @@ async fn killed_while_messages_flow(protocol: u8) -> Result<()> {
     let args = ["--config", config.to_str().unwrap_or_default()];
     let server = ServerProcess::start_with_args(BIN, &data, &args)?;
     let mut c = Client::connect(&server.url()).await?;
-    connected(&mut c).await?;
+    mqtt_connected(&mut c).await?;
 
     let t0 = komoku_tests::now() as u64 - 2 * MESSAGES;
     let publisher = broker.client("publisher-sigkill").await?;
@@ -166,7 +151,7 @@ async fn a_broker_restart_while_messages_flow_loses_and_repeats_nothing() -> Res
     }))?;
     let server = TestServer::start_with(|c| c.mqtt = vec![section]).await?;
     let mut c = server.client().await?;
-    connected(&mut c).await?;
+    mqtt_connected(&mut c).await?;
 
     let t0 = komoku_tests::now() as u64 - 2 * MESSAGES;
     let half = MESSAGES / 2;
