@@ -203,8 +203,13 @@ impl PubSub {
     pub fn publish(&self, key: &str, push: &Push) {
         if let Ok(watchers) = self.watchers.read() {
             for (filter, sub) in watchers.iter() {
-                if filter(key) && sub.offer(push.frame.clone(), key) {
+                if !filter(key) {
+                    continue;
+                }
+                if sub.offer(push.frame.clone(), key) {
                     self.pushes_sent.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.pushes_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -19,7 +19,7 @@ use super::{Body, Conn, full};
 use crate::auth::Access;
 use crate::error::Error;
 
-type Labels = Vec<(String, String)>;
+use crate::stats::Labels;
 
 /// Answers a scrape, or 401 for a remote peer without a token (auth on).
 pub fn serve(conn: &Conn, req: &Request<Incoming>) -> Response<Body> {
