@@ -158,24 +158,8 @@ fn keep_seconds(v: Option<&str>) -> Result<f64> {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob_matches(pattern: &str, name: &str) -> bool {
-    let Some((head, rest)) = pattern.split_once('*') else {
-        return pattern == name;
-    };
-    let Some(mut name) = name.strip_prefix(head) else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('*').collect();
-    let (last, middle) = parts.split_last().expect("split yields at least one part");
-    for part in middle {
-        match name.find(part) {
-            Some(i) => name = &name[i + part.len()..],
-            None => return false,
-        }
-    }
-    name.len() >= last.len() && name.ends_with(last)
-}
+/// Retention patterns are the same patterns as tokens' grants.
+pub use crate::auth::glob as glob_matches;
 
 /// The pattern that governs `name` among `patterns`: an exact name first, then the
 /// matching pattern with the most literal characters (the most specific).
