@@ -162,6 +162,39 @@ async fn typed_keys(protocol: u8) -> Result<()> {
     Ok(())
 }
 
+/// A message delivered twice whose time is finer than a microsecond (the store keeps times to
+/// the microsecond) is recognised as the point already stored, not taken as a new one.
+#[tokio::test]
+async fn a_redelivered_message_with_a_sub_microsecond_time_is_a_duplicate() -> Result<()> {
+    let broker = Mosquitto::start().await?;
+    let bridge = section(
+        &broker,
+        "komoku-dup",
+        json!({"ingest": [{"topic": "dup/+", "key": "dup.{1}", "fields": ["v"],
+                           "time_field": "t", "type": "numeric"}]}),
+    )?;
+    let server = TestServer::start_with(|c| c.mqtt = vec![bridge]).await?;
+    let mut c = server.client().await?;
+    mqtt_connected(&mut c).await?;
+    let sensor = broker.client("dup-sensor").await?;
+    let message = r#"{"t": 1767225600.1234567, "v": 5}"#;
+    sensor.publish("dup/a", message).await?;
+    sensor.publish("dup/a", message).await?;
+    sensor.wait_acked(2, WAIT).await?;
+
+    assert_eq!(
+        history(&mut c, "dup.a", 1).await?,
+        [json!([1_767_225_600.123_457, 5])]
+    );
+    let stats = c.request(json!({"stats": {}})).await?;
+    let ingest = &stats["mqtt"][0]["ingest"][0];
+    assert_eq!(ingest["messages"], 2, "{stats}");
+    assert_eq!(ingest["points"], 1, "{stats}");
+    assert_eq!(ingest["duplicates"], 1, "{stats}");
+    server.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn key_changes_are_published_retained_for_a_fresh_subscriber() -> Result<()> {
     let broker = Mosquitto::start().await?;

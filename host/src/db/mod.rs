@@ -703,9 +703,11 @@ impl Db {
     }
 
     /// Whether `name` already holds a point at `time` with `value` (a redelivered message
-    /// is then not stored again). The latest point answers for times from it on; older
-    /// times are looked up in the store.
+    /// is then not stored again). `time` is compared as it is stored (to the microsecond, as
+    /// `put` keeps it). The latest point answers for times from it on; older times are looked
+    /// up in the store.
     pub async fn holds_point(&self, name: &str, time: Time, value: &Json) -> Result<bool> {
+        let time = quantize_time(time);
         let Some(latest) = self.latest(name).await else {
             return Ok(false);
         };
