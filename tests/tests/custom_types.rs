@@ -11,10 +11,16 @@ use anyhow::{Context, Result, ensure};
 use komoku_tests::TestServer;
 use serde_json::json;
 
-/// Where `scripts/build-examples.sh` puts the example components.
+/// Where `scripts/build-examples.sh` puts the example components: `examples/` of
+/// `$CARGO_TARGET_DIR`, or of the workspace's `target/` (the script's own rule).
 fn examples_dir() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
-    workspace.unwrap_or(Path::new("..")).join("target/examples")
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new(".."));
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace.join(dir))
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("examples")
 }
 
 /// A server whose plugins directory holds only `component` (next to the built-in types).
