@@ -138,6 +138,9 @@ impl Db {
         if let (Some(migrated), Some(def)) = (&fit.migrated, state.def.as_mut()) {
             def.opts = options_map(migrated);
         }
+        if let Some(def) = &state.def {
+            self.chunk_keys.set(name, &def.type_name, &fit.effective);
+        }
         state.effective = fit.effective;
         self.set_schedule(name, state, schedule);
     }

@@ -7,6 +7,7 @@
 //! fsync. A change is published by the writer thread once it is durable, in write order.
 
 mod adopt;
+mod chunk_summaries;
 mod compaction;
 mod scheduler;
 
@@ -126,6 +127,8 @@ pub struct Db {
     compaction: compaction::CompactionStats,
     /// One compaction run at a time.
     compact_lock: Mutex<()>,
+    /// Each key's type and options, for the summaries of the chunks the writer stores.
+    chunk_keys: Arc<chunk_summaries::ChunkKeys>,
 }
 
 /// How a [`Db`] keeps history: which times it takes, how it compacts.
@@ -205,7 +208,10 @@ impl Db {
                 Err(e) => tracing::warn!(%pattern, error = %e, "stored policy ignored"),
             }
         }
+        let chunk_keys = Arc::new(chunk_summaries::ChunkKeys::new(registry.clone()));
+        store.set_summarizer(chunk_keys.clone());
         let db = Arc::new(Db {
+            chunk_keys,
             add_creates,
             store: store.clone(),
             writer,
@@ -427,6 +433,7 @@ impl Db {
                 opts: Map::new(),
             };
             let effective = plugin.check_options("{}")?;
+            self.chunk_keys.set(name, &plugin.info.name, &effective);
             writes.push(Write::Def {
                 key: name.to_string(),
                 def: def.clone(),
@@ -668,6 +675,7 @@ impl Db {
             }],
             after: None,
         });
+        self.chunk_keys.set(name, &def.type_name, &effective);
         state.def = Some(def);
         state.effective = effective;
         self.set_schedule(name, &mut state, schedule);
@@ -684,6 +692,7 @@ impl Db {
             return Ok(false);
         }
         self.set_schedule(name, &mut state, None);
+        self.chunk_keys.remove(name);
         // The key's summaries and gaps go with it.
         self.compaction
             .remove_rows(state.summary_rows, state.gap_rows);

@@ -291,6 +291,8 @@ struct Head {
 #[derive(Default)]
 struct State {
     ids: HashMap<String, KeyId>,
+    /// Each id's key name (what a chunk summariser is asked about).
+    names: HashMap<KeyId, String>,
     next_id: KeyId,
     /// The last time of each key's newest chunk: a point at or before it goes into a chunk.
     sealed_end: HashMap<KeyId, Micros>,
@@ -310,6 +312,7 @@ impl State {
             if let Some(end) = last_chunk_end(store, id)? {
                 state.sealed_end.insert(id, end);
             }
+            state.names.insert(id, name.clone());
             state.ids.insert(name, id);
         }
         state.next_id = match store.meta.get(b"next_id")? {
@@ -353,6 +356,7 @@ impl State {
         batch.insert(&store.keys, name.as_bytes(), id.to_be_bytes());
         batch.insert(&store.meta, b"next_id", self.next_id.to_be_bytes());
         self.ids.insert(name.to_string(), id);
+        self.names.insert(id, name.to_string());
         id
     }
 
@@ -362,6 +366,28 @@ impl State {
         *n = n.saturating_add_signed(delta);
         batch.insert(&store.counts, id.to_be_bytes(), n.to_be_bytes());
     }
+}
+
+/// Stores `points` (sorted, at least one) as a chunk of key `id`, with its summary when it
+/// gets one; a summary row left under the same key by an earlier chunk goes.
+fn put_chunk(
+    store: &Store,
+    state: &State,
+    batch: &mut fjall::OwnedWriteBatch,
+    id: KeyId,
+    points: &[(Micros, Value)],
+) -> Result<()> {
+    let key = micros_key(id, points[0].0);
+    batch.insert(&store.chunks, key, encode_chunk(points)?);
+    let row = state
+        .names
+        .get(&id)
+        .and_then(|name| store.chunk_summary_row(name, points));
+    match row {
+        Some(row) => batch.insert(&store.chunk_summaries, key, row),
+        None => batch.remove(&store.chunk_summaries, key),
+    }
+    Ok(())
 }
 
 fn last_chunk_end(store: &Store, id: KeyId) -> Result<Option<Micros>> {
@@ -473,12 +499,9 @@ impl Edits {
             let before = self.stored.get(&(id, first)).copied().unwrap_or(0);
             state.count(store, batch, id, points.len() as i64 - i64::from(before));
             batch.remove(&store.chunks, micros_key(id, first));
+            batch.remove(&store.chunk_summaries, micros_key(id, first));
             for piece in points.chunks(store.seal_points) {
-                batch.insert(
-                    &store.chunks,
-                    micros_key(id, piece[0].0),
-                    encode_chunk(piece)?,
-                );
+                put_chunk(store, state, batch, id, piece)?;
             }
         }
         Ok(())
@@ -569,11 +592,7 @@ fn seal(store: &Store, state: &mut State, ids: Vec<KeyId>) -> Result<()> {
             continue;
         };
         for piece in points.chunks(store.seal_points) {
-            batch.insert(
-                &store.chunks,
-                micros_key(id, piece[0].0),
-                encode_chunk(piece)?,
-            );
+            put_chunk(store, state, &mut batch, id, piece)?;
         }
         state.count(store, &mut batch, id, points.len() as i64);
         for k in keys {
@@ -626,6 +645,7 @@ fn apply(
                 batch.remove(&store.touched, key.as_bytes());
                 batch.remove(&store.compaction, key.as_bytes());
                 if let Some(id) = state.ids.remove(key) {
+                    state.names.remove(&id);
                     batch.remove(&store.keys, key.as_bytes());
                     state.sealed_end.remove(&id);
                     state.heads.remove(&id);
@@ -636,7 +656,13 @@ fn apply(
                     }
                     let prefix = id.to_be_bytes();
                     // One delete per chunk, not per point.
-                    for ks in [&store.chunks, &store.head, &store.summaries, &store.gaps] {
+                    for ks in [
+                        &store.chunks,
+                        &store.chunk_summaries,
+                        &store.head,
+                        &store.summaries,
+                        &store.gaps,
+                    ] {
                         for guard in ks.prefix(prefix) {
                             batch.remove(ks, guard.key()?);
                         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::plugins::Plugin;
-use crate::query::summarize::{CHUNK, summarize};
+use crate::query::summarize::summarize_stored;
 use crate::retention::CompactionState;
 use crate::store::{Gap, View, Write};
 use crate::value::Time;
@@ -166,14 +166,7 @@ pub(super) fn raw_into(
             });
         }
         if !bucket_starts.is_empty() {
-            let summaries = summarize(
-                plugin,
-                options,
-                &edges,
-                before,
-                view.scan(key, a, *edges.last().expect("edges start with a")),
-                CHUNK,
-            )?;
+            let summaries = summarize_stored(view, key, plugin, options, &edges)?;
             let mut starts = bucket_starts.iter().peekable();
             for (k, summary) in summaries.into_iter().enumerate() {
                 // The stretches between buckets are gaps: their summaries are not kept.
