@@ -50,7 +50,8 @@
 //! zstd's frame, a text dictionary: ~100–200 bytes) is spread thin; sealed daily, such a
 //! state cost 6.5 bytes a point in tables. A point older than a key's newest chunk
 //! (backfill) is merged into the chunk that covers it, which is rewritten in the same atomic
-//! batch.
+//! batch; the late points of one group commit share that rewrite (a chunk is rewritten at
+//! most once per group, however many of them fall in it).
 //!
 //! # Chunk summaries
 //!

@@ -508,19 +508,13 @@ impl Edits {
     }
 }
 
-/// Whether a job reads what is stored before writing (so the batch before it must be
-/// committed first, and it gets its own).
-fn reads_first(state: &State, job: &Job) -> bool {
-    job.batch.writes.iter().any(|w| match w {
-        Write::DeleteKey { .. } | Write::DeleteRaw { .. } => true,
-        Write::Point { key, point } => state.ids.get(key).is_some_and(|id| {
-            state
-                .sealed_end
-                .get(id)
-                .is_some_and(|end| time_to_micros(point.time) <= *end)
-        }),
-        _ => false,
-    })
+/// Whether a job deletes stored rows (a key, or raw history), reading what is stored first:
+/// the batch before it must be committed first, and it gets its own.
+fn deletes(job: &Job) -> bool {
+    job.batch
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::DeleteKey { .. } | Write::DeleteRaw { .. }))
 }
 
 fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durability) -> Result<()> {
@@ -528,15 +522,21 @@ fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durabilit
         return Ok(()); // only barriers: everything before them is already committed
     }
     let mut batch = store.db.batch();
+    // The late points (older than their key's newest chunk) of the whole group share one
+    // set of chunk edits: a chunk they fall in is decoded and rewritten once per group, not
+    // once per point. Only edits and deletions change chunks before the group is committed
+    // (heads are sealed after it), so the edits read nothing the batch has changed.
+    let mut edits = Edits::default();
     for job in group {
-        if reads_first(state, job) {
+        if deletes(job) {
+            std::mem::take(&mut edits).finish(store, state, &mut batch)?;
             if !batch.is_empty() {
                 std::mem::replace(&mut batch, store.db.batch()).commit()?;
             }
-            let mut edits = Edits::default();
+            let mut own = Edits::default();
             let mut cut = Vec::new();
-            apply(store, state, &mut batch, Some(&mut edits), &mut cut, job)?;
-            edits.finish(store, state, &mut batch)?;
+            apply(store, state, &mut batch, Some(&mut own), &mut cut, job)?;
+            own.finish(store, state, &mut batch)?;
             std::mem::replace(&mut batch, store.db.batch()).commit()?;
             for id in cut {
                 match last_chunk_end(store, id)? {
@@ -545,9 +545,17 @@ fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durabilit
                 };
             }
         } else {
-            apply(store, state, &mut batch, None, &mut Vec::new(), job)?;
+            apply(
+                store,
+                state,
+                &mut batch,
+                Some(&mut edits),
+                &mut Vec::new(),
+                job,
+            )?;
         }
     }
+    edits.finish(store, state, &mut batch)?;
     batch.commit()?;
     let due: Vec<KeyId> = state
         .heads
@@ -606,8 +614,8 @@ fn seal(store: &Store, state: &mut State, ids: Vec<KeyId>) -> Result<()> {
     Ok(())
 }
 
-/// Adds one job's writes to `batch`. `edits` is there when the job reads first (see
-/// [`reads_first`]); `cut` collects keys whose raw history was cut.
+/// Adds one job's writes to `batch`; late points and deletions of raw history go through
+/// `edits` (see [`commit`]); `cut` collects keys whose raw history was cut.
 fn apply(
     store: &Store,
     state: &mut State,
