@@ -25,7 +25,7 @@
 //! - [`pubsub`]: who is subscribed to what, bounded push queues;
 //! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
 //! - [`store`]: fjall on disk, the group-commit writer thread;
-//! - [`value`]: values, times and their encodings;
+//! - [`value`]: values, times and their encodings; [`units`]: durations such as `"5M"`;
 //! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see;
 //! - [`cli`]: the command line (`main.rs` only calls it);
 //! - [`remote`]: the command line's client subcommands (`komoku put`, `get`, `watch`,
@@ -53,6 +53,7 @@ pub mod session;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod units;
 pub mod value;
 pub mod ws;
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::error::{Error, Result};
-use crate::history::parse_step;
+use crate::units::parse_step;
 use crate::value::Time;
 
 /// How long a key's history is kept, and how coarsely. Durations in seconds;
