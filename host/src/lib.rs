@@ -26,6 +26,7 @@
 //! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
 //! - [`store`]: fjall on disk, the group-commit writer thread;
 //! - [`value`]: values, times and their encodings; [`units`]: durations such as `"5M"`;
+//!   [`pattern`]: key patterns (`room.*`);
 //! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see;
 //! - [`cli`]: the command line (`main.rs` only calls it);
 //! - [`remote`]: the command line's client subcommands (`komoku put`, `get`, `watch`,
@@ -42,6 +43,7 @@ pub mod history;
 pub mod http;
 pub mod live;
 pub mod mqtt;
+pub mod pattern;
 pub mod plugins;
 pub mod protocol;
 pub mod pubsub;

@@ -159,7 +159,7 @@ fn keep_seconds(v: Option<&str>) -> Result<f64> {
 }
 
 /// Retention patterns are the same patterns as tokens' grants.
-pub use crate::auth::glob as glob_matches;
+pub use crate::pattern::glob as glob_matches;
 
 /// The pattern that governs `name` among `patterns`: an exact name first, then the
 /// matching pattern with the most literal characters (the most specific).
