@@ -20,8 +20,8 @@
 //!   figures per type, value at a time, spans, averages by hour of day or weekday);
 //! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler),
 //!   background compaction;
-//! - [`retention`]: retention policies (raw, then coarser tiers of summaries) and the
-//!   watermarks saying which level answers for which time;
+//! - [`retention`]: which policy governs a key, and how stored tiers are restructured when
+//!   a policy changes; [`policy`]: policies and compaction watermarks as plain data;
 //! - [`pubsub`]: who is subscribed to what, bounded push queues;
 //! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
 //! - [`store`]: fjall on disk, the group-commit writer thread;
@@ -45,6 +45,7 @@ pub mod live;
 pub mod mqtt;
 pub mod pattern;
 pub mod plugins;
+pub mod policy;
 pub mod protocol;
 pub mod pubsub;
 pub mod query;
