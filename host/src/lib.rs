@@ -18,6 +18,8 @@
 //! - [`history`]: `fetch`, a key's past as the v1 clients read it;
 //! - [`query`]: `query`, every question about a key's past (buckets in a time zone,
 //!   figures per type, value at a time, spans, averages by hour of day or weekday);
+//! - [`summary`]: the summarising engine, stored points and tier summaries folded
+//!   through a key's plugin into bucket summaries;
 //! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler),
 //!   background compaction;
 //! - [`retention`]: which policy governs a key, and how stored tiers are restructured when
@@ -55,6 +57,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod store;
+pub mod summary;
 pub mod tls;
 pub mod units;
 pub mod value;

@@ -24,7 +24,7 @@ use serde_json::{Value as Json, json};
 use super::{Db, Durable};
 use crate::error::{Error, Result};
 use crate::plugins::Plugin;
-use crate::query::summarize::{CHUNK, summarize};
+use crate::summary::summarize::{CHUNK, summarize};
 use crate::retention::{
     CompactionState, Policy, PolicySpec, Restructure, TierState, best_match, glob_matches,
     plan_restructure, step_label,

@@ -28,6 +28,10 @@ use crate::value::{Input, Point, Time, micros_to_time, now, quantize_time, time_
 
 use scheduler::Scheduler;
 
+/// Most points one answer holds: a `sub` with history here, and `query`'s `last` and
+/// `spans` and a raw `fetch` (see [`crate::query`]); more needs a narrower window.
+pub const MAX_POINTS: usize = 10_000;
+
 /// Everything known about one key.
 struct KeyState {
     /// `None` while the key does not exist (never created, or deleted).
@@ -551,7 +555,7 @@ impl Db {
     }
 
     /// Subscribes a connection to a key and returns the key's points since `since` (at most
-    /// [`crate::query::MAX_POINTS`]) with the sequence number of the last change they hold.
+    /// [`MAX_POINTS`]) with the sequence number of the last change they hold.
     /// Pushes follow from the next number on: none lost, none repeated.
     pub async fn subscribe_with_history(
         &self,
@@ -571,7 +575,7 @@ impl Db {
         self.settled().await?;
         let store = self.store.clone();
         let key = name.to_string();
-        let cap = crate::query::MAX_POINTS;
+        let cap = MAX_POINTS;
         let points = tokio::task::spawn_blocking(move || {
             store.range_rev(&key, since, f64::INFINITY, cap + 1)
         })

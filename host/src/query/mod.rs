@@ -14,8 +14,8 @@
 //! unknown and does not count as coverage.
 
 pub mod buckets;
-pub mod summarize;
-pub mod tiers;
+
+pub use crate::summary::{summarize, tiers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,8 +30,7 @@ use crate::value::{Point, Time, now, number_json};
 
 use buckets::Step;
 
-/// Most points one `last` or `spans` answer holds; more needs a narrower window.
-pub const MAX_POINTS: usize = 10_000;
+pub use crate::db::MAX_POINTS;
 /// Most buckets one summary answers.
 pub const MAX_BUCKETS: usize = 10_000;
 
