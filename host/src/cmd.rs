@@ -7,9 +7,9 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::db::{Db, Durable};
 use crate::error::{Error, Result};
-use crate::history::{self, FetchOpts};
 use crate::pubsub::Subscriber;
 use crate::query::Query;
+use crate::query::fetch::{self, FetchOpts};
 use crate::retention::PolicySpec;
 use crate::value::number_json;
 
@@ -404,7 +404,7 @@ impl Command {
                 db.pubsub().unsubscribe(&key, me.conn);
                 Ok(Reply::Ack)
             }
-            Command::Fetch { key, opts } => history::fetch(db, &key, opts).await.map(Reply::Value),
+            Command::Fetch { key, opts } => fetch::fetch(db, &key, opts).await.map(Reply::Value),
             Command::Query(query) => query.run(db).await.map(Reply::Value),
             Command::Stats => Ok(Reply::Value(stats(db))),
             Command::Types => Ok(Reply::Value(types(db))),

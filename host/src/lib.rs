@@ -15,9 +15,9 @@
 //!   subscribe to and define;
 //! - [`protocol`]: frames to requests and replies, in the v1 (Ruby) and v2 dialects;
 //! - [`cmd`]: the command set both dialects share: parse, then apply;
-//! - [`history`]: `fetch`, a key's past as the v1 clients read it;
 //! - [`query`]: `query`, every question about a key's past (buckets in a time zone,
-//!   figures per type, value at a time, spans, averages by hour of day or weekday);
+//!   figures per type, value at a time, spans, averages by hour of day or weekday); v1
+//!   `fetch` is a translation into it;
 //! - [`summary`]: the summarising engine, stored points and tier summaries folded
 //!   through a key's plugin into bucket summaries;
 //! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler),
@@ -41,7 +41,6 @@ pub mod config;
 pub mod db;
 pub mod dump;
 pub mod error;
-pub mod history;
 pub mod http;
 pub mod live;
 pub mod mqtt;
