@@ -1,17 +1,39 @@
-//! The command set, shared by both dialects: parse a request object, then apply it.
+//! The command set, shared by every transport: parse a request object, declare the
+//! permissions it needs, then apply it. One file per command (or per pair that shares its
+//! arguments, like `sub`/`unsub`, `increment`/`decrement`, `fetch`/`query`); this module
+//! only dispatches.
 //!
 //! Parsing never touches the database; applying never looks at JSON framing. How replies
 //! are wrapped (v1 bare, v2 `{"result": ...}`) is the protocol module's business.
 
-use serde_json::{Map, Value as Json, json};
+mod add;
+mod compact;
+mod define;
+mod delete;
+mod get;
+mod history;
+mod keys;
+mod last;
+mod ping;
+mod put;
+mod reload;
+mod retention;
+mod stats;
+mod sub;
+mod types;
 
+use serde_json::{Map, Value as Json};
+
+use crate::auth::{Needs, Permission};
 use crate::db::{Db, Durable};
 use crate::error::{Error, Result};
 use crate::pubsub::Subscriber;
 use crate::query::Query;
-use crate::query::fetch::{self, FetchOpts};
+use crate::query::fetch::FetchOpts;
 use crate::retention::PolicySpec;
-use crate::value::number_json;
+
+/// How a command states a permission it needs (see [`Needs`]).
+type Require<'a> = &'a mut dyn FnMut(Permission, &str) -> Result<()>;
 
 /// Most keys one `keys` answer lists; with more keys, `keys` needs `limit` (at most this)
 /// and pages with `after`.
@@ -148,145 +170,26 @@ impl Command {
             (None, _) => return Ok(Command::Unknown(String::new())),
             (Some(_), Some(_)) => return Err(Error::query("a request holds exactly one command")),
         };
-        Ok(match name.as_str() {
-            "get" => Command::Get {
-                key: key_arg(args)?,
-            },
-            "put" => Command::Put {
-                key: key_arg(args)?,
-                value: args
-                    .get("value")
-                    .cloned()
-                    .ok_or_else(|| Error::query("put needs a value"))?,
-                time: optional_number(args, "time")?,
-                create: true,
-            },
-            "last" => Command::Last {
-                key: key_arg(args)?,
-            },
-            "keys" => {
-                let include = match args.get("include") {
-                    None | Some(Json::Null) => Vec::new(),
-                    Some(Json::Array(items)) => items.clone(),
-                    Some(_) => return Err(Error::query("keys.include must be a list")),
-                };
-                let limit = match args.get("limit") {
-                    None | Some(Json::Null) => None,
-                    Some(v) => {
-                        let n = v
-                            .as_u64()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| Error::query("keys.limit must be a positive integer"))?;
-                        if n > MAX_KEYS as u64 {
-                            return Err(Error::LimitExceeded(format!(
-                                "keys.limit is at most {MAX_KEYS}: page with after"
-                            )));
-                        }
-                        Some(n as usize)
-                    }
-                };
-                Command::Keys {
-                    include_value: include.iter().any(|i| i == "value"),
-                    include_time: include.iter().any(|i| i == "time"),
-                    pattern: optional_string(args, "pattern")?,
-                    after: optional_string(args, "after")?,
-                    limit,
-                }
-            }
-            "define" => Command::Define {
-                keys: definitions(args)?,
-            },
-            "sub" => Command::Sub {
-                key: key_arg(args)?,
-                since: optional_number(args, "since")?,
-                numbered: match args.get("seq") {
-                    None | Some(Json::Null) => false,
-                    Some(Json::Bool(b)) => *b,
-                    Some(_) => return Err(Error::query("sub.seq must be true or false")),
-                },
-            },
-            "unsub" => Command::Unsub {
-                key: key_arg(args)?,
-            },
-            "fetch" => Command::Fetch {
-                key: key_arg(args)?,
-                opts: match args.get("opts") {
-                    None | Some(Json::Null) => FetchOpts::default(),
-                    Some(Json::Object(o)) => FetchOpts::parse(o)?,
-                    Some(_) => return Err(Error::query("fetch.opts must be an object")),
-                },
-            },
-            "query" => Command::Query(Query::parse(args)?),
-            "stats" => Command::Stats,
-            "types" => Command::Types,
-            "ping" => Command::Ping(args.clone()),
-            "increment" | "decrement" => {
-                let step = optional_number(args, "step")?.unwrap_or(1.0);
-                let decrement = name == "decrement";
-                Command::Add {
-                    key: key_arg(args)?,
-                    step: if decrement { -step } else { step },
-                    decrement,
-                    create: true,
-                }
-            }
-            "delete" => Command::Delete {
-                key: key_arg(args)?,
-            },
-            "retention" => {
-                let pattern = match args.get("key") {
-                    None | Some(Json::Null) => None,
-                    Some(_) => Some(key_arg(args)?),
-                };
-                let remove = args.get("remove") == Some(&Json::Bool(true));
-                let sets = args.get("raw").is_some() || args.get("tiers").is_some();
-                if let Json::Object(fields) = args
-                    && let Some(other) = fields
-                        .keys()
-                        .find(|k| !["key", "raw", "tiers", "remove"].contains(&k.as_str()))
-                {
-                    return Err(Error::query(format!("unknown retention field {other:?}")));
-                }
-                if (sets || remove) && pattern.is_none() {
-                    return Err(Error::query("retention needs the key (name or pattern)"));
-                }
-                if sets && remove {
-                    return Err(Error::query(
-                        "retention sets a policy or removes it, not both",
-                    ));
-                }
-                let spec = if sets {
-                    let spec = PolicySpec::from_json(args)?;
-                    spec.policy()?; // refused here, before anything is applied
-                    Some(spec)
-                } else {
-                    None
-                };
-                Command::Retention {
-                    pattern,
-                    spec,
-                    remove,
-                }
-            }
-            "compact" => {
-                // `{}` compacts every key, `{"key": K}` one; anything else is a mistake, not
-                // a request to compact the whole database.
-                let Json::Object(fields) = args else {
-                    return Err(Error::query("compact takes {} or {\"key\": K}"));
-                };
-                if let Some(other) = fields.keys().find(|k| k.as_str() != "key") {
-                    return Err(Error::query(format!("unknown compact field {other:?}")));
-                }
-                Command::Compact {
-                    key: match args.get("key") {
-                        None | Some(Json::Null) => None,
-                        Some(_) => Some(key_arg(args)?),
-                    },
-                }
-            }
-            "reload" => Command::Reload,
-            other => Command::Unknown(other.to_string()),
-        })
+        match name.as_str() {
+            "get" => get::parse(args),
+            "put" => put::parse(args),
+            "last" => last::parse(args),
+            "keys" => keys::parse(args),
+            "define" => define::parse(args),
+            "sub" => sub::parse(args),
+            "unsub" => sub::parse_unsub(args),
+            "fetch" => history::parse_fetch(args),
+            "query" => history::parse_query(args),
+            "stats" => Ok(Command::Stats),
+            "types" => Ok(Command::Types),
+            "ping" => Ok(ping::parse(args)),
+            "increment" | "decrement" => add::parse(name, args),
+            "delete" => delete::parse(args),
+            "retention" => retention::parse(args),
+            "compact" => compact::parse(args),
+            "reload" => Ok(Command::Reload),
+            other => Ok(Command::Unknown(other.to_string())),
+        }
     }
 
     /// Applies the command for the connection whose push side is `me` and waits until its
@@ -303,23 +206,23 @@ impl Command {
     pub async fn start(self, db: &Db, me: &Subscriber) -> Result<(Reply, Durable)> {
         db.stats().count(self.name());
         let reply = match self {
-            Command::Get { key } => Ok(Reply::Value(
-                db.latest(&key)
-                    .await
-                    .map_or(Json::Null, |p| p.value.to_json()),
-            )),
             Command::Put {
                 key,
                 value,
                 time,
                 create,
-            } => {
-                return Ok((Reply::Ack, db.put(&key, &value, time, create).await?));
-            }
-            Command::Last { key } => Ok(Reply::Value(db.latest(&key).await.map_or(
-                Json::Null,
-                |p| json!({"value": p.value.to_json(), "time": number_json(p.time)}),
-            ))),
+            } => return put::start(db, &key, &value, time, create).await,
+            Command::Add {
+                key, step, create, ..
+            } => return add::start(db, &key, step, create).await,
+            Command::Define { keys } => return define::start(db, keys).await,
+            Command::Retention {
+                pattern,
+                spec,
+                remove,
+            } => return retention::start(db, pattern, spec, remove).await,
+            Command::Get { key } => get::apply(db, &key).await,
+            Command::Last { key } => last::apply(db, &key).await,
             Command::Keys {
                 include_value,
                 include_time,
@@ -327,205 +230,66 @@ impl Command {
                 after,
                 limit,
             } => {
-                let mut out = Map::new();
-                let listed = db.list().await;
-                let chosen = listed.into_iter().filter(|(name, _)| {
-                    pattern
-                        .as_deref()
-                        .is_none_or(|p| crate::auth::glob(p, name))
-                        && after.as_deref().is_none_or(|a| name.as_str() > a)
-                });
-                let chosen: Vec<_> = chosen.take(limit.unwrap_or(MAX_KEYS + 1)).collect();
-                if limit.is_none() && chosen.len() > MAX_KEYS {
-                    return Err(Error::LimitExceeded(format!(
-                        "more than {MAX_KEYS} keys: page with limit and after"
-                    )));
-                }
-                for (name, listing) in chosen {
-                    let mut entry = Map::new();
-                    entry.insert("type".into(), Json::String(listing.def.type_name));
-                    if !listing.def.opts.is_empty() {
-                        entry.insert("opts".into(), Json::Object(listing.def.opts));
-                    }
-                    if include_value {
-                        entry.insert(
-                            "value".into(),
-                            listing
-                                .latest
-                                .as_ref()
-                                .map_or(Json::Null, |p| p.value.to_json()),
-                        );
-                    }
-                    if include_time {
-                        entry.insert(
-                            "time".into(),
-                            listing
-                                .latest
-                                .as_ref()
-                                .map_or(Json::Null, |p| number_json(p.time)),
-                        );
-                    }
-                    out.insert(name, Json::Object(entry));
-                }
-                Ok(Reply::Value(Json::Object(out)))
-            }
-            Command::Define { keys } => {
-                let mut last = Durable::done();
-                for d in keys {
-                    // Writes are durable in queue order: waiting for the last covers all.
-                    last = db.define(&d.key, d.type_name.as_deref(), d.opts).await?;
-                }
-                return Ok((Reply::Ack, last));
-            }
-            Command::Sub {
-                key,
-                since: None,
-                numbered,
-            } => {
-                crate::store::check_key_name(&key)?;
-                db.subscribe(&key, me.clone(), numbered);
-                Ok(Reply::Ack)
-            }
-            Command::Sub {
-                key,
-                since: Some(since),
-                ..
-            } => {
-                let (seq, history) = db.subscribe_with_history(&key, me.clone(), since).await?;
-                Ok(Reply::Value(json!({
-                    "seq": seq,
-                    "history": history
-                        .iter()
-                        .map(|p| json!([number_json(p.time), p.value.to_json()]))
-                        .collect::<Vec<_>>(),
-                })))
-            }
-            Command::Unsub { key } => {
-                db.pubsub().unsubscribe(&key, me.conn);
-                Ok(Reply::Ack)
-            }
-            Command::Fetch { key, opts } => fetch::fetch(db, &key, opts).await.map(Reply::Value),
-            Command::Query(query) => query.run(db).await.map(Reply::Value),
-            Command::Stats => Ok(Reply::Value(stats(db))),
-            Command::Types => Ok(Reply::Value(types(db))),
-            Command::Ping(payload) => Ok(Reply::Value(json!({ "pong": payload }))),
-            Command::Add {
-                key, step, create, ..
-            } => return Ok((Reply::Ack, db.add(&key, step, create).await?)),
-            Command::Delete { key } => db.delete(&key).await.map(|_| Reply::Ack),
-            Command::Retention {
-                pattern: Some(pattern),
-                spec,
-                remove,
-            } if spec.is_some() || remove => {
-                return Ok((Reply::Ack, db.set_policy(&pattern, spec).await?));
-            }
-            Command::Retention { .. } => Ok(Reply::Value(db.policies_json())),
-            Command::Compact { key } => db
-                .compact(key.as_deref(), crate::value::now())
+                keys::apply(
+                    db,
+                    include_value,
+                    include_time,
+                    pattern.as_deref(),
+                    after.as_deref(),
+                    limit,
+                )
                 .await
-                .map(|r| Reply::Value(r.to_json())),
-            Command::Reload => Err(Error::ConfigRefused(
-                "a reload is answered by the connection's session".into(),
-            )),
+            }
+            Command::Sub {
+                key,
+                since,
+                numbered,
+            } => sub::apply(db, me, &key, since, numbered).await,
+            Command::Unsub { key } => Ok(sub::unsub(db, me, &key)),
+            Command::Fetch { key, opts } => history::fetch(db, &key, opts).await,
+            Command::Query(query) => history::query(db, query).await,
+            Command::Stats => Ok(stats::apply(db)),
+            Command::Types => Ok(types::apply(db)),
+            Command::Ping(payload) => Ok(ping::apply(payload)),
+            Command::Delete { key } => delete::apply(db, &key).await,
+            Command::Compact { key } => compact::apply(db, key.as_deref()).await,
+            Command::Reload => reload::apply(),
             Command::Unknown(name) => Err(Error::query(format!("unknown request {name:?}"))),
         };
         Ok((reply?, Durable::done()))
     }
 }
 
-fn stats(db: &Db) -> Json {
-    let ops: Map<String, Json> = db
-        .stats()
-        .ops()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Json::from(v)))
-        .collect();
-    let mut out = json!({
-        "keys_count": db.key_count(),
-        "uptime": db.stats().uptime_secs(),
-        "ops_count": ops,
-        "change_notifications_count": db.pubsub().count(),
-        "data_points_count": db.store().approximate_points(),
-        "pushes_sent": db.pubsub().pushes_sent(),
-        "disk_bytes": db.store().disk_space().unwrap_or(0),
-        "compaction": db.compaction_stats(),
-        "storage": storage_stats(db.store()),
-        "config": db.stats().config_json(),
-    });
-    for (name, section) in db.stats().sections() {
-        out[name] = section;
-    }
-    out
-}
-
-/// Disk use by keyspace, and per raw point (see the README's "On disk").
-fn storage_stats(store: &crate::store::Store) -> Json {
-    let points = store.approximate_points();
-    let per_point = |bytes: u64| {
-        if points == 0 {
-            Json::Null
-        } else {
-            number_json(bytes as f64 / points as f64)
+impl Needs for Command {
+    // Exhaustive on purpose: a new command must say what it needs (in its own file).
+    fn needs(&self, require: Require) -> Result<()> {
+        match self {
+            Command::Get { key } => get::needs(key, require),
+            Command::Last { key } => last::needs(key, require),
+            Command::Fetch { key, .. } => history::needs(key, require),
+            Command::Query(query) => history::needs(&query.key, require),
+            // Creating a key by its first write also needs define: the session tells the
+            // command whether it may create (see `Session::admit`).
+            Command::Put { key, .. } => put::needs(key, require),
+            Command::Add { key, .. } => add::needs(key, require),
+            Command::Delete { key } => delete::needs(key, require),
+            Command::Sub { key, .. } => sub::needs(key, require),
+            Command::Define { keys } => define::needs(keys, require),
+            Command::Retention {
+                pattern,
+                spec,
+                remove,
+            } => retention::needs(pattern.as_deref(), spec.is_some() || *remove, require),
+            Command::Compact { key } => compact::needs(key.as_deref(), require),
+            Command::Reload => reload::needs(require),
+            Command::Keys { .. }
+            | Command::Unsub { .. }
+            | Command::Stats
+            | Command::Types
+            | Command::Ping(_)
+            | Command::Unknown(_) => Ok(()),
         }
-    };
-    let keyspaces: Map<String, Json> = store
-        .keyspace_sizes()
-        .into_iter()
-        .map(|(name, bytes)| {
-            (
-                name.to_string(),
-                json!({"bytes": bytes, "bytes_per_point": per_point(bytes)}),
-            )
-        })
-        .collect();
-    let journal = store.journal_disk_space().unwrap_or(0);
-    json!({
-        "format": crate::store::FORMAT_VERSION,
-        "raw_points": points,
-        "keyspaces": keyspaces,
-        "journal_bytes": journal,
-        "bytes_per_point": per_point(store.disk_space().unwrap_or(0)),
-    })
-}
-
-fn types(db: &Db) -> Json {
-    let loaded: Map<String, Json> = db
-        .registry()
-        .all()
-        .iter()
-        .map(|p| {
-            let loaded_at = p.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-            (
-                p.info.name.clone(),
-                json!({
-                    "version": p.info.version,
-                    "description": p.info.description,
-                    "source": p.source.display().to_string(),
-                    "loaded_at": number_json(loaded_at),
-                    "default_options": serde_json::from_str::<Json>(&p.info.default_options).unwrap_or(Json::Null),
-                }),
-            )
-        })
-        .collect();
-    let files: Map<String, Json> = db
-        .registry()
-        .files()
-        .into_iter()
-        .map(|(path, status)| {
-            (
-                path.display().to_string(),
-                json!({"type": status.type_name, "last_error": status.last_error, "loads": status.loads}),
-            )
-        })
-        .collect();
-    let unavailable: Map<String, Json> = db
-        .registry()
-        .unavailable()
-        .into_iter()
-        .map(|(name, why)| (name, Json::String(why)))
-        .collect();
-    json!({"types": loaded, "files": files, "unavailable": unavailable})
+    }
 }
 
 fn key_arg(args: &Json) -> Result<String> {
@@ -555,44 +319,10 @@ fn optional_number(args: &Json, name: &str) -> Result<Option<f64>> {
     }
 }
 
-/// `{"foo": {"type": "uptime", "max_time": 77}}`, options flat or nested under `opts`.
-fn definitions(args: &Json) -> Result<Vec<Definition>> {
-    let Json::Object(keys) = args else {
-        return Err(Error::query("define takes an object of key definitions"));
-    };
-    keys.iter()
-        .map(|(key, spec)| {
-            let Json::Object(spec) = spec else {
-                return Err(Error::query(format!(
-                    "definition of {key:?} must be an object"
-                )));
-            };
-            let mut opts = Map::new();
-            let mut type_name = None;
-            for (name, v) in spec {
-                match (name.as_str(), v) {
-                    ("type", Json::String(t)) => type_name = Some(t.clone()),
-                    ("type", _) => return Err(Error::query("type must be a string")),
-                    ("opts", Json::Object(nested)) => opts.extend(nested.clone()),
-                    ("opts", Json::Null) => {}
-                    ("opts", _) => return Err(Error::query("opts must be an object")),
-                    _ => {
-                        opts.insert(name.clone(), v.clone());
-                    }
-                }
-            }
-            Ok(Definition {
-                key: key.clone(),
-                type_name,
-                opts,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parse(text: &str) -> Result<Command> {
         let json: Json =

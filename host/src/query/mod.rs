@@ -291,8 +291,10 @@ impl Query {
 pub trait History: Sync {
     /// A key's effective options and its plugin (an error if its type is not loaded: raw
     /// points stay readable); `None` when the key does not exist.
-    fn describe(&self, key: &str)
-    -> impl Future<Output = Option<(String, Result<Arc<Plugin>>)>> + Send;
+    fn describe(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Option<(String, Result<Arc<Plugin>>)>> + Send;
     /// The key's latest point.
     fn latest(&self, key: &str) -> impl Future<Output = Option<Point>> + Send;
     /// The store, once every write queued so far is in it.
@@ -320,7 +322,10 @@ impl History for Db {
 /// be a point that is gone).
 fn previous(view: &View, key: &str, latest: &Point) -> Result<Json> {
     let mut seen = 0;
-    for p in view.scan(key, f64::NEG_INFINITY, latest.time.next_up()).rev() {
+    for p in view
+        .scan(key, f64::NEG_INFINITY, latest.time.next_up())
+        .rev()
+    {
         let p = p?;
         if p.value != latest.value {
             return Ok(point_row(&p));
@@ -492,7 +497,10 @@ fn summary(
         .collect();
     if q.default_figure {
         let defaults = plugin.render(options, &all[..n], &[])?;
-        for (r, v) in rows.iter_mut().zip(defaults.as_array().into_iter().flatten()) {
+        for (r, v) in rows
+            .iter_mut()
+            .zip(defaults.as_array().into_iter().flatten())
+        {
             r.insert("value".into(), v.clone());
         }
     }
