@@ -14,7 +14,8 @@
 //! - [`auth`]: tokens (kept as hashes) and the key patterns each may read, write,
 //!   subscribe to and define;
 //! - [`protocol`]: frames to requests and replies, in the v1 (Ruby) and v2 dialects;
-//! - [`cmd`]: the command set both dialects share: parse, then apply;
+//! - [`cmd`]: the command set every transport shares, one file per command: parse, the
+//!   permissions it needs (checked by [`auth`] through [`auth::Needs`]), apply;
 //! - [`query`]: `query`, every question about a key's past (buckets in a time zone,
 //!   figures per type, value at a time, spans, averages by hour of day or weekday); v1
 //!   `fetch` is a translation into it;

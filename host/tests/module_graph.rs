@@ -194,7 +194,11 @@ fn layered_modules_import_only_downwards() -> std::io::Result<()> {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports against the layers:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
     Ok(())
 }
 
@@ -223,10 +227,7 @@ fn the_parser_finds_grouped_and_nested_imports() {
     );
     let mut g = Graph::new();
     for (a, b) in [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")] {
-        g.entry(a.into())
-            .or_default()
-            .entry(b.into())
-            .or_default();
+        g.entry(a.into()).or_default().entry(b.into()).or_default();
     }
     assert_eq!(
         cycles(&g),
