@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::plugins::Registry;
-use crate::query::summarize::identity;
 use crate::store::ChunkSummarizer;
+use crate::summary::summarize::identity;
 use crate::value::{Point, Time};
 
 /// Each key's type and effective options, as the writer thread needs them (it cannot wait

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::plugins::Plugin;
-use crate::query::summarize::summarize_stored;
 use crate::retention::CompactionState;
 use crate::store::{Gap, View, Write};
+use crate::summary::summarize::summarize_stored;
 use crate::value::Time;
 
 /// One compaction batch's writes, and how they change the key's row counts.
