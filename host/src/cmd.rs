@@ -328,14 +328,13 @@ impl Command {
                 limit,
             } => {
                 let mut out = Map::new();
-                let listed = db.list().await;
-                let chosen = listed.into_iter().filter(|(name, _)| {
-                    pattern
-                        .as_deref()
-                        .is_none_or(|p| crate::auth::glob(p, name))
-                        && after.as_deref().is_none_or(|a| name.as_str() > a)
-                });
-                let chosen: Vec<_> = chosen.take(limit.unwrap_or(MAX_KEYS + 1)).collect();
+                let chosen = db
+                    .page(
+                        pattern.as_deref(),
+                        after.as_deref(),
+                        limit.unwrap_or(MAX_KEYS + 1),
+                    )
+                    .await;
                 if limit.is_none() && chosen.len() > MAX_KEYS {
                     return Err(Error::LimitExceeded(format!(
                         "more than {MAX_KEYS} keys: page with limit and after"
@@ -443,6 +442,7 @@ fn stats(db: &Db) -> Json {
         .collect();
     let mut out = json!({
         "keys_count": db.key_count(),
+        "key_slots": db.key_slots(),
         "uptime": db.stats().uptime_secs(),
         "ops_count": ops,
         "change_notifications_count": db.pubsub().count(),

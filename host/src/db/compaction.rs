@@ -161,16 +161,7 @@ impl Db {
         pattern: &str,
         after: &[(String, (PolicySpec, Policy))],
     ) -> Result<()> {
-        let names: Vec<String> = self
-            .keys
-            .read()
-            .map(|k| {
-                k.keys()
-                    .filter(|name| glob_matches(pattern, name))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = self.keys.names(|name| glob_matches(pattern, name));
         for name in names {
             let Some(slot) = self.slot(&name) else {
                 continue;
@@ -253,11 +244,7 @@ impl Db {
         let started = Instant::now();
         let names: Vec<String> = match only {
             Some(name) => vec![name.to_string()],
-            None => self
-                .keys
-                .read()
-                .map(|k| k.keys().cloned().collect())
-                .unwrap_or_default(),
+            None => self.keys.names(|_| true),
         };
         let mut report = RunReport::default();
         // Per tier step (seconds): keys with the tier, buckets it spans.
