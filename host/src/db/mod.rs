@@ -426,7 +426,7 @@ impl Db {
         let mut writes = Vec::with_capacity(2);
 
         let plugin = if state.def.is_some() {
-            self.plugin_of(&state)?
+            self.plugin_of(state)?
         } else if !create {
             return Err(Error::Forbidden {
                 permission: "define",

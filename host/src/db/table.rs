@@ -26,6 +26,9 @@ pub(super) type Slot = Arc<Mutex<KeyState>>;
 /// A locked slot: the state of one key, exclusively.
 pub(super) type Held = OwnedMutexGuard<KeyState>;
 
+/// Named slots, and the name the next batch starts after (see [`KeyTable::batch_after`]).
+pub(super) type Batch = (Vec<(Box<str>, Slot)>, Option<Box<str>>);
+
 #[derive(Default)]
 pub(super) struct KeyTable {
     slots: RwLock<BTreeMap<Box<str>, Slot>>,
@@ -129,7 +132,7 @@ impl KeyTable {
         after: Option<&str>,
         n: usize,
         take: impl Fn(&str) -> bool,
-    ) -> (Vec<(Box<str>, Slot)>, Option<Box<str>>) {
+    ) -> Batch {
         let Ok(slots) = self.read() else {
             return (Vec::new(), None);
         };
