@@ -24,12 +24,12 @@ use serde_json::{Value as Json, json};
 use super::{Db, Durable};
 use crate::error::{Error, Result};
 use crate::plugins::Plugin;
-use crate::query::summarize::{CHUNK, summarize};
 use crate::retention::{
     CompactionState, Policy, PolicySpec, Restructure, TierState, best_match, glob_matches,
     plan_restructure, step_label,
 };
 use crate::store::{Gap, View, Write, WriteBatch};
+use crate::summary::summarize::{CHUNK, summarize};
 use crate::value::{Time, now};
 
 /// Raw points compacted per step, about (a step ends at a bucket edge, after one bucket at

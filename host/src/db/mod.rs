@@ -16,7 +16,7 @@ pub use compaction::RunReport;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -29,6 +29,28 @@ use crate::value::{Input, Point, Time, micros_to_time, now, quantize_time, time_
 
 use scheduler::Scheduler;
 use table::{Held, KeyTable, Slot};
+
+/// `{"pub": {...}}`, a push frame.
+#[derive(serde::Serialize)]
+struct PubFrame<'a> {
+    #[serde(rename = "pub")]
+    pubs: PubBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct PubBody<'a> {
+    key: &'a str,
+    previous: &'a Json,
+    previous_value: &'a Json,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    time: &'a Json,
+    value: &'a Json,
+}
+
+/// Most points one answer holds: a `sub` with history here, and `query`'s `last` and
+/// `spans` and a raw `fetch` (see [`crate::query`]); more needs a narrower window.
+pub const MAX_POINTS: usize = 10_000;
 
 /// Everything known about one key.
 struct KeyState {
@@ -506,7 +528,7 @@ impl Db {
                 let previous = state.latest.replace(point.clone());
                 if previous.as_ref().is_none_or(|p| p.value != point.value) {
                     state.seq += 1;
-                    after = Some(self.publisher(name, &point, previous.as_ref(), state.seq));
+                    after = self.publisher(name, &point, previous.as_ref(), state.seq);
                 }
             }
         }
@@ -541,32 +563,48 @@ impl Db {
         state.schedule = schedule;
     }
 
-    /// A hook that publishes a change (the key's `seq`th) once it is durable.
+    /// A hook that publishes a change (the key's `seq`th) once it is durable; `None` when
+    /// nobody subscribes to the key, so no frame is built for it. (A subscription made
+    /// after this moment starts after this change: a plain `sub` is not promised pushes of
+    /// writes queued before it, and `sub` with history skips numbers up to the key's `seq`.)
     fn publisher(
         &self,
         name: &str,
         point: &Point,
         previous: Option<&Point>,
         seq: u64,
-    ) -> Box<dyn FnOnce() + Send> {
+    ) -> Option<Box<dyn FnOnce() + Send>> {
+        if !self.pubsub.wanted(name) {
+            return None;
+        }
+        let value = point.value.to_json();
         let previous = previous.map_or(Json::Null, |p| p.value.to_json());
-        let mut body = Map::new();
-        body.insert("key".into(), Json::String(name.to_string()));
-        body.insert("value".into(), point.value.to_json());
-        body.insert("time".into(), crate::value::number_json(point.time));
-        body.insert("previous".into(), previous.clone());
-        body.insert("previous_value".into(), previous);
-        let frame = json!({ "pub": body }).to_string();
-        body.insert("seq".into(), Json::from(seq));
-        let numbered = json!({ "pub": body }).to_string();
+        let time = crate::value::number_json(point.time);
+        let frame = |seq| {
+            // Written straight into the frame's text; fields in the order the JSON object
+            // form always had (sorted).
+            let body = PubBody {
+                key: name,
+                previous: &previous,
+                previous_value: &previous,
+                seq,
+                time: &time,
+                value: &value,
+            };
+            serde_json::to_string(&PubFrame { pubs: body }).map(Arc::<str>::from)
+        };
+        let (Ok(plain), Ok(numbered)) = (frame(None), frame(Some(seq))) else {
+            tracing::error!(key = name, "a push frame could not be written");
+            return None;
+        };
         let push = Push {
             seq,
-            frame: frame.into(),
-            numbered: numbered.into(),
+            frame: plain,
+            numbered,
         };
         let pubsub = self.pubsub.clone();
         let name = name.to_string();
-        Box::new(move || pubsub.publish(&name, &push))
+        Some(Box::new(move || pubsub.publish(&name, &push)))
     }
 
     /// Subscribes a connection to a key's pushes from now on.
@@ -575,7 +613,7 @@ impl Db {
     }
 
     /// Subscribes a connection to a key and returns the key's points since `since` (at most
-    /// [`crate::query::MAX_POINTS`]) with the sequence number of the last change they hold.
+    /// [`MAX_POINTS`]) with the sequence number of the last change they hold.
     /// Pushes follow from the next number on: none lost, none repeated.
     pub async fn subscribe_with_history(
         &self,
@@ -587,7 +625,7 @@ impl Db {
         // The key's lock keeps new changes out until the history is read: changes numbered
         // up to `seq` are all queued, so once they are in the store the history holds them,
         // and later ones (pushed) are not in it.
-        let cap = crate::query::MAX_POINTS;
+        let cap = MAX_POINTS;
         let (held, existed) = self.lock_key(name).await?;
         let seq = held.seq;
         let conn = sub.conn;
@@ -635,7 +673,7 @@ impl Db {
         let changed = previous.as_ref().is_none_or(|p| p.value != point.value);
         let after = if changed {
             state.seq += 1;
-            Some(self.publisher(name, &point, previous.as_ref(), state.seq))
+            self.publisher(name, &point, previous.as_ref(), state.seq)
         } else {
             None
         };
@@ -806,7 +844,7 @@ impl Db {
         while out.len() < limit {
             let want = limit - out.len();
             let (batch, last) = self.keys.batch_after(cursor.as_deref(), want, |name| {
-                pattern.is_none_or(|p| crate::auth::glob(p, name))
+                pattern.is_none_or(|p| crate::pattern::glob(p, name))
             });
             for (name, slot) in batch {
                 if let Some(listing) = listing(&slot).await {

@@ -15,7 +15,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::{KeyTypeBase, KeyTypeBaseIndices, wit};
 use crate::error::{Error, Result};
-use crate::retention::{Policy, PolicySpec};
+use crate::policy::{Policy, PolicySpec};
 use crate::value::{Input, Point, Time, Value};
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.

@@ -80,7 +80,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::retention::{CompactionState, PolicySpec};
+use crate::policy::{CompactionState, PolicySpec};
 use crate::value::{
     Micros, Point, Time, Value, micros_to_time, time_from_sortable, time_to_sortable,
 };

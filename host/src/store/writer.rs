@@ -21,7 +21,7 @@ use super::{
     micros_bounds, micros_in_key, micros_key, summary_key,
 };
 use crate::error::{Error, Result};
-use crate::retention::{CompactionState, PolicySpec};
+use crate::policy::{CompactionState, PolicySpec};
 use crate::value::{Micros, Point, Time, Value, micros_to_time, time_to_micros, time_to_sortable};
 
 /// Most batches committed together.

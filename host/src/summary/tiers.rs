@@ -11,7 +11,7 @@
 
 use crate::error::Result;
 use crate::plugins::Plugin;
-use crate::retention::step_label;
+use crate::policy::step_label;
 use crate::store::View;
 use crate::value::Time;
 
