@@ -181,6 +181,11 @@ impl PubSub {
         }
     }
 
+    /// Whether a connection is subscribed to `key` itself (watchers of patterns aside).
+    pub fn has_subscribers(&self, key: &str) -> bool {
+        self.subs.read().is_ok_and(|s| s.contains_key(key))
+    }
+
     /// How many subscriptions exist right now.
     pub fn count(&self) -> usize {
         self.subs

@@ -48,12 +48,7 @@ pub(super) async fn apply(
     limit: Option<usize>,
 ) -> Result<Reply> {
     let mut out = Map::new();
-    let listed = db.list().await;
-    let chosen = listed.into_iter().filter(|(name, _)| {
-        pattern.is_none_or(|p| crate::pattern::glob(p, name))
-            && after.is_none_or(|a| name.as_str() > a)
-    });
-    let chosen: Vec<_> = chosen.take(limit.unwrap_or(MAX_KEYS + 1)).collect();
+    let chosen = db.page(pattern, after, limit.unwrap_or(MAX_KEYS + 1)).await;
     if limit.is_none() && chosen.len() > MAX_KEYS {
         return Err(Error::LimitExceeded(format!(
             "more than {MAX_KEYS} keys: page with limit and after"

@@ -20,6 +20,7 @@ fn stats(db: &Db) -> Json {
         .collect();
     let mut out = json!({
         "keys_count": db.key_count(),
+        "key_slots": db.key_slots(),
         "uptime": db.stats().uptime_secs(),
         "ops_count": ops,
         "change_notifications_count": db.pubsub().count(),

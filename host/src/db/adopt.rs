@@ -163,13 +163,12 @@ impl Db {
     }
 
     fn all_slots(&self) -> Vec<(String, Slot)> {
-        let mut all: Vec<(String, Slot)> = self
-            .keys
-            .read()
-            .map(|k| k.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
-            .unwrap_or_default();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+        // In name order; a slot that holds no key is skipped by the callers.
+        self.keys
+            .all()
+            .into_iter()
+            .map(|(name, slot)| (name.into(), slot))
+            .collect()
     }
 }
 

@@ -71,16 +71,7 @@ impl Db {
         pattern: &str,
         after: &[(String, (PolicySpec, Policy))],
     ) -> Result<()> {
-        let names: Vec<String> = self
-            .keys
-            .read()
-            .map(|k| {
-                k.keys()
-                    .filter(|name| glob_matches(pattern, name))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = self.keys.names(|name| glob_matches(pattern, name));
         for name in names {
             let Some(slot) = self.slot(&name) else {
                 continue;

@@ -27,11 +27,7 @@ impl Db {
         let started = Instant::now();
         let names: Vec<String> = match only {
             Some(name) => vec![name.to_string()],
-            None => self
-                .keys
-                .read()
-                .map(|k| k.keys().cloned().collect())
-                .unwrap_or_default(),
+            None => self.keys.names(|_| true),
         };
         let mut report = RunReport::default();
         // Per tier step (seconds): keys with the tier, buckets it spans.
