@@ -235,16 +235,10 @@ pub async fn start(
         Command::Sub { key, .. } => Some(key.clone()),
         _ => None,
     };
-    let listing = matches!(command, Command::Keys { .. });
     let (reply, durable) = command.start(db, me).await?;
     if let Some(key) = subscribing {
         session.subscribed(key);
     }
-    let reply = if listing {
-        session.filter_keys(reply)
-    } else {
-        reply
-    };
     Ok((reply, durable))
 }
 

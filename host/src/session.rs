@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::auth::{Access, Auth, Permission};
-use crate::cmd::{Command, Reply};
+use crate::cmd::Command;
 use crate::error::{Error, Result};
 use crate::live::Control;
 
@@ -169,6 +169,10 @@ impl Session {
                     self.limits.max_subscriptions
                 )))
             }
+            Command::Keys { reader, .. } => {
+                *reader = self.access.clone();
+                Ok(())
+            }
             Command::Unsub { key, .. } => {
                 self.subscriptions.remove(key);
                 Ok(())
@@ -180,19 +184,5 @@ impl Session {
     /// Records a subscription that succeeded.
     pub fn subscribed(&mut self, key: String) {
         self.subscriptions.insert(key);
-    }
-
-    /// A `keys` answer cut down to the keys this connection may read.
-    pub fn filter_keys(&self, reply: Reply) -> Reply {
-        match (&self.access, reply) {
-            (Access::Token(_), Reply::Value(Json::Object(keys))) => {
-                let readable: Map<String, Json> = keys
-                    .into_iter()
-                    .filter(|(name, _)| self.access.may(Permission::Read, name))
-                    .collect();
-                Reply::Value(Json::Object(readable))
-            }
-            (_, reply) => reply,
-        }
     }
 }

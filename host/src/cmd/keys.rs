@@ -1,10 +1,11 @@
 //! `keys`: the keys in name order with their type and options, optionally only those
 //! matching a pattern, after a name, at most `limit` of them; `include` adds each key's
-//! latest value or time. Needs nothing: the session filters the answer by read.
+//! latest value or time. Needs nothing: a page holds only the keys the reader may read.
 
 use serde_json::{Map, Value as Json};
 
 use super::{Command, MAX_KEYS, Reply, optional_string};
+use crate::auth::{Access, Permission};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::value::number_json;
@@ -36,6 +37,7 @@ pub(super) fn parse(args: &Json) -> Result<Command> {
         pattern: optional_string(args, "pattern")?,
         after: optional_string(args, "after")?,
         limit,
+        reader: Access::Open,
     })
 }
 
@@ -46,9 +48,19 @@ pub(super) async fn apply(
     pattern: Option<&str>,
     after: Option<&str>,
     limit: Option<usize>,
+    reader: &Access,
 ) -> Result<Reply> {
     let mut out = Map::new();
-    let chosen = db.page(pattern, after, limit.unwrap_or(MAX_KEYS + 1)).await;
+    let chosen = db
+        .page(
+            |name| {
+                pattern.is_none_or(|p| crate::pattern::glob(p, name))
+                    && reader.may(Permission::Read, name)
+            },
+            after,
+            limit.unwrap_or(MAX_KEYS + 1),
+        )
+        .await;
     if limit.is_none() && chosen.len() > MAX_KEYS {
         return Err(Error::LimitExceeded(format!(
             "more than {MAX_KEYS} keys: page with limit and after"

@@ -24,7 +24,7 @@ mod types;
 
 use serde_json::{Map, Value as Json};
 
-use crate::auth::{Needs, Permission};
+use crate::auth::{Access, Needs, Permission};
 use crate::db::{Db, Durable};
 use crate::error::{Error, Result};
 use crate::pubsub::Subscriber;
@@ -65,6 +65,9 @@ pub enum Command {
         pattern: Option<String>,
         after: Option<String>,
         limit: Option<usize>,
+        /// Who lists: a page holds only keys it may read, so paging never stops early on
+        /// a page the reader's grants emptied. Set by the session when it admits the command.
+        reader: Access,
     },
     Define {
         keys: Vec<Definition>,
@@ -229,6 +232,7 @@ impl Command {
                 pattern,
                 after,
                 limit,
+                reader,
             } => {
                 keys::apply(
                     db,
@@ -237,6 +241,7 @@ impl Command {
                     pattern.as_deref(),
                     after.as_deref(),
                     limit,
+                    &reader,
                 )
                 .await
             }
@@ -390,6 +395,7 @@ mod tests {
             pattern,
             after,
             limit,
+            ..
         } = parse(
             r#"{"keys": {"pattern": "room.*", "after": "room.a", "limit": 10, "include": ["time"]}}"#,
         )?

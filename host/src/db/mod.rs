@@ -844,7 +844,7 @@ impl Db {
     /// costs, however many keys exist (see [`KeyTable`]).
     pub async fn page(
         &self,
-        pattern: Option<&str>,
+        wanted: impl Fn(&str) -> bool,
         after: Option<&str>,
         limit: usize,
     ) -> Vec<(String, KeyListing)> {
@@ -852,9 +852,7 @@ impl Db {
         let mut cursor: Option<Box<str>> = after.map(Into::into);
         while out.len() < limit {
             let want = limit - out.len();
-            let (batch, last) = self.keys.batch_after(cursor.as_deref(), want, |name| {
-                pattern.is_none_or(|p| crate::pattern::glob(p, name))
-            });
+            let (batch, last) = self.keys.batch_after(cursor.as_deref(), want, &wanted);
             for (name, slot) in batch {
                 if let Some(listing) = listing(&slot).await {
                     out.push((name.into(), listing));
