@@ -112,7 +112,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How the client connects and what it keeps while the server is away.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Sent as `Authorization: Bearer TOKEN` with every connection.
+    /// Sent as `Authorization: Bearer TOKEN` with every websocket connection, and as the first
+    /// request (`auth`) of every TCP one.
     pub token: Option<String>,
     /// Most puts waiting (unsent or unacknowledged) while the server is away; the oldest is
     /// dropped past it. Default 10 000.
@@ -123,7 +124,7 @@ pub struct Options {
     pub backoff_max: Duration,
     /// Longest wait for one connection attempt. Default 10 s.
     pub connect_timeout: Duration,
-    /// For `wss://`: a PEM file of the certificates to trust (a self-signed server's
+    /// For `wss://` and `tcps://`: a PEM file of the certificates to trust (a self-signed server's
     /// certificate); without it, the system's trusted roots.
     pub ca_file: Option<std::path::PathBuf>,
 }
