@@ -1,8 +1,10 @@
 //! An async client for the Komoku database, on tokio.
 //!
-//! It speaks Komoku's websocket v2 dialect (`ws://host:7373/v2`, or `wss://` with TLS), many
-//! requests in flight on one connection (each carries a `query_id`; the server answers in
-//! order).
+//! It speaks Komoku's websocket v2 dialect (`ws://host:7373/v2`, or `wss://` with TLS) or its
+//! binary protocol, length-prefixed protobuf frames (`tcp://host:7375`, or `tcps://` with TLS;
+//! the server's `tcp_listen`), chosen by the URL's scheme. Either way many requests are in
+//! flight on one connection (each carries an id; the server answers in order). Over TCP the
+//! token is sent as the connection's first request, `auth`.
 //!
 //! - a typed method per command ([`Client::get`], [`Client::put`], [`Client::increment`],
 //!   [`Client::define`], [`Client::keys`], ...) and [`Client::request`] for any other;
@@ -58,6 +60,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub use serde_json::Value;
 
+mod tcp;
+
 /// What can go wrong.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -108,7 +112,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How the client connects and what it keeps while the server is away.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Sent as `Authorization: Bearer TOKEN` with every connection.
+    /// Sent as `Authorization: Bearer TOKEN` with every websocket connection, and as the first
+    /// request (`auth`) of every TCP one.
     pub token: Option<String>,
     /// Most puts waiting (unsent or unacknowledged) while the server is away; the oldest is
     /// dropped past it. Default 10 000.
@@ -119,7 +124,7 @@ pub struct Options {
     pub backoff_max: Duration,
     /// Longest wait for one connection attempt. Default 10 s.
     pub connect_timeout: Duration,
-    /// For `wss://`: a PEM file of the certificates to trust (a self-signed server's
+    /// For `wss://` and `tcps://`: a PEM file of the certificates to trust (a self-signed server's
     /// certificate); without it, the system's trusted roots.
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -264,12 +269,63 @@ pub fn v2_url(url: &str) -> Result<String> {
     })
 }
 
+/// The port a `tcp://` or `tcps://` URL without one means.
+pub const DEFAULT_TCP_PORT: u16 = 7375;
+
+/// The URL in the form the client connects to: `ws`/`wss` get their `/v2` path, `tcp`/`tcps`
+/// their port (default [`DEFAULT_TCP_PORT`]) and no path.
+fn normal_url(url: &str) -> Result<String> {
+    match url.split_once("://") {
+        Some((scheme @ ("tcp" | "tcps"), rest)) => {
+            let (host, port) = tcp_host_port(rest)
+                .ok_or_else(|| Error::BadUrl(format!("{url}: use {scheme}://HOST:PORT")))?;
+            Ok(format!("{scheme}://{host}:{port}"))
+        }
+        _ => v2_url(url).map_err(|_| {
+            Error::BadUrl(format!(
+                "{url}: use ws://HOST:PORT, wss://HOST:PORT, tcp://HOST:PORT or tcps://HOST:PORT"
+            ))
+        }),
+    }
+}
+
+/// `host:port`, `host`, `[v6]:port` or `[v6]` (a trailing `/` allowed), as host (brackets
+/// kept) and port.
+fn tcp_host_port(rest: &str) -> Option<(String, u16)> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains('/') {
+        return None;
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{addr}]"), port)
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (rest.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return None;
+    }
+    let port = match port {
+        None => DEFAULT_TCP_PORT,
+        Some(p) => p.parse().ok()?,
+    };
+    Some((host, port))
+}
+
 impl Client {
-    /// Connects to `url` (`ws://host:port`, the `/v2` path implied) and fails if the server
-    /// cannot be reached now or refuses the token. Once connected, the client reconnects by
-    /// itself whenever the connection drops.
+    /// Connects to `url` (`ws://host:port`, the `/v2` path implied; `wss://`; `tcp://host:port`
+    /// for the binary protocol; `tcps://`) and fails if the server cannot be reached now or
+    /// refuses the token. Once connected, the client reconnects by itself whenever the
+    /// connection drops.
     pub async fn connect(url: &str, options: Options) -> Result<Client> {
-        let url = v2_url(url)?;
+        let url = normal_url(url)?;
         let ws = open(&url, &options).await?;
         Ok(Self::spawn(url, options, Some(ws)))
     }
@@ -278,11 +334,11 @@ impl Client {
     /// in the background, queueing puts meanwhile (as an agent on a device that boots before
     /// the server does).
     pub fn start(url: &str, options: Options) -> Result<Client> {
-        let url = v2_url(url)?;
+        let url = normal_url(url)?;
         Ok(Self::spawn(url, options, None))
     }
 
-    fn spawn(url: String, options: Options, ws: Option<Ws>) -> Client {
+    fn spawn(url: String, options: Options, ws: Option<Conn>) -> Client {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
         let task = Task {
@@ -606,7 +662,15 @@ async fn handshake(
     }
 }
 
-async fn open(url: &str, options: &Options) -> Result<Ws> {
+/// Connects to a normalised URL (see [`normal_url`]) by its scheme.
+async fn open(url: &str, options: &Options) -> Result<Conn> {
+    if let Some(("tcp" | "tcps", _)) = url.split_once("://") {
+        return tcp::open(url, options).await.map(Conn::Tcp);
+    }
+    open_ws(url, options).await.map(|ws| Conn::Ws(Box::new(ws)))
+}
+
+async fn open_ws(url: &str, options: &Options) -> Result<Ws> {
     let fail = |reason: String| Error::Connect {
         url: url.to_string(),
         reason,
@@ -624,6 +688,60 @@ async fn open(url: &str, options: &Options) -> Result<Ws> {
         Err(_) => Err(fail("timed out".into())),
         Ok(Err(Error::Connect { reason, .. })) => Err(fail(reason)),
         Ok(other) => other,
+    }
+}
+
+/// One connection to the server, whichever the protocol.
+enum Conn {
+    // Boxed: a websocket stream is several times the size of the TCP connection.
+    Ws(Box<Ws>),
+    Tcp(tcp::Conn),
+}
+
+impl Conn {
+    /// Sends `request` (a v2 request object) as request `id`. `request` is left as it was.
+    async fn send(
+        &mut self,
+        id: u64,
+        request: &mut Map<String, Json>,
+    ) -> std::result::Result<(), ()> {
+        match self {
+            Conn::Ws(ws) => {
+                request.insert("query_id".into(), Json::from(id));
+                let text = Json::Object(request.clone()).to_string();
+                request.remove("query_id");
+                ws.send(Message::text(text)).await.map_err(|_| ())
+            }
+            Conn::Tcp(tcp) => tcp.send(id, request).await.map_err(|_| ()),
+        }
+    }
+
+    /// The next message from the server in the websocket v2 shape (`{"result": ...,
+    /// "query_id": N}`, `{"error": ...}`, `{"pub": ...}`); `None` once the connection is gone.
+    /// Cancel-safe.
+    async fn next(&mut self) -> Option<Map<String, Json>> {
+        match self {
+            Conn::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
+                        Ok(Json::Object(msg)) => return Some(msg),
+                        _ => tracing::warn!(frame = text.as_str(), "unexpected frame"),
+                    },
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                    Some(Ok(_)) => {}
+                }
+            },
+            Conn::Tcp(tcp) => tcp.next().await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Conn::Ws(ws) => {
+                let _ = (**ws).close(None).await;
+            }
+            Conn::Tcp(tcp) => tcp.close().await,
+        }
     }
 }
 
@@ -668,7 +786,7 @@ enum Ended {
 }
 
 impl Task {
-    async fn run(mut self, mut ws: Option<Ws>) {
+    async fn run(mut self, mut ws: Option<Conn>) {
         let mut backoff = self.options.backoff_min;
         let mut first = true;
         loop {
@@ -799,7 +917,7 @@ impl Task {
 
     async fn send(
         &mut self,
-        ws: &mut Ws,
+        ws: &mut Conn,
         mut request: Map<String, Json>,
         replay: bool,
         reply: Option<oneshot::Sender<Result<Json>>>,
@@ -807,9 +925,7 @@ impl Task {
     ) -> std::result::Result<(), ()> {
         let id = self.next_id;
         self.next_id += 1;
-        request.insert("query_id".into(), Json::from(id));
-        let text = Json::Object(request.clone()).to_string();
-        request.remove("query_id");
+        let sent = ws.send(id, &mut request).await;
         self.in_flight.insert(
             id,
             InFlight {
@@ -820,10 +936,10 @@ impl Task {
             },
         );
         self.count_queued();
-        ws.send(Message::text(text)).await.map_err(|_| ())
+        sent
     }
 
-    async fn resubscribe(&mut self, ws: &mut Ws, key: String) -> std::result::Result<(), ()> {
+    async fn resubscribe(&mut self, ws: &mut Conn, key: String) -> std::result::Result<(), ()> {
         let Some(sub) = self.subs.get(&key) else {
             return Ok(());
         };
@@ -834,7 +950,7 @@ impl Task {
         self.send(ws, request, false, None, Some(key)).await
     }
 
-    async fn serve(&mut self, mut ws: Ws) -> Ended {
+    async fn serve(&mut self, mut ws: Conn) -> Ended {
         // Subscriptions first, so pushes caused by the replayed puts are seen; then the
         // puts, in order.
         let keys: Vec<String> = self.subs.keys().cloned().collect();
@@ -857,7 +973,7 @@ impl Task {
                 op = self.ops.recv() => {
                     let sent = match op {
                         None | Some(Op::Close) => {
-                            let _ = ws.close(None).await;
+                            ws.close().await;
                             return Ended::Closed;
                         }
                         Some(Op::Request { request, replay, reply }) => {
@@ -888,19 +1004,15 @@ impl Task {
                     }
                 }
                 msg = ws.next() => match msg {
-                    Some(Ok(Message::Text(text))) => self.received(text.as_str()),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ended::Dropped,
-                    Some(Ok(_)) => {}
+                    Some(msg) => self.received(msg),
+                    None => return Ended::Dropped,
                 },
             }
         }
     }
 
-    fn received(&mut self, text: &str) {
-        let Ok(Json::Object(mut msg)) = serde_json::from_str::<Json>(text) else {
-            tracing::warn!(frame = text, "unexpected frame");
-            return;
-        };
+    /// One message from the server, in the websocket v2 shape.
+    fn received(&mut self, mut msg: Map<String, Json>) {
         if let Some(push) = msg.get("pub") {
             let key = push.get("key").and_then(Json::as_str).unwrap_or_default();
             let time = push.get("time").and_then(Json::as_f64).unwrap_or_default();
@@ -909,7 +1021,9 @@ impl Task {
             return;
         }
         let Some(id) = msg.get("query_id").and_then(Json::as_u64) else {
-            tracing::warn!(frame = text, "answer without query_id");
+            if !msg.contains_key("unsubscribed") {
+                tracing::warn!(frame = %Json::Object(msg), "answer without query_id");
+            }
             return;
         };
         let Some(f) = self.in_flight.remove(&id) else {

@@ -34,6 +34,9 @@ struct Args {
     /// Extra listener speaking v2 on every path.
     #[arg(long)]
     v2_listen: Option<SocketAddr>,
+    /// Listener for the binary protocol (protobuf frames; clients use tcp://ADDR).
+    #[arg(long)]
+    tcp_listen: Option<SocketAddr>,
     /// Database folder [default: ./data].
     #[arg(long)]
     data: Option<PathBuf>,
@@ -108,6 +111,9 @@ fn load(args: &Args) -> anyhow::Result<(Config, Option<String>)> {
     if args.v2_listen.is_some() {
         config.v2_listen = args.v2_listen;
     }
+    if args.tcp_listen.is_some() {
+        config.tcp_listen = args.tcp_listen;
+    }
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
     }
@@ -154,6 +160,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }));
     // Tests and scripts read this line to learn the port.
     println!("komoku listening on {}", server.local_addr);
+    if let Some(tcp) = server.tcp_addr {
+        // Informational: a reader that took the first line and went away is no error.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "komoku tcp listening on {tcp}");
+    }
     let stopped = server.shutdown_token();
     let mut hangups = hangup_signals();
     loop {
@@ -357,10 +368,12 @@ pub fn check_config(text: &str) -> anyhow::Result<Config> {
         None => anyhow::anyhow!("{}: {e:#}", path_name(path)),
     };
     if let Err(e) = config.check() {
-        let key = if config.listen.ip().is_loopback() {
+        let key = if !config.listen.ip().is_loopback() {
+            "listen"
+        } else if config.v2_listen.is_some_and(|a| !a.ip().is_loopback()) {
             "v2_listen"
         } else {
-            "listen"
+            "tcp_listen"
         };
         let key = if e.to_string().starts_with("log =") {
             "log"

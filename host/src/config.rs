@@ -23,6 +23,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// An extra listener that speaks v2 on every path. Default = none.
     pub v2_listen: Option<SocketAddr>,
+    /// A listener for the binary protocol: length-prefixed protobuf frames (`tcp://`, or
+    /// `tcps://` with `[tls]`; see docs/tcp-protocol.md). Default = none (off).
+    pub tcp_listen: Option<SocketAddr>,
     /// Where the database lives. Default = `./data`.
     pub data_dir: PathBuf,
     /// Where plugin components are loaded from; they add types or replace built-in ones by
@@ -124,6 +127,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7373)),
             v2_listen: None,
+            tcp_listen: None,
             data_dir: PathBuf::from("data"),
             plugins_dir: PathBuf::from("plugins"),
             builtin_types: true,
@@ -181,7 +185,10 @@ impl Config {
         if self.auth.enabled || self.allow_unauthenticated_remote {
             return Ok(());
         }
-        for addr in std::iter::once(self.listen).chain(self.v2_listen) {
+        for addr in std::iter::once(self.listen)
+            .chain(self.v2_listen)
+            .chain(self.tcp_listen)
+        {
             if !addr.ip().is_loopback() {
                 anyhow::bail!(
                     "refusing to listen on {addr} without authentication: anyone who can reach \

@@ -10,6 +10,10 @@ pub enum Error {
     #[error("request is not valid JSON: {0}")]
     InvalidJson(String),
 
+    /// A binary (TCP) frame was not a protobuf `Request`, or held a value that is not JSON.
+    #[error("invalid frame: {0}")]
+    InvalidFrame(String),
+
     /// The JSON was well formed but is no request Komoku knows, or its arguments have the
     /// wrong shape.
     #[error("invalid query: {0}")]
@@ -90,6 +94,7 @@ impl Error {
     pub fn code(&self) -> &str {
         match self {
             Error::InvalidJson(_) => "invalid_json",
+            Error::InvalidFrame(_) => "invalid_frame",
             Error::InvalidQuery(_) => "invalid_query",
             Error::InvalidKey(_) => "invalid_key",
             Error::InvalidTime(_) => "invalid_time",

@@ -7,6 +7,8 @@
 //! - [`http`]: each connection's HTTP: websocket upgrades (to [`ws`]), the JSON API under
 //!   `/api/v1/`, Server-Sent Events, `/metrics`;
 //! - [`ws`]: one websocket connection: frames answered in its dialect, pushes between replies;
+//! - [`tcp`]: the binary protocol (`tcp_listen`): length-prefixed protobuf frames
+//!   ([`komoku_proto`]) translated into the same commands as the websocket's;
 //! - [`tls`]: wss:// with rustls, from the certificate and key in the config;
 //! - [`mqtt`]: the MQTT bridge, another transport: topics into keys, keys out to topics;
 //! - [`session`]: one connection's access and limits, asked before every command;
@@ -58,6 +60,7 @@ pub mod session;
 pub mod stats;
 pub mod store;
 pub mod summary;
+pub mod tcp;
 pub mod tls;
 pub mod units;
 pub mod value;

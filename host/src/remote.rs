@@ -31,13 +31,14 @@ macro_rules! say {
 /// Where the server is and which token to present.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
-    /// The server [default: $KOMOKU_URL, else ws://127.0.0.1:7373].
+    /// The server: ws://, wss://, or tcp:// and tcps:// for the binary protocol [default:
+    /// $KOMOKU_URL, else ws://127.0.0.1:7373].
     #[arg(long)]
     url: Option<String>,
     /// A file holding the token [default: $KOMOKU_TOKEN].
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// For wss://: a PEM file of the certificates to trust, such as a self-signed server's
+    /// For wss:// and tcps://: a PEM file of the certificates to trust, such as a self-signed server's
     /// cert.pem [default: $KOMOKU_CA_FILE, else the system's trusted roots].
     #[arg(long)]
     ca_file: Option<PathBuf>,

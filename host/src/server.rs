@@ -62,6 +62,8 @@ pub struct Server {
     pub local_addr: SocketAddr,
     /// Where the v2-only listener is bound, if configured.
     pub v2_addr: Option<SocketAddr>,
+    /// Where the binary protocol's listener is bound, if configured (`tcp_listen`).
+    pub tcp_addr: Option<SocketAddr>,
     db: Arc<Db>,
     control: Arc<Control>,
     shutdown: CancellationToken,
@@ -138,7 +140,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         tasks.spawn(run(
             listener,
-            None,
+            Serves::Http(None),
             db.clone(),
             policy.clone(),
             shutdown.clone(),
@@ -150,7 +152,23 @@ impl Server {
                 let addr = listener.local_addr()?;
                 tasks.spawn(run(
                     listener,
-                    Some(Dialect::V2),
+                    Serves::Http(Some(Dialect::V2)),
+                    db.clone(),
+                    policy.clone(),
+                    shutdown.clone(),
+                    tasks.clone(),
+                ));
+                Some(addr)
+            }
+            None => None,
+        };
+        let tcp_addr = match config.tcp_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                let addr = listener.local_addr()?;
+                tasks.spawn(run(
+                    listener,
+                    Serves::Tcp,
                     db.clone(),
                     policy.clone(),
                     shutdown.clone(),
@@ -163,6 +181,7 @@ impl Server {
         tracing::info!(
             %local_addr,
             v2 = ?v2_addr,
+            tcp = ?tcp_addr,
             data = %config.data_dir.display(),
             auth = config.auth.enabled,
             tls = config.tls.is_some(),
@@ -171,6 +190,7 @@ impl Server {
         Ok(Server {
             local_addr,
             v2_addr,
+            tcp_addr,
             db,
             control,
             shutdown,
@@ -221,10 +241,19 @@ impl Server {
     }
 }
 
-/// Accepts connections until `shutdown`. `dialect` forces one dialect on every path.
+/// What a listener's connections speak.
+#[derive(Debug, Clone, Copy)]
+pub enum Serves {
+    /// HTTP and websocket upgrades; a dialect forces one dialect on every path.
+    Http(Option<Dialect>),
+    /// The binary protocol ([`crate::tcp`]).
+    Tcp,
+}
+
+/// Accepts connections until `shutdown`, each served as `serves` says.
 pub async fn run(
     listener: TcpListener,
-    dialect: Option<Dialect>,
+    serves: Serves,
     db: Arc<Db>,
     policy: Policy,
     shutdown: CancellationToken,
@@ -258,24 +287,13 @@ pub async fn run(
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
                             {
                                 Ok(Ok(stream)) => {
-                                    crate::http::serve(
-                                        stream,
-                                        peer,
-                                        dialect,
-                                        db,
-                                        &policy.control,
-                                        shutdown,
-                                    )
-                                    .await
+                                    serve(stream, peer, serves, db, &policy.control, shutdown).await
                                 }
                                 Ok(Err(e)) => Err(anyhow::Error::from(e).context("tls handshake")),
                                 Err(_) => Err(anyhow::anyhow!("tls handshake timed out")),
                             }
                         }
-                        None => {
-                            crate::http::serve(stream, peer, dialect, db, &policy.control, shutdown)
-                                .await
-                        }
+                        None => serve(stream, peer, serves, db, &policy.control, shutdown).await,
                     };
                     if let Err(e) = served {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -289,5 +307,25 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Serves one connection (after TLS, if any) in its listener's protocol.
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    serves: Serves,
+    db: Arc<Db>,
+    control: &Arc<Control>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match serves {
+        Serves::Http(dialect) => {
+            crate::http::serve(stream, peer, dialect, db, control, shutdown).await
+        }
+        Serves::Tcp => crate::tcp::serve(stream, peer, db, control, shutdown).await,
     }
 }

@@ -40,6 +40,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::InvalidJson(_)
+        | Error::InvalidFrame(_)
         | Error::InvalidQuery(_)
         | Error::InvalidKey(_)
         | Error::InvalidTime(_)
