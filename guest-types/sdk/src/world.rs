@@ -80,7 +80,7 @@ pub fn check_options<T: KeyType>(options: String) -> Result<CheckedOptions, Refu
 /// refused operation changes nothing. Consecutive keys with the same options bytes decode
 /// them once.
 pub fn apply<T: KeyType>(batch: Vec<KeyOperations>) -> Vec<Vec<Result<Outcome, Refusal>>> {
-    let mut decoded: Option<(Vec<u8>, Result<T::Options, Refusal>)> = None;
+    let mut decoded: Decoded<T> = None;
     let mut results = Vec::with_capacity(batch.len());
     for key in batch {
         if decoded
@@ -319,6 +319,9 @@ pub mod json {
 
     pub use super::{default_retention, figures, guess, info, migrate_options};
 }
+
+/// The options bytes last decoded in a batch, and what they decoded to.
+type Decoded<T> = Option<(Vec<u8>, Result<<T as KeyType>::Options, Refusal>)>;
 
 #[cfg(test)]
 mod tests {
