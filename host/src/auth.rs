@@ -11,8 +11,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::cmd::Command;
 use crate::error::{Error, Result};
+pub use crate::pattern::glob;
 
 /// The `[auth]` section of the config.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -244,61 +244,26 @@ impl Access {
         }
     }
 
-    /// Decides whether `command` may run. An anonymous connection may run nothing; `keys`
-    /// runs for any token, its answer filtered by [`Access::may`] read.
-    pub fn authorize(&self, command: &Command) -> Result<()> {
+    /// Decides whether `command` may run: every permission it declares (see [`Needs`]). An
+    /// anonymous connection may run nothing; `keys` runs for any token, its answer filtered
+    /// by [`Access::may`] read.
+    pub fn authorize(&self, command: &impl Needs) -> Result<()> {
         if matches!(self, Access::Open) {
             return Ok(());
         }
         if matches!(self, Access::Anonymous) {
             return Err(Error::Unauthorized("authenticate first".into()));
         }
-        // Exhaustive on purpose: a new command must say what it needs.
-        match command {
-            Command::Get { key, .. } | Command::Last { key, .. } | Command::Fetch { key, .. } => {
-                self.require(Permission::Read, key)
-            }
-            Command::Query(query) => self.require(Permission::Read, &query.key),
-            // Creating a key by its first write also needs define: the session tells the
-            // command whether it may create (see `Session::admit`).
-            Command::Put { key, .. } | Command::Add { key, .. } => {
-                self.require(Permission::Write, key)
-            }
-            // Deleting ends a key's definition (and frees its name for another type).
-            Command::Delete { key } => {
-                self.require(Permission::Write, key)?;
-                self.require(Permission::Define, key)
-            }
-            // A push carries the value: subscribing needs both.
-            Command::Sub { key, .. } => {
-                self.require(Permission::Subscribe, key)?;
-                self.require(Permission::Read, key)
-            }
-            Command::Define { keys, .. } => keys
-                .iter()
-                .try_for_each(|d| self.require(Permission::Define, &d.key)),
-            // A policy decides how long a key's history is kept: it is part of defining it.
-            Command::Retention {
-                pattern: Some(pattern),
-                spec,
-                remove,
-            } if spec.is_some() || *remove => self.require(Permission::Define, pattern),
-            // Compaction only does what the policies say, but costs work: writers may ask.
-            Command::Compact { key } => {
-                self.require(Permission::Write, key.as_deref().unwrap_or("*"))
-            }
-            // Reloading the config changes every token's access: an admin's request (and
-            // only from the server's machine, which the session checks).
-            Command::Reload => self.require(Permission::Define, "*"),
-            Command::Retention { .. }
-            | Command::Keys { .. }
-            | Command::Unsub { .. }
-            | Command::Stats
-            | Command::Types
-            | Command::Ping(_)
-            | Command::Unknown(_) => Ok(()),
-        }
+        command.needs(&mut |permission, key| self.require(permission, key))
     }
+}
+
+/// A request that says which permissions it needs, on which keys. Each command declares its
+/// own (in its file under [`crate::cmd`]); auth only checks them.
+pub trait Needs {
+    /// Calls `require` with each (permission, key) the request needs, stopping at the first
+    /// refusal.
+    fn needs(&self, require: &mut dyn FnMut(Permission, &str) -> Result<()>) -> Result<()>;
 }
 
 /// `"sha256:<hex>"` of a token, the form the config stores.
@@ -383,47 +348,9 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether `key` matches `pattern`: `*` matches any run of characters (dots included, or
-/// none); everything else matches itself.
-pub fn glob(pattern: &str, key: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = key.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty(); // no `*`: an exact name
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_matches_prefixes_suffixes_and_exact_names() {
-        assert!(glob("*", ""));
-        assert!(glob("*", "anything.at.all"));
-        assert!(glob("sensor.*", "sensor.temp"));
-        assert!(glob("sensor.*", "sensor."));
-        assert!(!glob("sensor.*", "sensors.temp"));
-        assert!(!glob("sensor.*", "sensor"));
-        assert!(glob("*.temp", "kitchen.temp"));
-        assert!(glob("a*b*c", "aXXbYYc"));
-        assert!(!glob("a*b*c", "aXXcYYb"));
-        assert!(glob("a*a", "aa"));
-        assert!(!glob("a*a", "a"));
-        assert!(glob("exact", "exact"));
-        assert!(!glob("exact", "exactly"));
-    }
 
     #[test]
     fn tokens_are_checked_against_hashes_and_revocation() -> anyhow::Result<()> {

@@ -14,18 +14,22 @@
 //! - [`auth`]: tokens (kept as hashes) and the key patterns each may read, write,
 //!   subscribe to and define;
 //! - [`protocol`]: frames to requests and replies, in the v1 (Ruby) and v2 dialects;
-//! - [`cmd`]: the command set both dialects share: parse, then apply;
-//! - [`history`]: `fetch`, a key's past as the v1 clients read it;
+//! - [`cmd`]: the command set every transport shares, one file per command: parse, the
+//!   permissions it needs (checked by [`auth`] through [`auth::Needs`]), apply;
 //! - [`query`]: `query`, every question about a key's past (buckets in a time zone,
-//!   figures per type, value at a time, spans, averages by hour of day or weekday);
+//!   figures per type, value at a time, spans, averages by hour of day or weekday); v1
+//!   `fetch` is a translation into it;
+//! - [`summary`]: the summarising engine, stored points and tier summaries folded
+//!   through a key's plugin into bucket summaries;
 //! - [`db`]: keys, their latest values, per-key ordering, automatic values (scheduler),
 //!   background compaction;
-//! - [`retention`]: retention policies (raw, then coarser tiers of summaries) and the
-//!   watermarks saying which level answers for which time;
+//! - [`retention`]: which policy governs a key, and how stored tiers are restructured when
+//!   a policy changes; [`policy`]: policies and compaction watermarks as plain data;
 //! - [`pubsub`]: who is subscribed to what, bounded push queues;
 //! - [`plugins`]: the wasmtime runtime and the registry of key types (all type semantics);
 //! - [`store`]: fjall on disk, the group-commit writer thread;
-//! - [`value`]: values, times and their encodings;
+//! - [`value`]: values, times and their encodings; [`units`]: durations such as `"5M"`;
+//!   [`pattern`]: key patterns (`room.*`);
 //! - [`config`], [`stats`], [`error`]: settings, counters and the error codes clients see;
 //! - [`cli`]: the command line (`main.rs` only calls it);
 //! - [`remote`]: the command line's client subcommands (`komoku put`, `get`, `watch`,
@@ -38,11 +42,12 @@ pub mod config;
 pub mod db;
 pub mod dump;
 pub mod error;
-pub mod history;
 pub mod http;
 pub mod live;
 pub mod mqtt;
+pub mod pattern;
 pub mod plugins;
+pub mod policy;
 pub mod protocol;
 pub mod pubsub;
 pub mod query;
@@ -52,7 +57,9 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod store;
+pub mod summary;
 pub mod tls;
+pub mod units;
 pub mod value;
 pub mod ws;
 

@@ -1,7 +1,8 @@
 //! Subscriptions: which connections want pushes for which keys.
 //!
-//! A push is built once per change and handed to every subscriber's outgoing queue, bounded
-//! both in frames and in bytes. A subscriber whose queue is full (it reads too slowly) is cut off — its connection is
+//! A push is built once per change, and only for a key someone wants ([`PubSub::wanted`]),
+//! then handed to every subscriber's outgoing queue, bounded both in frames and in bytes.
+//! A subscriber whose queue is full (it reads too slowly) is cut off — its connection is
 //! told to close — instead of letting the server's memory grow.
 //!
 //! Every push of a key carries a sequence number, consecutive per key since the server
@@ -180,6 +181,11 @@ impl PubSub {
         }
     }
 
+    /// Whether a connection is subscribed to `key` itself (watchers of patterns aside).
+    pub fn has_subscribers(&self, key: &str) -> bool {
+        self.subs.read().is_ok_and(|s| s.contains_key(key))
+    }
+
     /// How many subscriptions exist right now.
     pub fn count(&self) -> usize {
         self.subs
@@ -197,6 +203,16 @@ impl PubSub {
     /// as too slow).
     pub fn pushes_dropped(&self) -> u64 {
         self.pushes_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether any connection or watcher wants pushes of `key` now: a change nobody wants
+    /// is not formatted at all.
+    pub fn wanted(&self, key: &str) -> bool {
+        self.subs.read().is_ok_and(|s| s.contains_key(key))
+            || self
+                .watchers
+                .read()
+                .is_ok_and(|w| w.iter().any(|(filter, _)| filter(key)))
     }
 
     /// Queues a push for every subscriber of `key`. Never blocks.

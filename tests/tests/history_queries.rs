@@ -441,3 +441,54 @@ async fn figures_beyond_a_double_are_null_in_query_and_stepped_fetch() -> Result
     assert_eq!(g["groups"][0]["max"], json!(1.7e308), "{g}");
     Ok(())
 }
+
+/// Sealed chunks carry summaries made under the key's options at the time; after a change
+/// of options those are not used (a meter's `min_drop` decides what counts as a reset).
+#[tokio::test]
+async fn chunk_summaries_made_under_old_options_are_not_used() -> Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    let defined = c
+        .request(
+            json!({"define": {"a": {"type": "meter", "min_drop": 0.6}, "b": {"type": "meter"}}}),
+        )
+        .await?;
+    assert_eq!(defined, json!("ack"), "{defined}");
+    // 6 000 points (a head seals at 4 096): a rise of 1 then a drop of 0.5, over and over.
+    let n = 6_000;
+    for key in ["a", "b"] {
+        for from in (0..n).step_by(1_000) {
+            let frame: Vec<Json> = (from..from + 1_000)
+                .map(|i| {
+                    let v = (i / 2 + 1) as f64 - (i % 2) as f64 * 0.5;
+                    json!({"put": {"key": key, "value": v, "time": BASE + i as f64 * 10.0}})
+                })
+                .collect();
+            let reply = c.request(Json::Array(frame)).await?;
+            anyhow::ensure!(!reply.to_string().contains("error"), "{reply}");
+        }
+    }
+    let ask = |key: &str| {
+        json!({"key": key, "since": BASE - 100.0, "until": BASE + n as f64 * 10.0 + 100.0,
+               "figures": ["increase", "resets", "count"]})
+    };
+    let a = query(&mut c, ask("a")).await?;
+    let before = query(&mut c, ask("b")).await?;
+    assert_eq!(a["total"]["count"], json!(n));
+    assert_ne!(
+        a["total"]["resets"], before["total"]["resets"],
+        "min_drop decides what a reset is: {a} / {before}"
+    );
+    let redefined = c
+        .request(json!({"define": {"b": {"type": "meter", "min_drop": 0.6}}}))
+        .await?;
+    assert_eq!(redefined, json!("ack"), "{redefined}");
+    let after = query(&mut c, ask("b")).await?;
+    for figure in ["increase", "resets", "count"] {
+        assert_eq!(
+            after["total"][figure], a["total"][figure],
+            "{figure} of b under its new options: {after} / {a}"
+        );
+    }
+    Ok(())
+}

@@ -28,18 +28,25 @@
 //! - `increase` is the value in force at the end minus the value in force just before the
 //!   start (the first point's value when there was none), `rate` is it per known second.
 //!
+//! The same buckets are also summarised from the store as `query` does it
+//! ([`summarize_stored`]): the store is given the type plugin as its chunk summariser, so
+//! every sealed chunk carries its summary and a chunk wholly inside a bucket is answered by
+//! it rather than by its points; late writes rewrite chunks and their summaries. Each type's
+//! run checks that some chunks were indeed answered so.
+//!
 //! Floats are compared with a relative tolerance of 1e-9 (plus 1e-6 absolute), counts exactly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use komoku::plugins::{Limits, Plugin, Registry};
-use komoku::query::summarize::summarize;
-use komoku::store::{Durability, Store, Write, WriteBatch, Writer};
+use komoku::query::summarize::{identity, summarize, summarize_stored};
+use komoku::store::{ChunkSummarizer, Durability, Store, Write, WriteBatch, Writer};
+use komoku::value::micros_to_time;
 use komoku::value::{Point, Value};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -57,7 +64,7 @@ const SLOTS: u32 = 40;
 /// Offsets that put a time off the grid (binary fractions: the figures stay exact).
 const OFF_GRID: [f64; 5] = [0.25, 0.5, 2.5, 3.75, 7.125];
 /// Bucket widths: sub-multiples and multiples of the grid, and widths across it.
-const STEPS: [f64; 6] = [5.0, 7.5, 10.0, 20.0, 25.0, 30.0];
+const STEPS: [f64; 8] = [5.0, 7.5, 10.0, 20.0, 25.0, 30.0, 60.0, 100.0];
 /// Points per plugin call: tiny ones cut buckets at point times, the big one never does.
 const CHUNKS: [usize; 4] = [2, 3, 7, 20_000];
 
@@ -264,28 +271,60 @@ fn registry() -> &'static Registry {
     })
 }
 
+/// The store's chunk summariser in these tests: the type under test, as the server's is.
+struct TypeSummarizer {
+    plugin: Arc<Plugin>,
+    options: String,
+}
+
+impl ChunkSummarizer for TypeSummarizer {
+    fn summarize(
+        &self,
+        _name: &str,
+        carried: &Point,
+        points: &[Point],
+        span: (f64, f64),
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let summaries = self
+            .plugin
+            .summarize(&self.options, &[span.0, span.1], Some(carried), points)
+            .expect("the plugin summarises a chunk");
+        Some((
+            identity(&self.plugin, &self.options),
+            summaries.into_iter().next()?,
+        ))
+    }
+}
+
 /// A store of its own for one test, each case writing a key of its own.
 struct Fixture {
     _dir: TempDir,
     store: Store,
     writer: Writer,
     keys: AtomicUsize,
+    /// Chunks wholly inside a bucket, answered by their stored summary.
+    whole_chunks: AtomicUsize,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    fn new(plugin: &Arc<Plugin>, options: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("a temp dir");
         // Heads sealed at 3 points: every case's history spans many chunks and a head, and
         // its late writes rewrite sealed chunks, so scans and buckets cross chunk edges.
         let store = Store::open(dir.path())
             .expect("the store opens")
             .with_seal_points(3);
+        store.set_summarizer(Arc::new(TypeSummarizer {
+            plugin: plugin.clone(),
+            options: options.to_string(),
+        }));
         let writer = store.writer(Durability::Sync, |e| panic!("fatal store error: {e}"));
         Fixture {
             _dir: dir,
             store,
             writer,
             keys: AtomicUsize::new(0),
+            whole_chunks: AtomicUsize::new(0),
         }
     }
 
@@ -302,7 +341,7 @@ fn fail(e: impl Display) -> TestCaseError {
 fn check_type(kind: Kind) {
     let plugin = registry().get(kind.type_name()).expect("a built-in type");
     let options = plugin.check_options(kind.options()).expect("valid options");
-    let fixture = Fixture::new();
+    let fixture = Fixture::new(&plugin, &options);
     // PROPTEST_CASES, when set, asks for more (or fewer) cases.
     let cases = match std::env::var_os("PROPTEST_CASES") {
         Some(_) => Config::default().cases,
@@ -320,6 +359,10 @@ fn check_type(kind: Kind) {
     if let Err(e) = result {
         panic!("{kind:?}: {e}");
     }
+    assert!(
+        fixture.whole_chunks.load(Ordering::Relaxed) > 0,
+        "{kind:?}: no bucket held a whole chunk: stored chunk summaries went untested"
+    );
 }
 
 fn check_case(
@@ -379,11 +422,28 @@ fn check_case(
     let (first, last) = (edges[0], edges[edges.len() - 1]);
     let n = edges.len() - 1;
     let figures: Vec<String> = kind.figures().iter().map(|f| f.to_string()).collect();
-    for chunk in CHUNKS {
-        let carried = fixture.store.point_before(&key, first).map_err(fail)?;
-        let points = fixture.store.scan(&key, first, last);
-        let mut summaries =
-            summarize(plugin, options, &edges, carried, points, chunk).map_err(fail)?;
+    // Chunks wholly inside a bucket (their stored summaries answer for them).
+    let view = fixture.store.view();
+    let whole = view
+        .chunk_summaries(&key, first, last)
+        .map_err(fail)?
+        .iter()
+        .filter(|s| {
+            let b = edges.partition_point(|e| *e <= s.first.time) - 1;
+            b < n && micros_to_time(s.last_us + 1) <= edges[b + 1]
+        })
+        .count();
+    fixture.whole_chunks.fetch_add(whole, Ordering::Relaxed);
+    // `None`: from the store, as `query` does.
+    for chunk in CHUNKS.into_iter().map(Some).chain([None]) {
+        let mut summaries = match chunk {
+            Some(chunk) => {
+                let carried = fixture.store.point_before(&key, first).map_err(fail)?;
+                let points = fixture.store.scan(&key, first, last);
+                summarize(plugin, options, &edges, carried, points, chunk).map_err(fail)?
+            }
+            None => summarize_stored(&view, &key, plugin, options, &edges).map_err(fail)?,
+        };
         prop_assert_eq!(summaries.len(), n);
         let total = plugin.merge(options, &summaries).map_err(fail)?;
         summaries.push(total);
@@ -402,7 +462,7 @@ fn check_case(
                 let expected = want.get(*name).cloned().unwrap_or(Json::Null);
                 prop_assert!(
                     kind.same_as(name, &got[*name], &expected),
-                    "{} of [{}, {}) (row {} of {}, chunk {}): got {}, brute force says {}",
+                    "{} of [{}, {}) (row {} of {}, chunk {:?}): got {}, brute force says {}",
                     name,
                     start - T0,
                     end - T0,
@@ -415,7 +475,7 @@ fn check_case(
             }
             prop_assert!(
                 kind.same_as("mean", &defaults[i], &want_default),
-                "default figure of [{}, {}) (row {}, chunk {}): got {}, brute force says {}",
+                "default figure of [{}, {}) (row {}, chunk {:?}): got {}, brute force says {}",
                 start - T0,
                 end - T0,
                 i,

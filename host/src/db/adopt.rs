@@ -138,6 +138,9 @@ impl Db {
         if let (Some(migrated), Some(def)) = (&fit.migrated, state.def.as_mut()) {
             def.opts = options_map(migrated);
         }
+        if let Some(def) = &state.def {
+            self.chunk_keys.set(name, &def.type_name, &fit.effective);
+        }
         state.effective = fit.effective;
         self.set_schedule(name, state, schedule);
     }
@@ -160,13 +163,12 @@ impl Db {
     }
 
     fn all_slots(&self) -> Vec<(String, Slot)> {
-        let mut all: Vec<(String, Slot)> = self
-            .keys
-            .read()
-            .map(|k| k.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
-            .unwrap_or_default();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+        // In name order; a slot that holds no key is skipped by the callers.
+        self.keys
+            .all()
+            .into_iter()
+            .map(|(name, slot)| (name.into(), slot))
+            .collect()
     }
 }
 

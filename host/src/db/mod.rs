@@ -7,15 +7,17 @@
 //! fsync. A change is published by the writer thread once it is durable, in write order.
 
 mod adopt;
+mod chunk_summaries;
 mod compaction;
 mod scheduler;
+mod table;
 
 pub use compaction::RunReport;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -27,6 +29,29 @@ use crate::store::{KeyDef, Store, Write, WriteBatch, Writer, check_key_name};
 use crate::value::{Input, Point, Time, micros_to_time, now, quantize_time, time_to_micros};
 
 use scheduler::Scheduler;
+use table::{Held, KeyTable, Slot};
+
+/// `{"pub": {...}}`, a push frame.
+#[derive(serde::Serialize)]
+struct PubFrame<'a> {
+    #[serde(rename = "pub")]
+    pubs: PubBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct PubBody<'a> {
+    key: &'a str,
+    previous: &'a Json,
+    previous_value: &'a Json,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    time: &'a Json,
+    value: &'a Json,
+}
+
+/// Most points one answer holds: a `sub` with history here, and `query`'s `last` and
+/// `spans` and a raw `fetch` (see [`crate::query`]); more needs a narrower window.
+pub const MAX_POINTS: usize = 10_000;
 
 /// Everything known about one key.
 struct KeyState {
@@ -78,8 +103,6 @@ impl KeyState {
     }
 }
 
-type Slot = Arc<Mutex<KeyState>>;
-
 /// A write that was queued and may not be durable yet. Await [`Durable::wait`] before
 /// acknowledging it.
 #[must_use = "a write is only acknowledged once durable"]
@@ -115,7 +138,7 @@ pub struct Db {
     registry: Arc<Registry>,
     pubsub: Arc<PubSub>,
     stats: Stats,
-    keys: RwLock<HashMap<String, Slot>>,
+    keys: KeyTable,
     scheduler: Scheduler,
     /// The configured default retention policy (a config reload may change it).
     default_policy: RwLock<(PolicySpec, Policy)>,
@@ -126,6 +149,8 @@ pub struct Db {
     compaction: compaction::CompactionStats,
     /// One compaction run at a time.
     compact_lock: Mutex<()>,
+    /// Each key's type and options, for the summaries of the chunks the writer stores.
+    chunk_keys: Arc<chunk_summaries::ChunkKeys>,
 }
 
 /// How a [`Db`] keeps history: which times it takes, how it compacts.
@@ -205,14 +230,17 @@ impl Db {
                 Err(e) => tracing::warn!(%pattern, error = %e, "stored policy ignored"),
             }
         }
+        let chunk_keys = Arc::new(chunk_summaries::ChunkKeys::new(registry.clone()));
+        store.set_summarizer(chunk_keys.clone());
         let db = Arc::new(Db {
+            chunk_keys,
             add_creates,
             store: store.clone(),
             writer,
             registry,
             pubsub: Arc::new(PubSub::default()),
             stats: Stats::default(),
-            keys: RwLock::new(HashMap::new()),
+            keys: KeyTable::default(),
             scheduler: Scheduler::default(),
             default_policy: RwLock::new(default_policy),
             times: retention.times,
@@ -265,7 +293,7 @@ impl Db {
                 gap_rows,
                 ..KeyState::default()
             };
-            db.slots_mut()?.insert(name, Arc::new(Mutex::new(state)));
+            db.keys.insert_loaded(&name, state)?;
         }
         db.registry
             .set_keys(Arc::new(adopt::KeyBook(Arc::downgrade(&db))));
@@ -327,25 +355,35 @@ impl Db {
         self.writer.barrier().await
     }
 
-    fn slots_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<String, Slot>>> {
-        self.keys
-            .write()
-            .map_err(|_| Error::Storage("key table lock poisoned".into()))
-    }
-
+    /// The slot of `name`, if the table holds one. Only for a key that exists: a slot
+    /// holding no key may leave the table at any time (see [`Db::lock_key`]).
     fn slot(&self, name: &str) -> Option<Slot> {
-        self.keys.read().ok()?.get(name).cloned()
+        self.keys.get(name)
     }
 
-    fn slot_or_new(&self, name: &str) -> Result<Slot> {
-        if let Some(slot) = self.slot(name) {
-            return Ok(slot);
+    /// Locks the state of `name`, making a slot for it if there is none. Hand it back with
+    /// [`Db::unlock_key`].
+    async fn lock_key(&self, name: &str) -> Result<(Held, bool)> {
+        let held = self
+            .keys
+            .lock(name, true)
+            .await?
+            .ok_or_else(|| Error::Storage("key table refused a slot".into()))?;
+        let existed = held.def.is_some();
+        Ok((held, existed))
+    }
+
+    /// Hands back a key's state locked by [`Db::lock_key`] (`existed`: whether the key
+    /// existed then): counts a key created or deleted meanwhile, and frees the slot if it
+    /// holds no key and no subscriber counts on its push numbers.
+    fn unlock_key(&self, name: &str, held: Held, existed: bool) {
+        match (existed, held.def.is_some()) {
+            (false, true) => self.keys.created(),
+            (true, false) => self.keys.deleted(),
+            _ => {}
         }
-        Ok(self
-            .slots_mut()?
-            .entry(name.to_string())
-            .or_default()
-            .clone())
+        self.keys
+            .release(name, held, || self.pubsub.has_subscribers(name));
     }
 
     fn plugin_of(&self, state: &KeyState) -> Result<Arc<Plugin>> {
@@ -398,12 +436,25 @@ impl Db {
         let time = time
             .map(|t| self.times.check(t, now()).map(quantize_time))
             .transpose()?;
-        let slot = self.slot_or_new(name)?;
-        let mut state = slot.lock().await;
+        let (mut held, existed) = self.lock_key(name).await?;
+        let done = self.operate_locked(name, &mut held, op, time, create);
+        self.unlock_key(name, held, existed);
+        done
+    }
+
+    /// [`Db::operate`] on the locked state of the key.
+    fn operate_locked(
+        &self,
+        name: &str,
+        state: &mut KeyState,
+        op: Operation,
+        time: Option<Time>,
+        create: bool,
+    ) -> Result<Durable> {
         let mut writes = Vec::with_capacity(2);
 
         let plugin = if state.def.is_some() {
-            self.plugin_of(&state)?
+            self.plugin_of(state)?
         } else if !create {
             return Err(Error::Forbidden {
                 permission: "define",
@@ -427,14 +478,16 @@ impl Db {
                 opts: Map::new(),
             };
             let effective = plugin.check_options("{}")?;
+            self.chunk_keys.set(name, &plugin.info.name, &effective);
             writes.push(Write::Def {
                 key: name.to_string(),
                 def: def.clone(),
             });
-            // Only kept if the operation succeeds (below).
+            // Only kept if the operation succeeds (below). A deleted key's push numbers go on.
             *state = KeyState {
                 def: Some(def),
                 effective,
+                seq: state.seq,
                 ..KeyState::default()
             };
             plugin
@@ -482,7 +535,7 @@ impl Db {
                 let previous = state.latest.replace(point.clone());
                 if previous.as_ref().is_none_or(|p| p.value != point.value) {
                     state.seq += 1;
-                    after = Some(self.publisher(name, &point, previous.as_ref(), state.seq));
+                    after = self.publisher(name, &point, previous.as_ref(), state.seq);
                 }
             }
         }
@@ -497,7 +550,7 @@ impl Db {
                 });
                 state.touched = Some(point);
             }
-            self.set_schedule(name, &mut state, outcome.schedule);
+            self.set_schedule(name, state, outcome.schedule);
         }
         Ok(Durable(
             (!writes.is_empty()).then(|| self.writer.submit(WriteBatch { writes, after })),
@@ -517,32 +570,48 @@ impl Db {
         state.schedule = schedule;
     }
 
-    /// A hook that publishes a change (the key's `seq`th) once it is durable.
+    /// A hook that publishes a change (the key's `seq`th) once it is durable; `None` when
+    /// nobody subscribes to the key, so no frame is built for it. (A subscription made
+    /// after this moment starts after this change: a plain `sub` is not promised pushes of
+    /// writes queued before it, and `sub` with history skips numbers up to the key's `seq`.)
     fn publisher(
         &self,
         name: &str,
         point: &Point,
         previous: Option<&Point>,
         seq: u64,
-    ) -> Box<dyn FnOnce() + Send> {
+    ) -> Option<Box<dyn FnOnce() + Send>> {
+        if !self.pubsub.wanted(name) {
+            return None;
+        }
+        let value = point.value.to_json();
         let previous = previous.map_or(Json::Null, |p| p.value.to_json());
-        let mut body = Map::new();
-        body.insert("key".into(), Json::String(name.to_string()));
-        body.insert("value".into(), point.value.to_json());
-        body.insert("time".into(), crate::value::number_json(point.time));
-        body.insert("previous".into(), previous.clone());
-        body.insert("previous_value".into(), previous);
-        let frame = json!({ "pub": body }).to_string();
-        body.insert("seq".into(), Json::from(seq));
-        let numbered = json!({ "pub": body }).to_string();
+        let time = crate::value::number_json(point.time);
+        let frame = |seq| {
+            // Written straight into the frame's text; fields in the order the JSON object
+            // form always had (sorted).
+            let body = PubBody {
+                key: name,
+                previous: &previous,
+                previous_value: &previous,
+                seq,
+                time: &time,
+                value: &value,
+            };
+            serde_json::to_string(&PubFrame { pubs: body }).map(Arc::<str>::from)
+        };
+        let (Ok(plain), Ok(numbered)) = (frame(None), frame(Some(seq))) else {
+            tracing::error!(key = name, "a push frame could not be written");
+            return None;
+        };
         let push = Push {
             seq,
-            frame: frame.into(),
-            numbered: numbered.into(),
+            frame: plain,
+            numbered,
         };
         let pubsub = self.pubsub.clone();
         let name = name.to_string();
-        Box::new(move || pubsub.publish(&name, &push))
+        Some(Box::new(move || pubsub.publish(&name, &push)))
     }
 
     /// Subscribes a connection to a key's pushes from now on.
@@ -551,7 +620,7 @@ impl Db {
     }
 
     /// Subscribes a connection to a key and returns the key's points since `since` (at most
-    /// [`crate::query::MAX_POINTS`]) with the sequence number of the last change they hold.
+    /// [`MAX_POINTS`]) with the sequence number of the last change they hold.
     /// Pushes follow from the next number on: none lost, none repeated.
     pub async fn subscribe_with_history(
         &self,
@@ -560,24 +629,27 @@ impl Db {
         since: Time,
     ) -> Result<(u64, Vec<Point>)> {
         check_key_name(name)?;
-        let slot = self.slot_or_new(name)?;
         // The key's lock keeps new changes out until the history is read: changes numbered
         // up to `seq` are all queued, so once they are in the store the history holds them,
         // and later ones (pushed) are not in it.
-        let state = slot.lock().await;
-        let seq = state.seq;
+        let cap = MAX_POINTS;
+        let (held, existed) = self.lock_key(name).await?;
+        let seq = held.seq;
         let conn = sub.conn;
         self.pubsub.subscribe(name, sub, true, seq);
-        self.settled().await?;
-        let store = self.store.clone();
-        let key = name.to_string();
-        let cap = crate::query::MAX_POINTS;
-        let points = tokio::task::spawn_blocking(move || {
-            store.range_rev(&key, since, f64::INFINITY, cap + 1)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("reading history: {e}")))??;
-        drop(state);
+        let read = async {
+            self.settled().await?;
+            let store = self.store.clone();
+            let key = name.to_string();
+            tokio::task::spawn_blocking(move || {
+                store.range_rev(&key, since, f64::INFINITY, cap + 1)
+            })
+            .await
+            .map_err(|e| Error::Storage(format!("reading history: {e}")))?
+        };
+        let points = read.await;
+        self.unlock_key(name, held, existed);
+        let points = points?;
         if points.len() > cap {
             self.pubsub.unsubscribe(name, conn);
             return Err(Error::LimitExceeded(format!(
@@ -591,10 +663,10 @@ impl Db {
 
     /// Queues a key's due automatic value, if it is still pending for `at`.
     async fn fire(&self, name: &str, at: Time) -> Result<Durable> {
-        let Some(slot) = self.slot(name) else {
+        // An armed key exists: its slot stays in the table.
+        let Some(mut state) = self.keys.lock(name, false).await? else {
             return Ok(Durable::done());
         };
-        let mut state = slot.lock().await;
         let Some(scheduled) = state.schedule.clone().filter(|s| s.at == at) else {
             return Ok(Durable::done());
         };
@@ -608,7 +680,7 @@ impl Db {
         let changed = previous.as_ref().is_none_or(|p| p.value != point.value);
         let after = if changed {
             state.seq += 1;
-            Some(self.publisher(name, &point, previous.as_ref(), state.seq))
+            self.publisher(name, &point, previous.as_ref(), state.seq)
         } else {
             None
         };
@@ -633,8 +705,20 @@ impl Db {
         opts: Map<String, Json>,
     ) -> Result<Durable> {
         check_key_name(name)?;
-        let slot = self.slot_or_new(name)?;
-        let mut state = slot.lock().await;
+        let (mut held, existed) = self.lock_key(name).await?;
+        let done = self.define_locked(name, &mut held, type_name, opts);
+        self.unlock_key(name, held, existed);
+        done
+    }
+
+    /// [`Db::define`] on the locked state of the key.
+    fn define_locked(
+        &self,
+        name: &str,
+        state: &mut KeyState,
+        type_name: Option<&str>,
+        opts: Map<String, Json>,
+    ) -> Result<Durable> {
         let mut def = match (&state.def, type_name) {
             (Some(def), Some(t)) if def.type_name != t => {
                 return Err(Error::TypeMismatch {
@@ -668,22 +752,23 @@ impl Db {
             }],
             after: None,
         });
+        self.chunk_keys.set(name, &def.type_name, &effective);
         state.def = Some(def);
         state.effective = effective;
-        self.set_schedule(name, &mut state, schedule);
+        self.set_schedule(name, state, schedule);
         Ok(Durable(Some(done)))
     }
 
     /// Removes a key with all its history. Its subscribers stay subscribed.
     pub async fn delete(&self, name: &str) -> Result<bool> {
-        let Some(slot) = self.slot(name) else {
+        let Some(mut state) = self.keys.lock(name, false).await? else {
             return Ok(false);
         };
-        let mut state = slot.lock().await;
         if state.def.is_none() {
             return Ok(false);
         }
         self.set_schedule(name, &mut state, None);
+        self.chunk_keys.remove(name);
         // The key's summaries and gaps go with it.
         self.compaction
             .remove_rows(state.summary_rows, state.gap_rows);
@@ -697,7 +782,8 @@ impl Db {
             }],
             after: None,
         });
-        drop(state);
+        // Its slot goes unless a subscriber counts on its push numbers.
+        self.unlock_key(name, state, true);
         done.await.unwrap_or(Err(Error::ShuttingDown))?;
         Ok(true)
     }
@@ -742,42 +828,66 @@ impl Db {
         Some((state.effective.clone(), self.registry.get(&def.type_name)))
     }
 
-    /// Every existing key, by name.
+    /// Every existing key, by name (the MQTT bridge's first publication).
     pub async fn list(&self) -> BTreeMap<String, KeyListing> {
-        let slots: Vec<(String, Slot)> = self
-            .keys
-            .read()
-            .map(|k| k.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
-            .unwrap_or_default();
         let mut out = BTreeMap::new();
-        for (name, slot) in slots {
-            let state = slot.lock().await;
-            if let Some(def) = &state.def {
-                out.insert(
-                    name,
-                    KeyListing {
-                        def: def.clone(),
-                        latest: state.latest.clone(),
-                    },
-                );
+        for (name, slot) in self.keys.all() {
+            if let Some(listing) = listing(&slot).await {
+                out.insert(name.into(), listing);
             }
         }
         out
     }
 
-    /// How many keys exist.
-    pub fn key_count(&self) -> usize {
-        // Slots of deleted keys linger with no definition; count only live ones.
-        let slots: Vec<Slot> = self
-            .keys
-            .read()
-            .map(|k| k.values().cloned().collect())
-            .unwrap_or_default();
-        slots
-            .iter()
-            .filter(|s| s.try_lock().map_or(true, |st| st.def.is_some()))
-            .count()
+    /// Up to `limit` existing keys in name order, after `after` (from the first with `None`)
+    /// and matching `pattern` (`*` any run of characters, as in grants). Costs what the page
+    /// costs, however many keys exist (see [`KeyTable`]).
+    pub async fn page(
+        &self,
+        pattern: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(String, KeyListing)> {
+        let mut out = Vec::new();
+        let mut cursor: Option<Box<str>> = after.map(Into::into);
+        while out.len() < limit {
+            let want = limit - out.len();
+            let (batch, last) = self.keys.batch_after(cursor.as_deref(), want, |name| {
+                pattern.is_none_or(|p| crate::pattern::glob(p, name))
+            });
+            for (name, slot) in batch {
+                if let Some(listing) = listing(&slot).await {
+                    out.push((name.into(), listing));
+                }
+            }
+            match last {
+                Some(last) => cursor = Some(last),
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        out
     }
+
+    /// How many keys exist. O(1).
+    pub fn key_count(&self) -> usize {
+        self.keys.live()
+    }
+
+    /// How many key slots are in memory (existing keys, and names a subscriber still
+    /// counts on): `stats` shows it beside `keys_count`.
+    pub fn key_slots(&self) -> usize {
+        self.keys.slots()
+    }
+}
+
+/// A slot's key as `keys` lists it; `None` if it holds no key.
+async fn listing(slot: &Slot) -> Option<KeyListing> {
+    let state = slot.lock().await;
+    Some(KeyListing {
+        def: state.def.clone()?,
+        latest: state.latest.clone(),
+    })
 }
 
 fn opts_json(state: &KeyState) -> String {

@@ -28,7 +28,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::{v1, v2};
 use crate::error::{Error, Result};
-use crate::retention::{Policy, PolicySpec};
+use crate::policy::{Policy, PolicySpec};
 use crate::value::{Input, Point, Time, Value};
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.

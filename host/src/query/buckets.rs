@@ -7,7 +7,7 @@ use jiff::{Timestamp, ToSpan};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::history::{split_unit, unit_seconds};
+use crate::units::{split_unit, unit_seconds};
 use crate::value::Time;
 
 /// A bucket length.

@@ -12,12 +12,18 @@
 //! the host only cuts time into buckets, streams points to the plugin and averages groups.
 //! A value holds from its time until the next point; time before a key's first point is
 //! unknown and does not count as coverage.
+//!
+//! v1 `fetch` is a translation into these shapes ([`fetch`]): one engine answers both, so
+//! both refuse the same way where history was compacted. The engine reads the database
+//! through [`History`] only.
 
 pub mod buckets;
-pub mod summarize;
-pub mod tiers;
+pub mod fetch;
+
+pub use crate::summary::{summarize, tiers};
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{Map, Value as Json, json};
@@ -30,8 +36,7 @@ use crate::value::{Point, Time, now, number_json};
 
 use buckets::Step;
 
-/// Most points one `last` or `spans` answer holds; more needs a narrower window.
-pub const MAX_POINTS: usize = 10_000;
+pub use crate::db::MAX_POINTS;
 /// Most buckets one summary answers.
 pub const MAX_BUCKETS: usize = 10_000;
 
@@ -47,8 +52,16 @@ pub struct Query {
 pub enum Shape {
     /// The point in force at a time.
     At(Time),
-    /// The newest `count` points up to `until` (default: now).
-    Last { count: usize, until: Option<Time> },
+    /// The newest `count` points from `since` (default: the first) up to `until` (default:
+    /// now). The wire's `last` has no `since`; v1's raw `fetch` sets it.
+    Last {
+        count: usize,
+        since: Option<Time>,
+        until: Option<Time>,
+    },
+    /// The newest point before the latest one whose value differs from the latest one's
+    /// (v1's `single: "previous"`), looked for among the newest [`MAX_POINTS`] points.
+    Previous,
     /// The periods during which the key held `value`.
     Spans {
         value: Json,
@@ -75,6 +88,9 @@ pub struct SummaryQuery {
     pub group: Option<Group>,
     /// Only buckets starting on these local ISO weekdays (1 = Monday … 7 = Sunday).
     pub weekdays: Option<Vec<u8>>,
+    /// Adds `value` to each bucket: the type's default figure (what a stepped v1 `fetch`
+    /// gives). Not on the wire.
+    pub default_figure: bool,
 }
 
 /// How buckets are grouped.
@@ -169,6 +185,7 @@ impl Query {
             }
             (None, Some(count), None) if !summary_only && s.since.is_none() => Shape::Last {
                 count,
+                since: None,
                 until: s.until,
             },
             (None, None, Some(value)) if !summary_only => Shape::Spans {
@@ -187,16 +204,23 @@ impl Query {
         Ok(Query { key, shape })
     }
 
-    /// Answers the query.
-    pub async fn run(self, db: &Db) -> Result<Json> {
+    /// Answers the query; a key that does not exist is `unknown_key`.
+    pub async fn run(self, db: &impl History) -> Result<Json> {
+        match self.answer(db).await? {
+            Some(answer) => Ok(answer),
+            None => Err(Error::UnknownKey(self.key)),
+        }
+    }
+
+    /// Answers the query, or `None` when the key does not exist.
+    pub async fn answer(&self, db: &impl History) -> Result<Option<Json>> {
         let Some((effective, plugin)) = db.describe(&self.key).await else {
-            return Err(Error::UnknownKey(self.key));
+            return Ok(None);
         };
         // History agrees with `get`: writes already queued land first.
-        db.settled().await?;
-        let store = db.store().clone();
-        let key = self.key;
-        match self.shape {
+        let store = db.settled_store().await?;
+        let key = self.key.clone();
+        let answer = match self.shape.clone() {
             Shape::At(t) => {
                 blocking(move || {
                     let view = store.view();
@@ -215,21 +239,25 @@ impl Query {
                 })
                 .await
             }
-            Shape::Last { count, until } => {
+            Shape::Last {
+                count,
+                since,
+                until,
+            } => {
                 blocking(move || {
+                    let since = since.unwrap_or(f64::NEG_INFINITY);
                     let until = until.unwrap_or(f64::INFINITY);
                     let view = store.view();
-                    // Points with time <= until, newest first, from the snapshot the check
-                    // below reads too.
+                    // Points with since <= time <= until, newest first, from the snapshot the
+                    // check below reads too.
                     let mut newest = view
-                        .scan(&key, f64::NEG_INFINITY, until.next_up())
+                        .scan(&key, since, until.next_up())
                         .rev()
                         .take(count)
                         .collect::<Result<Vec<_>>>()?;
                     // Fewer points than asked, and older ones were compacted: not all of them.
                     if newest.len() < count
-                        && let Some(raw_from) =
-                            compacted_within(&view, &key, f64::NEG_INFINITY, until)?
+                        && let Some(raw_from) = compacted_within(&view, &key, since, until)?
                     {
                         return Err(compacted(raw_from));
                     }
@@ -237,6 +265,12 @@ impl Query {
                     Ok(Json::Array(newest.iter().map(point_row).collect()))
                 })
                 .await
+            }
+            Shape::Previous => {
+                let Some(latest) = db.latest(&key).await else {
+                    return Ok(Some(Json::Null));
+                };
+                blocking(move || previous(&store.view(), &key, &latest)).await
             }
             Shape::Spans {
                 value,
@@ -247,8 +281,67 @@ impl Query {
                 let plugin = plugin?;
                 blocking(move || summary(&store, &key, &plugin, &effective, s)).await
             }
+        };
+        answer.map(Some)
+    }
+}
+
+/// What the engine needs of the database, and nothing more. [`Db`] is the one
+/// implementation; the engine never sees keys' state, locks or the writer.
+pub trait History: Sync {
+    /// A key's effective options and its plugin (an error if its type is not loaded: raw
+    /// points stay readable); `None` when the key does not exist.
+    fn describe(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Option<(String, Result<Arc<Plugin>>)>> + Send;
+    /// The key's latest point.
+    fn latest(&self, key: &str) -> impl Future<Output = Option<Point>> + Send;
+    /// The store, once every write queued so far is in it.
+    fn settled_store(&self) -> impl Future<Output = Result<Store>> + Send;
+}
+
+impl History for Db {
+    async fn describe(&self, key: &str) -> Option<(String, Result<Arc<Plugin>>)> {
+        Db::describe(self, key).await
+    }
+
+    async fn latest(&self, key: &str) -> Option<Point> {
+        Db::latest(self, key).await
+    }
+
+    async fn settled_store(&self) -> Result<Store> {
+        self.settled().await?;
+        Ok(self.store().clone())
+    }
+}
+
+/// The newest point before `latest` whose value differs from it: `null` when every point
+/// differs from none. The walk is bounded: among the newest [`MAX_POINTS`] points, else
+/// `limit_exceeded`; when it reaches compacted history first, `compacted` (the answer would
+/// be a point that is gone).
+fn previous(view: &View, key: &str, latest: &Point) -> Result<Json> {
+    let mut seen = 0;
+    for p in view
+        .scan(key, f64::NEG_INFINITY, latest.time.next_up())
+        .rev()
+    {
+        let p = p?;
+        if p.value != latest.value {
+            return Ok(point_row(&p));
+        }
+        seen += 1;
+        if seen == MAX_POINTS {
+            return Err(Error::LimitExceeded(format!(
+                "no other value among the newest {MAX_POINTS} points: ask spans or a summary \
+                 (since, until, step) for when the value changed"
+            )));
         }
     }
+    if let Some(raw_from) = compacted_within(view, key, f64::NEG_INFINITY, latest.time)? {
+        return Err(compacted(raw_from));
+    }
+    Ok(Json::Null)
 }
 
 /// The key's raw watermark when `[since, until]` reaches into history compacted before it
@@ -398,9 +491,18 @@ fn summary(
         out
     };
     let n = edges.len() - 1;
-    let rows: Vec<Map<String, Json>> = (0..n)
+    let mut rows: Vec<Map<String, Json>> = (0..n)
         .map(|i| row(edges[i], edges[i + 1], &rendered[i]))
         .collect();
+    if q.default_figure {
+        let defaults = plugin.render(options, &all[..n], &[])?;
+        for (r, v) in rows
+            .iter_mut()
+            .zip(defaults.as_array().into_iter().flatten())
+        {
+            r.insert("value".into(), v.clone());
+        }
+    }
     let total = row(edges[0], edges[n], &rendered[n]);
 
     let mut answer = Map::new();

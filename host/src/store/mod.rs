@@ -16,6 +16,11 @@
 //!   header (count, last time) then a zstd frame of delta-of-delta times and values encoded by
 //!   their shape. A key's chunks never overlap in time and every head row is newer than its
 //!   chunks, so a scan reads chunks then head rows, in time order;
+//! - `chunk_summaries`: the same key as the chunk it belongs to → the key type's summary of
+//!   the chunk's inside ([`ChunkSummary`]): `u8 format (1) ‖ u32 BE n ‖ identity (n bytes:
+//!   type, version and options it was made under) ‖ i64 BE last µs ‖ u32 BE n ‖ first value ‖
+//!   u32 BE n ‖ last value ‖ summary`. Written, replaced and deleted in the batch that writes,
+//!   rewrites or drops its chunk, so a row always describes its chunk as stored;
 //! - `counts`: `u32 BE id` → u64 BE, how many points the key's chunks hold (kept by the
 //!   writer as it seals, rewrites and drops chunks, so `stats` need not read the chunks);
 //! - `touched`: key name → the latest operation that was acknowledged but not stored
@@ -45,7 +50,25 @@
 //! zstd's frame, a text dictionary: ~100–200 bytes) is spread thin; sealed daily, such a
 //! state cost 6.5 bytes a point in tables. A point older than a key's newest chunk
 //! (backfill) is merged into the chunk that covers it, which is rewritten in the same atomic
-//! batch.
+//! batch; the late points of one group commit share that rewrite (a chunk is rewritten at
+//! most once per group, however many of them fall in it).
+//!
+//! # Chunk summaries
+//!
+//! When the writer stores a chunk of two points or more it asks the layer above (a
+//! [`ChunkSummarizer`]: the key's type plugin, with the key's effective options) for the
+//! summary of the chunk's inside, the span `[first + 1 µs, last + 1 µs)` with the first point
+//! carried in. That span depends on the chunk's points alone (never on the point before the
+//! chunk or after it), so a late point elsewhere, a dropped neighbour or a sealed head leaves
+//! it true. A query bucket that holds a whole chunk merges this summary instead of decoding
+//! the chunk; the first point, the stretch from the chunk's last point to whatever follows,
+//! and every chunk a bucket edge cuts are summarised from points as before (the row holds
+//! the first and last points for that). A summary is used only when its identity (type,
+//! version, effective options) is the key's current one: after a change of options or of
+//! the plugin's version the old rows are ignored (those chunks are decoded, exact as
+//! before) and each is replaced when its chunk is next rewritten. A chunk stored while its
+//! key's type was not loaded, or written by the format-1 migration, has no row and is always
+//! decoded.
 //!
 //! # Writes
 //!
@@ -72,15 +95,16 @@ mod chunk;
 mod migrate;
 mod writer;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use fjall::config::{CompressionPolicy, FilterPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::retention::{CompactionState, PolicySpec};
+use crate::policy::{CompactionState, PolicySpec};
 use crate::value::{
     Micros, Point, Time, Value, micros_to_time, time_from_sortable, time_to_sortable,
 };
@@ -98,6 +122,111 @@ pub const SEAL_POINTS: usize = 4096;
 
 /// A head is sealed into a chunk once its points span this long (µs): a week.
 pub const SEAL_SPAN: Micros = 7 * 86_400_000_000;
+
+/// The format byte of a stored [`ChunkSummary`].
+const CHUNK_SUMMARY_FORMAT: u8 = 1;
+
+/// Summarises chunks as the writer stores them: the layer above (the key's type plugin)
+/// plugged into the store.
+pub trait ChunkSummarizer: Send + Sync {
+    /// The summary of `[from, until)` of key `name`, given `carried` (the value in force at
+    /// `from`) and every point inside, with the identity of what made it (type, version,
+    /// options: a summary is used only under the same one). `None` when the key's type is
+    /// not loaded or failed: the chunk is then stored without a summary.
+    fn summarize(
+        &self,
+        name: &str,
+        carried: &Point,
+        points: &[Point],
+        span: (Time, Time),
+    ) -> Option<(Vec<u8>, Vec<u8>)>;
+}
+
+/// A sealed chunk's stored summary of its inside (see "Chunk summaries" above).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkSummary {
+    /// The chunk's first point: the summary covers `[first.time + 1 µs, last.time + 1 µs)`.
+    pub first: Point,
+    pub last: Point,
+    /// Type, version and options it was made under.
+    pub identity: Vec<u8>,
+    pub summary: Vec<u8>,
+    /// Stored microseconds of the first and last points.
+    pub first_us: Micros,
+    pub last_us: Micros,
+}
+
+impl ChunkSummary {
+    /// The row stored for a chunk whose points are `first` ... `last`.
+    fn encode(
+        identity: &[u8],
+        (last_us, last): (Micros, &Value),
+        first: &Value,
+        summary: &[u8],
+    ) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32 + identity.len() + summary.len());
+        v.push(CHUNK_SUMMARY_FORMAT);
+        let put = |v: &mut Vec<u8>, bytes: &[u8]| {
+            v.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            v.extend_from_slice(bytes);
+        };
+        put(&mut v, identity);
+        v.extend_from_slice(&last_us.to_be_bytes());
+        put(&mut v, &first.encode());
+        put(&mut v, &last.encode());
+        v.extend_from_slice(summary);
+        v
+    }
+
+    fn decode(first_us: Micros, v: &[u8]) -> Result<ChunkSummary> {
+        let corrupt = || Error::Storage("a stored chunk summary is unreadable".into());
+        let (&format, mut rest) = v.split_first().ok_or_else(corrupt)?;
+        if format != CHUNK_SUMMARY_FORMAT {
+            return Err(corrupt());
+        }
+        let identity = take_field(&mut rest).ok_or_else(corrupt)?.to_vec();
+        let last_us = take(&mut rest, 8)
+            .and_then(|b| b.try_into().ok())
+            .map(Micros::from_be_bytes)
+            .ok_or_else(corrupt)?;
+        let first = take_field(&mut rest)
+            .and_then(Value::decode)
+            .ok_or_else(corrupt)?;
+        let last = take_field(&mut rest)
+            .and_then(Value::decode)
+            .ok_or_else(corrupt)?;
+        Ok(ChunkSummary {
+            first: Point {
+                time: micros_to_time(first_us),
+                value: first,
+            },
+            last: Point {
+                time: micros_to_time(last_us),
+                value: last,
+            },
+            identity,
+            summary: rest.to_vec(),
+            first_us,
+            last_us,
+        })
+    }
+}
+
+/// The first `n` bytes of `rest`, which moves past them.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (a, b) = rest.split_at_checked(n)?;
+    *rest = b;
+    Some(a)
+}
+
+/// A `u32 BE length ‖ bytes` field of `rest`, which moves past it.
+fn take_field<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let n = u32::from_be_bytes(take(rest, 4)?.try_into().ok()?);
+    take(rest, n as usize)
+}
+
+/// The store's [`ChunkSummarizer`], set once the layer above exists (shared by clones).
+type SummarizerSlot = Arc<RwLock<Option<Arc<dyn ChunkSummarizer>>>>;
 
 /// A key's id: what its rows carry instead of its name.
 pub type KeyId = u32;
@@ -123,12 +252,14 @@ pub struct Store {
     defs: Keyspace,
     head: Keyspace,
     chunks: Keyspace,
+    chunk_summaries: Keyspace,
     counts: Keyspace,
     touched: Keyspace,
     summaries: Keyspace,
     gaps: Keyspace,
     compaction: Keyspace,
     policies: Keyspace,
+    summarizer: SummarizerSlot,
     /// Points at which a head is sealed ([`SEAL_POINTS`] unless a test asks for less).
     seal_points: usize,
 }
@@ -207,12 +338,14 @@ impl Store {
             chunks: db.keyspace("chunks", || {
                 scanned().data_block_compression_policy(CompressionPolicy::disabled())
             })?,
+            chunk_summaries: db.keyspace("chunk_summaries", scanned)?,
             counts: db.keyspace("counts", KeyspaceCreateOptions::default)?,
             touched: db.keyspace("touched", KeyspaceCreateOptions::default)?,
             summaries: db.keyspace("tier_summaries", scanned)?,
             gaps: db.keyspace("tier_gaps", scanned)?,
             compaction: db.keyspace("compaction", KeyspaceCreateOptions::default)?,
             policies: db.keyspace("policies", KeyspaceCreateOptions::default)?,
+            summarizer: SummarizerSlot::default(),
             seal_points: SEAL_POINTS,
             db,
         };
@@ -229,6 +362,39 @@ impl Store {
     pub fn with_seal_points(mut self, n: usize) -> Store {
         self.seal_points = n.max(1);
         self
+    }
+
+    /// Plugs in what summarises chunks as they are written (before, chunks get no summary).
+    pub fn set_summarizer(&self, summarizer: Arc<dyn ChunkSummarizer>) {
+        if let Ok(mut slot) = self.summarizer.write() {
+            *slot = Some(summarizer);
+        }
+    }
+
+    /// The stored row summarising the chunk `points` of key `name` (at least two points,
+    /// sorted), `None` when it gets none.
+    fn chunk_summary_row(&self, name: &str, points: &[(Micros, Value)]) -> Option<Vec<u8>> {
+        let [(first_us, first), .., (last_us, last)] = points else {
+            return None;
+        };
+        let summarizer = self.summarizer.read().ok()?.clone()?;
+        let as_point = |(us, value): &(Micros, Value)| Point {
+            time: micros_to_time(*us),
+            value: value.clone(),
+        };
+        let inside: Vec<Point> = points[1..].iter().map(as_point).collect();
+        let span = (
+            micros_to_time(first_us + 1),
+            micros_to_time(last_us.saturating_add(1)),
+        );
+        let (identity, summary) =
+            summarizer.summarize(name, &as_point(&points[0]), &inside, span)?;
+        Some(ChunkSummary::encode(
+            &identity,
+            (*last_us, last),
+            first,
+            &summary,
+        ))
     }
 
     /// Starts the writer thread for this store.
@@ -258,6 +424,7 @@ impl Store {
             keys: self.keys.clone(),
             head: self.head.clone(),
             chunks: self.chunks.clone(),
+            chunk_summaries: self.chunk_summaries.clone(),
             summaries: self.summaries.clone(),
             gaps: self.gaps.clone(),
             compaction: self.compaction.clone(),
@@ -326,9 +493,10 @@ impl Store {
         Ok(self.db.persist(fjall::PersistMode::SyncAll)?)
     }
 
-    fn all_keyspaces(&self) -> [&Keyspace; 11] {
+    fn all_keyspaces(&self) -> [&Keyspace; 12] {
         [
             &self.counts,
+            &self.chunk_summaries,
             &self.meta,
             &self.keys,
             &self.defs,
@@ -399,6 +567,7 @@ impl Store {
         vec![
             ("head", self.head.disk_space()),
             ("chunks", self.chunks.disk_space()),
+            ("chunk_summaries", self.chunk_summaries.disk_space()),
             ("tier_summaries", self.summaries.disk_space()),
             ("tier_gaps", self.gaps.disk_space()),
             (
@@ -494,6 +663,7 @@ pub struct View {
     keys: Keyspace,
     head: Keyspace,
     chunks: Keyspace,
+    chunk_summaries: Keyspace,
     summaries: Keyspace,
     gaps: Keyspace,
     compaction: Keyspace,
@@ -537,6 +707,7 @@ impl View {
             head: None,
             front: VecDeque::new(),
             back: VecDeque::new(),
+            skip: HashMap::new(),
         };
         let id = match self.id(name) {
             Ok(Some(id)) => id,
@@ -600,6 +771,49 @@ impl View {
                     .range(&self.head, micros_key(id, head_lo)..=micros_key(id, hi)),
             );
         }
+        scan
+    }
+
+    /// The summaries of the chunks that start in `[since, until)`, oldest first (chunks
+    /// without one are missing).
+    pub fn chunk_summaries(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+    ) -> Result<Vec<ChunkSummary>> {
+        let Some(id) = self.id(name)? else {
+            return Ok(Vec::new());
+        };
+        if since >= until {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = micros_bounds(since, until);
+        let mut out = Vec::new();
+        for g in self.snap.range(
+            &self.chunk_summaries,
+            micros_key(id, lo)..=micros_key(id, hi),
+        ) {
+            let (k, v) = g.into_inner()?;
+            let s = ChunkSummary::decode(micros_in_key(&k)?, &v)?;
+            if since <= s.first.time && s.first.time < until {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`View::scan`], except that the chunks starting at the times in `skip` are not decoded:
+    /// each yields only the two points given for it (its first and last, from its summary).
+    pub fn scan_skipping(
+        &self,
+        name: &str,
+        since: Time,
+        until: Time,
+        skip: HashMap<Micros, [Point; 2]>,
+    ) -> Scan {
+        let mut scan = self.scan(name, since, until);
+        scan.skip = skip;
         scan
     }
 
@@ -720,6 +934,8 @@ pub struct Scan {
     /// Decoded points not yet taken, from the front and from the back.
     front: VecDeque<Point>,
     back: VecDeque<Point>,
+    /// Chunks (by first time) not decoded: the points they yield instead.
+    skip: HashMap<Micros, [Point; 2]>,
 }
 
 impl Scan {
@@ -734,6 +950,13 @@ impl Scan {
 
     /// Decodes a chunk's points inside the scan's range.
     fn decode(&self, first: Micros, v: &[u8]) -> Result<Vec<Point>> {
+        if let Some(points) = self.skip.get(&first) {
+            return Ok(points
+                .iter()
+                .filter(|p| self.since <= p.time && p.time < self.until)
+                .cloned()
+                .collect());
+        }
         let points = chunk::decode(first, v).ok_or_else(corrupt_chunk)?;
         Ok(points
             .into_iter()

@@ -21,7 +21,7 @@ use super::{
     micros_bounds, micros_in_key, micros_key, summary_key,
 };
 use crate::error::{Error, Result};
-use crate::retention::{CompactionState, PolicySpec};
+use crate::policy::{CompactionState, PolicySpec};
 use crate::value::{Micros, Point, Time, Value, micros_to_time, time_to_micros, time_to_sortable};
 
 /// Most batches committed together.
@@ -291,6 +291,8 @@ struct Head {
 #[derive(Default)]
 struct State {
     ids: HashMap<String, KeyId>,
+    /// Each id's key name (what a chunk summariser is asked about).
+    names: HashMap<KeyId, String>,
     next_id: KeyId,
     /// The last time of each key's newest chunk: a point at or before it goes into a chunk.
     sealed_end: HashMap<KeyId, Micros>,
@@ -310,6 +312,7 @@ impl State {
             if let Some(end) = last_chunk_end(store, id)? {
                 state.sealed_end.insert(id, end);
             }
+            state.names.insert(id, name.clone());
             state.ids.insert(name, id);
         }
         state.next_id = match store.meta.get(b"next_id")? {
@@ -353,6 +356,7 @@ impl State {
         batch.insert(&store.keys, name.as_bytes(), id.to_be_bytes());
         batch.insert(&store.meta, b"next_id", self.next_id.to_be_bytes());
         self.ids.insert(name.to_string(), id);
+        self.names.insert(id, name.to_string());
         id
     }
 
@@ -362,6 +366,28 @@ impl State {
         *n = n.saturating_add_signed(delta);
         batch.insert(&store.counts, id.to_be_bytes(), n.to_be_bytes());
     }
+}
+
+/// Stores `points` (sorted, at least one) as a chunk of key `id`, with its summary when it
+/// gets one; a summary row left under the same key by an earlier chunk goes.
+fn put_chunk(
+    store: &Store,
+    state: &State,
+    batch: &mut fjall::OwnedWriteBatch,
+    id: KeyId,
+    points: &[(Micros, Value)],
+) -> Result<()> {
+    let key = micros_key(id, points[0].0);
+    batch.insert(&store.chunks, key, encode_chunk(points)?);
+    let row = state
+        .names
+        .get(&id)
+        .and_then(|name| store.chunk_summary_row(name, points));
+    match row {
+        Some(row) => batch.insert(&store.chunk_summaries, key, row),
+        None => batch.remove(&store.chunk_summaries, key),
+    }
+    Ok(())
 }
 
 fn last_chunk_end(store: &Store, id: KeyId) -> Result<Option<Micros>> {
@@ -473,31 +499,22 @@ impl Edits {
             let before = self.stored.get(&(id, first)).copied().unwrap_or(0);
             state.count(store, batch, id, points.len() as i64 - i64::from(before));
             batch.remove(&store.chunks, micros_key(id, first));
+            batch.remove(&store.chunk_summaries, micros_key(id, first));
             for piece in points.chunks(store.seal_points) {
-                batch.insert(
-                    &store.chunks,
-                    micros_key(id, piece[0].0),
-                    encode_chunk(piece)?,
-                );
+                put_chunk(store, state, batch, id, piece)?;
             }
         }
         Ok(())
     }
 }
 
-/// Whether a job reads what is stored before writing (so the batch before it must be
-/// committed first, and it gets its own).
-fn reads_first(state: &State, job: &Job) -> bool {
-    job.batch.writes.iter().any(|w| match w {
-        Write::DeleteKey { .. } | Write::DeleteRaw { .. } => true,
-        Write::Point { key, point } => state.ids.get(key).is_some_and(|id| {
-            state
-                .sealed_end
-                .get(id)
-                .is_some_and(|end| time_to_micros(point.time) <= *end)
-        }),
-        _ => false,
-    })
+/// Whether a job deletes stored rows (a key, or raw history), reading what is stored first:
+/// the batch before it must be committed first, and it gets its own.
+fn deletes(job: &Job) -> bool {
+    job.batch
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::DeleteKey { .. } | Write::DeleteRaw { .. }))
 }
 
 fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durability) -> Result<()> {
@@ -505,15 +522,21 @@ fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durabilit
         return Ok(()); // only barriers: everything before them is already committed
     }
     let mut batch = store.db.batch();
+    // The late points (older than their key's newest chunk) of the whole group share one
+    // set of chunk edits: a chunk they fall in is decoded and rewritten once per group, not
+    // once per point. Only edits and deletions change chunks before the group is committed
+    // (heads are sealed after it), so the edits read nothing the batch has changed.
+    let mut edits = Edits::default();
     for job in group {
-        if reads_first(state, job) {
+        if deletes(job) {
+            std::mem::take(&mut edits).finish(store, state, &mut batch)?;
             if !batch.is_empty() {
                 std::mem::replace(&mut batch, store.db.batch()).commit()?;
             }
-            let mut edits = Edits::default();
+            let mut own = Edits::default();
             let mut cut = Vec::new();
-            apply(store, state, &mut batch, Some(&mut edits), &mut cut, job)?;
-            edits.finish(store, state, &mut batch)?;
+            apply(store, state, &mut batch, Some(&mut own), &mut cut, job)?;
+            own.finish(store, state, &mut batch)?;
             std::mem::replace(&mut batch, store.db.batch()).commit()?;
             for id in cut {
                 match last_chunk_end(store, id)? {
@@ -522,9 +545,17 @@ fn commit(store: &Store, state: &mut State, group: &[Job], durability: Durabilit
                 };
             }
         } else {
-            apply(store, state, &mut batch, None, &mut Vec::new(), job)?;
+            apply(
+                store,
+                state,
+                &mut batch,
+                Some(&mut edits),
+                &mut Vec::new(),
+                job,
+            )?;
         }
     }
+    edits.finish(store, state, &mut batch)?;
     batch.commit()?;
     let due: Vec<KeyId> = state
         .heads
@@ -569,11 +600,7 @@ fn seal(store: &Store, state: &mut State, ids: Vec<KeyId>) -> Result<()> {
             continue;
         };
         for piece in points.chunks(store.seal_points) {
-            batch.insert(
-                &store.chunks,
-                micros_key(id, piece[0].0),
-                encode_chunk(piece)?,
-            );
+            put_chunk(store, state, &mut batch, id, piece)?;
         }
         state.count(store, &mut batch, id, points.len() as i64);
         for k in keys {
@@ -587,8 +614,8 @@ fn seal(store: &Store, state: &mut State, ids: Vec<KeyId>) -> Result<()> {
     Ok(())
 }
 
-/// Adds one job's writes to `batch`. `edits` is there when the job reads first (see
-/// [`reads_first`]); `cut` collects keys whose raw history was cut.
+/// Adds one job's writes to `batch`; late points and deletions of raw history go through
+/// `edits` (see [`commit`]); `cut` collects keys whose raw history was cut.
 fn apply(
     store: &Store,
     state: &mut State,
@@ -626,6 +653,7 @@ fn apply(
                 batch.remove(&store.touched, key.as_bytes());
                 batch.remove(&store.compaction, key.as_bytes());
                 if let Some(id) = state.ids.remove(key) {
+                    state.names.remove(&id);
                     batch.remove(&store.keys, key.as_bytes());
                     state.sealed_end.remove(&id);
                     state.heads.remove(&id);
@@ -636,7 +664,13 @@ fn apply(
                     }
                     let prefix = id.to_be_bytes();
                     // One delete per chunk, not per point.
-                    for ks in [&store.chunks, &store.head, &store.summaries, &store.gaps] {
+                    for ks in [
+                        &store.chunks,
+                        &store.chunk_summaries,
+                        &store.head,
+                        &store.summaries,
+                        &store.gaps,
+                    ] {
                         for guard in ks.prefix(prefix) {
                             batch.remove(ks, guard.key()?);
                         }

@@ -2,7 +2,7 @@
 //! tier summaries where they were compacted.
 //!
 //! The window is split by the key's watermarks. Raw periods are summarised from the points
-//! as before ([`super::summarize`]); each stored tier bucket goes to the query bucket that
+//! and the summaries of the chunks that fit in a bucket ([`super::summarize::summarize_stored`]); each stored tier bucket goes to the query bucket that
 //! holds its start, and each stored gap (a stretch without points, see [`crate::store::Gap`])
 //! is summarised through the plugin per query bucket it crosses, as the raw stretch would
 //! be. A query bucket's parts are merged oldest first (summaries of adjacent spans merge
@@ -11,11 +11,11 @@
 
 use crate::error::Result;
 use crate::plugins::Plugin;
-use crate::retention::step_label;
+use crate::policy::step_label;
 use crate::store::View;
 use crate::value::Time;
 
-use super::summarize::{CHUNK, summarize};
+use super::summarize::summarize_stored;
 
 /// Parts kept per bucket before they are merged down to one.
 const MAX_PARTS: usize = 64;
@@ -34,14 +34,7 @@ pub fn bucket_summaries(
     let state = view.compaction_state(key)?;
     let raw_from = state.as_ref().map_or(f64::NEG_INFINITY, |s| s.raw_from);
     if n == 0 || first >= raw_from {
-        let out = summarize(
-            plugin,
-            options,
-            edges,
-            view.point_before(key, first)?,
-            view.scan(key, first, last),
-            CHUNK,
-        )?;
+        let out = summarize_stored(view, key, plugin, options, edges)?;
         return Ok((out, "raw".into()));
     }
     let state = state.expect("raw_from is finite only with a state");
@@ -114,14 +107,7 @@ pub fn bucket_summaries(
         let j = edges.partition_point(|e| *e <= raw_from).saturating_sub(1);
         let mut raw_edges = vec![edges[j].max(raw_from)];
         raw_edges.extend_from_slice(&edges[j + 1..]);
-        let raw = summarize(
-            plugin,
-            options,
-            &raw_edges,
-            view.point_before(key, raw_edges[0])?,
-            view.scan(key, raw_edges[0], last),
-            CHUNK,
-        )?;
+        let raw = summarize_stored(view, key, plugin, options, &raw_edges)?;
         for (b, s) in raw.into_iter().enumerate() {
             parts[j + b].push(s);
         }
