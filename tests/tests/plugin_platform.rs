@@ -392,3 +392,111 @@ async fn garbage_output_from_a_plugin_is_an_error_reply_not_stored_data() -> Res
     );
     Ok(())
 }
+
+/// The puts and the day's summary a numeric key answers with, on `s`.
+async fn numeric_answers(s: &TestServer) -> Result<(Vec<serde_json::Value>, serde_json::Value)> {
+    let mut c = s.client().await?;
+    c.request(json!({"define": {"t": {"type": "numeric", "same_value_resolution": 5}}}))
+        .await?;
+    let mut replies = Vec::new();
+    for (time, value) in [
+        (100.0, json!(1)),
+        (102.0, json!(1)),
+        (110.0, json!("2.5")),
+        (120.0, json!(4)),
+    ] {
+        replies.push(
+            c.request(json!({"put": {"key": "t", "value": value, "time": time}}))
+                .await?,
+        );
+    }
+    replies.push(
+        c.request(json!({"put": {"key": "t", "value": "x", "time": 130.0}}))
+            .await?,
+    );
+    let summary = c
+        .request(json!({"query": {"key": "t", "since": 100, "until": 140}}))
+        .await?;
+    Ok((replies, summary))
+}
+
+/// A plugin built for komoku:types@0.1.0 (the numeric plugin as committed before 0.2.0)
+/// loads through the adapter, serves its type, and answers exactly as today's numeric.
+#[tokio::test]
+async fn a_plugin_built_for_the_previous_contract_answers_like_the_new_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let old = dir.path().join("numeric-0.1.0.wasm");
+    std::fs::copy(extra("numeric-0.1.0.wasm"), &old)?;
+    let s = TestServer::start_with(|cfg| cfg.plugins_dir = dir.path().to_path_buf()).await?;
+    let mut c = s.client().await?;
+    let types = c.request(json!({"types": {}})).await?;
+    assert_eq!(
+        types["types"]["numeric"]["source"],
+        json!(old.display().to_string()),
+        "the 0.1.0 file serves numeric: {types}"
+    );
+    let through_adapter = numeric_answers(&s).await?;
+    let fresh = TestServer::start().await?;
+    let native = numeric_answers(&fresh).await?;
+    assert_eq!(through_adapter, native);
+    assert_eq!(
+        through_adapter.0[1],
+        json!("ack"),
+        "a close repeat is acked"
+    );
+    assert_eq!(
+        through_adapter.0[4]["error"],
+        json!("invalid_value"),
+        "{:?}",
+        through_adapter.0
+    );
+    assert!(
+        through_adapter.1["total"]["mean"].is_number(),
+        "{}",
+        through_adapter.1
+    );
+    Ok(())
+}
+
+/// While one connection's plugin call runs for its whole deadline, another connection is
+/// answered: plugin calls do not hold the runtime's only worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_long_plugin_call_does_not_keep_other_connections_waiting() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(
+        extra("loop_fixture.wasm"),
+        dir.path().join("loop_fixture.wasm"),
+    )?;
+    let s = TestServer::start_with(|cfg| {
+        cfg.plugins_dir = dir.path().to_path_buf();
+        cfg.plugin_deadline_ms = 3000;
+    })
+    .await?;
+    let mut c = s.client().await?;
+    let mut other = s.client().await?;
+    c.request(json!({"define": {"l": {"type": "loop_fixture"}}}))
+        .await?;
+    let finished = Arc::new(AtomicBool::new(false));
+    let spinning = {
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            let reply = c.request(json!({"put": {"key": "l", "value": 666}})).await;
+            finished.store(true, Ordering::SeqCst);
+            reply
+        })
+    };
+    // Let the spinning put reach the plugin (a head start, not a measurement).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        other
+            .request(json!({"put": {"key": "n", "value": 1}}))
+            .await?,
+        json!("ack")
+    );
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the other connection was answered only after the spinning call ended"
+    );
+    assert_eq!(spinning.await??, json!({"error": "plugin_failed"}));
+    Ok(())
+}

@@ -18,5 +18,7 @@ mod runtime;
 mod watcher;
 
 pub use registry::{FileStatus, Keys, Registry};
-pub use runtime::{FitOptions, Limits, Operation, Outcome, Plugin, PluginInfo, Scheduled};
+pub use runtime::{
+    EncodedOptions, FitOptions, KeyOps, Limits, Operation, Outcome, Plugin, PluginInfo, Scheduled,
+};
 pub use watcher::{DEBOUNCE, PluginWatcher, watch};

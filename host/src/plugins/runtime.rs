@@ -4,16 +4,29 @@
 //! instance a memory cap; an instance whose call failed in any way (trap, deadline, memory,
 //! malformed output) is thrown away and the next call gets a fresh one from the
 //! pre-instantiated component, so one bad call never poisons the next.
+//!
+//! Bounded and off the async workers: a plugin has at most [`Limits::pool_size`] live
+//! instances (a call beyond waits for one), and a call made on a worker thread of a
+//! multi-threaded tokio runtime runs under `block_in_place`, so a call that takes its whole
+//! deadline holds one thread, not the accept loop and the other connections.
+//!
+//! Two contracts: `komoku:types@0.2.0` (bound in [`super::bindings::v2`]) and, through an
+//! adapter, plugins built for `0.1.0` ([`super::bindings::v1`]): their "encoded options" are
+//! the options' JSON bytes, a batch of operations is a loop of single applies with the
+//! chaining rule of the WIT, and their figures are learnt once by rendering `["*"]`. The rest
+//! of the host sees one API, [`Plugin`]. A component of any other version is refused with
+//! the message [`check_contract`] gives.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-use super::bindings::{KeyTypeBase, KeyTypeBaseIndices, wit};
+use super::bindings::{v1, v2};
 use crate::error::{Error, Result};
 use crate::policy::{Policy, PolicySpec};
 use crate::value::{Input, Point, Time, Value};
@@ -28,7 +41,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// Linear memory one instance may grow to. Default = 64 MiB.
     pub memory_bytes: usize,
-    /// Idle instances kept per plugin for reuse. Default = 16.
+    /// Most live instances per plugin (idle ones are kept for reuse); a call beyond waits
+    /// for one to be free. Default = 16.
     pub pool_size: usize,
     /// The largest plugin file that is read; a larger one is refused unread. Default = 64 MiB.
     pub file_bytes: u64,
@@ -77,33 +91,50 @@ pub(super) fn engine() -> Result<Engine> {
 pub const WIT_VERSION: &str = env!("KOMOKU_WIT_VERSION");
 const WIT_PACKAGE: &str = "komoku:types/";
 
-/// Refuses a component built against another, incompatible version of the WIT package.
+/// Which contract a component was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contract {
+    /// `komoku:types@0.2.x`, this host's.
+    V2,
+    /// `komoku:types@0.1.x`, through the adapter.
+    V1,
+}
+
+/// How to rebuild a plugin of an unsupported contract version (shown to operators).
+const REBUILD: &str = "rebuild it with the SDK of this Komoku (Rust: guest-types/sdk, AssemblyScript: guest-types/assemblyscript; see docs/writing-a-key-type.md, \"Versions of the plugin contract\")";
+
+/// The contract a component was built for, from the version its imports carry, or `None`
+/// when it imports nothing (its exports decide). A component of another version, or one
+/// importing anything else, is refused with a message saying how to rebuild it.
 ///
 /// wasmtime matches world-level exports by shape, and the types-only import of
-/// `komoku:types/types` needs nothing from the linker, so a component built for another
-/// version would link. Its import names carry the version it was built against: accept the
-/// same major version (for 0.x, the same minor), as semver says is compatible.
-fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> {
+/// `komoku:types/types` needs nothing from the linker, so the version must be read from
+/// the import names: 0.2.x is served, 0.1.x goes through the adapter (semver: for 0.x, the
+/// same minor is compatible).
+fn check_contract(engine: &Engine, component: &Component) -> Result<Option<Contract>, String> {
     let ours = semver_parts(WIT_VERSION).unwrap_or((0, 0, 0));
+    let mut found = None;
     for (name, _) in component.component_type().imports(engine) {
         let Some(rest) = name.strip_prefix(WIT_PACKAGE) else {
             return Err(format!(
-                "imports {name:?}, which this host does not provide (plugins may import only {WIT_PACKAGE}...@{WIT_VERSION})"
+                "imports {name:?}, which this host does not provide (plugins may import only {WIT_PACKAGE}...@{WIT_VERSION}); {REBUILD}"
             ));
         };
-        let theirs = rest.split_once('@').and_then(|(_, v)| semver_parts(v));
-        let compatible = match theirs {
-            Some((0, minor, _)) => ours.0 == 0 && minor == ours.1,
-            Some((major, _, _)) => major == ours.0,
-            None => false,
+        let contract = match rest.split_once('@').and_then(|(_, v)| semver_parts(v)) {
+            Some((0, minor, _)) if ours.0 == 0 && minor == ours.1 => Contract::V2,
+            Some((0, 1, _)) => Contract::V1,
+            _ => {
+                return Err(format!(
+                    "built against {name}, but this host serves komoku:types@{WIT_VERSION} (and loads 0.1.0 plugins through an adapter): {REBUILD}"
+                ));
+            }
         };
-        if !compatible {
-            return Err(format!(
-                "built against {name}, but this host serves komoku:types@{WIT_VERSION}: rebuild the plugin against wit/ of this Komoku"
-            ));
+        if found.is_some_and(|f| f != contract) {
+            return Err(format!("imports two versions of komoku:types; {REBUILD}"));
         }
+        found = Some(contract);
     }
-    Ok(())
+    Ok(found)
 }
 
 fn semver_parts(v: &str) -> Option<(u64, u64, u64)> {
@@ -160,19 +191,76 @@ struct StoreData {
     limits: StoreLimits,
 }
 
+/// The exports of one instance, by contract.
+enum Exports {
+    V2(v2::KeyType),
+    /// The exports of `key-type-base` (the two added later are looked up by name).
+    V1(v1::KeyTypeBase),
+}
+
+/// Where the exports are, by contract (resolved once per plugin).
+enum Indices {
+    V2(v2::KeyTypeIndices),
+    V1(v1::KeyTypeBaseIndices),
+}
+
 struct Instance {
     store: Store<StoreData>,
-    /// The exports of `key-type-base`, which every plugin has.
-    bindings: KeyTypeBase,
-    /// The instance itself, for the optional exports `key-type` adds (looked up by name).
+    exports: Exports,
+    /// The instance itself, for a 0.1.0 plugin's optional exports (looked up by name).
     handle: wasmtime::component::Instance,
 }
 
-/// The optional export naming the type's default retention policy (`key-type` in wit/).
+/// The optional export naming the type's default retention policy (added to 0.1.0).
 const DEFAULT_RETENTION: &str = "default-retention";
 
-/// The optional export migrating a key's stored options to this version (`key-type` in wit/).
+/// The optional export migrating a key's stored options to this version (added to 0.1.0).
 const MIGRATE_OPTIONS: &str = "migrate-options";
+
+/// Most options encodings a plugin keeps by their JSON (one per distinct options object, not
+/// per key: keys with the same options share one).
+const MAX_ENCODED_OPTIONS: usize = 4096;
+
+/// A key's options as its plugin encoded them in `check-options`: opaque bytes handed back to
+/// every call about the key. Shared by content ([`Plugin::encoded`]).
+pub type EncodedOptions = Arc<[u8]>;
+
+/// The operations of one key in a batch ([`Plugin::apply_batch`]).
+#[derive(Debug, Clone)]
+pub struct KeyOps<'a> {
+    /// The key's options (from [`Plugin::encoded`]).
+    pub options: &'a EncodedOptions,
+    /// The key's latest stored point before the first operation.
+    pub latest: Option<&'a Point>,
+    /// The operations and their times, in order.
+    pub ops: &'a [(Operation, Time)],
+}
+
+/// A count of live instances with a bound: [`Gate::enter`] waits while it is reached.
+struct Gate {
+    live: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl Gate {
+    fn enter(&self) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        while *live >= self.max {
+            live = self
+                .freed
+                .wait(live)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *live += 1;
+    }
+
+    fn leave(&self) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        *live = live.saturating_sub(1);
+        self.freed.notify_one();
+    }
+}
 
 /// One loaded plugin: a compiled component ready to instantiate, and idle instances.
 pub struct Plugin {
@@ -184,20 +272,29 @@ pub struct Plugin {
     /// The retention policy the type chose for its keys (its `default-retention`), checked;
     /// `None` when it has no opinion or predates that export.
     pub default_retention: Option<(PolicySpec, Policy)>,
-    /// Its `migrate-options` export, if it has one (checked at load).
+    /// Every figure `render` knows, the default one first (the `figures` export; for a 0.1.0
+    /// plugin, what rendering `["*"]` showed).
+    pub figures: Vec<String>,
+    /// The contract version it was built for (`0.2.0` or `0.1.0`), for operators.
+    pub contract: &'static str,
+    contract_kind: Contract,
+    /// A 0.1.0 plugin's `migrate-options` export, if it has one (checked at load).
     migrate: Option<ComponentExportIndex>,
     engine: Engine,
     pre: InstancePre<StoreData>,
-    indices: KeyTypeBaseIndices,
+    indices: Indices,
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
+    gate: Gate,
+    /// Options encodings by the complete options' JSON.
+    encoded: RwLock<HashMap<Arc<str>, EncodedOptions>>,
     /// Where its calls' durations go (by type name, once it is known).
     calls: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Plugin {
     /// Compiles, links and smoke-tests a component (its `info()` is called once), and reads
-    /// its default retention policy.
+    /// its default retention policy and figures.
     pub fn load(path: &Path, bytes: &[u8], limits: Limits) -> Result<Plugin> {
         let started = Instant::now();
         let engine = engine()?;
@@ -208,17 +305,38 @@ impl Plugin {
         };
         let component = super::cache::compile(&engine, bytes)
             .map_err(|e| refuse("not a valid component", e))?;
-        check_contract(&engine, &component).map_err(|message| Error::PluginFailed {
-            plugin: file.clone(),
-            message,
-        })?;
+        let contract =
+            check_contract(&engine, &component).map_err(|message| Error::PluginFailed {
+                plugin: file.clone(),
+                message,
+            })?;
         let linker: Linker<StoreData> = Linker::new(&engine);
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| refuse("does not match the komoku:types world this host serves (rebuild it against wit/ of this Komoku)", e))?;
-        let indices = KeyTypeBaseIndices::new(&instance_pre).map_err(|e| {
-            refuse("does not export the key-type world of komoku:types (rebuild it against wit/ of this Komoku)", e)
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            refuse(
+                &format!("does not match a komoku:types world this host serves; {REBUILD}"),
+                e,
+            )
         })?;
+        let v2 = || v2::KeyTypeIndices::new(&instance_pre).map(Indices::V2);
+        let v1 = || v1::KeyTypeBaseIndices::new(&instance_pre).map(Indices::V1);
+        let indices = match contract {
+            Some(Contract::V2) => v2(),
+            Some(Contract::V1) => v1(),
+            // Imports nothing: the exports say which world it is.
+            None => v2().or_else(|_| v1()),
+        }
+        .map_err(|e| {
+            refuse(
+                &format!(
+                    "does not export the key-type world of komoku:types@{WIT_VERSION}; {REBUILD}"
+                ),
+                e,
+            )
+        })?;
+        let contract_kind = match indices {
+            Indices::V2(_) => Contract::V2,
+            Indices::V1(_) => Contract::V1,
+        };
         let mut plugin = Plugin {
             info: PluginInfo {
                 name: String::new(),
@@ -229,22 +347,44 @@ impl Plugin {
             source: path.to_path_buf(),
             loaded_at: SystemTime::now(),
             default_retention: None,
+            figures: Vec::new(),
+            contract: match contract_kind {
+                Contract::V2 => WIT_VERSION,
+                Contract::V1 => "0.1.0",
+            },
+            contract_kind,
             migrate: None,
             engine,
             pre: instance_pre,
             indices,
+            gate: Gate {
+                live: Mutex::new(0),
+                freed: Condvar::new(),
+                max: limits.pool_size.max(1),
+            },
             limits,
             idle: Mutex::new(Vec::new()),
+            encoded: RwLock::new(HashMap::new()),
             calls: None,
         };
-        plugin.info = plugin
-            .call("info", |b, s| b.call_info(s))
-            .map(|i| PluginInfo {
-                name: i.name,
-                version: i.version,
-                description: i.description,
-                default_options: i.default_options,
-            })?;
+        let info = plugin.with_instance("info", |i| {
+            Ok(match &i.exports {
+                Exports::V2(b) => {
+                    let i2 = b.call_info(&mut i.store)?;
+                    (i2.name, i2.version, i2.description, i2.default_options)
+                }
+                Exports::V1(b) => {
+                    let i1 = b.call_info(&mut i.store)?;
+                    (i1.name, i1.version, i1.description, i1.default_options)
+                }
+            })
+        })?;
+        plugin.info = PluginInfo {
+            name: info.0,
+            version: info.1,
+            description: info.2,
+            default_options: info.3,
+        };
         if plugin.info.name.is_empty() {
             return Err(Error::PluginFailed {
                 plugin: file,
@@ -253,15 +393,26 @@ impl Plugin {
         }
         plugin.calls = Some(crate::stats::plugin_call_histogram(&plugin.info.name));
         plugin.default_retention = plugin.read_default_retention(&component)?;
-        plugin.migrate = plugin.find_migrate_options(&component)?;
+        if contract_kind == Contract::V1 {
+            plugin.migrate = plugin.find_migrate_options(&component)?;
+        }
+        plugin.figures = plugin.read_figures()?;
         tracing::info!(
             type_name = %plugin.info.name,
             version = %plugin.info.version,
+            contract = plugin.contract,
             default_retention = plugin.default_retention.as_ref().map(|(spec, _)| spec.to_json().to_string()),
             file = %path.display(),
             ms = started.elapsed().as_millis() as u64,
             "loaded key type"
         );
+        if contract_kind == Contract::V1 {
+            tracing::warn!(
+                type_name = %plugin.info.name,
+                file = %path.display(),
+                "plugin built for komoku:types@0.1.0, served through the adapter (slower: one call per operation, options as JSON); {REBUILD}"
+            );
+        }
         Ok(plugin)
     }
 
@@ -276,31 +427,77 @@ impl Plugin {
         store.set_epoch_deadline(self.deadline_ticks());
         store.epoch_deadline_trap();
         let handle = self.pre.instantiate(&mut store)?;
-        let bindings = self.indices.load(&mut store, &handle)?;
+        let exports = match &self.indices {
+            Indices::V2(ix) => Exports::V2(ix.load(&mut store, &handle)?),
+            Indices::V1(ix) => Exports::V1(ix.load(&mut store, &handle)?),
+        };
         Ok(Instance {
             store,
-            bindings,
+            exports,
             handle,
         })
     }
 
-    /// Calls the optional `default-retention` export, if the component has it, and checks
-    /// the policy. A policy that does not parse, or the export with another signature,
+    /// The figures: the `figures` export, or for a 0.1.0 plugin the names of what rendering
+    /// `["*"]` of an empty summary shows. A 0.2.0 plugin must name at least one.
+    fn read_figures(&self) -> Result<Vec<String>> {
+        match self.contract_kind {
+            Contract::V2 => {
+                let figures = self.with_instance("figures", |i| match &i.exports {
+                    Exports::V2(b) => b.call_figures(&mut i.store),
+                    Exports::V1(_) => unreachable!("a 0.2.0 plugin"),
+                })?;
+                if figures.is_empty() || figures.iter().any(|f| f.is_empty()) {
+                    return Err(Error::PluginFailed {
+                        plugin: self.label(),
+                        message: "figures must name at least one figure, none empty".into(),
+                    });
+                }
+                Ok(figures)
+            }
+            // Plugins of 0.1.0 built before `["*"]` existed refuse it: they answer named
+            // figures only (an empty list).
+            Contract::V1 => {
+                let rendered = self.check_options("{}").and_then(|options| {
+                    let empty = self.merge(&options, &[])?;
+                    self.render(&options, &[empty], &["*".to_string()])
+                });
+                Ok(rendered
+                    .ok()
+                    .and_then(|r| r.get(0).and_then(serde_json::Value::as_object).cloned())
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// Calls `default-retention` (for a 0.1.0 plugin: if the component has it) and checks
+    /// the policy. A policy that does not parse, or a 0.1.0 export with another signature,
     /// refuses the plugin.
     fn read_default_retention(
         &self,
         component: &Component,
     ) -> Result<Option<(PolicySpec, Policy)>> {
-        let Some(index) = component.get_export_index(None, DEFAULT_RETENTION) else {
-            return Ok(None); // built before the export existed: no opinion
+        let text = match self.contract_kind {
+            Contract::V2 => self.with_instance(DEFAULT_RETENTION, |i| match &i.exports {
+                Exports::V2(b) => b.call_default_retention(&mut i.store),
+                Exports::V1(_) => unreachable!("a 0.2.0 plugin"),
+            })?,
+            Contract::V1 => {
+                let Some(index) = component.get_export_index(None, DEFAULT_RETENTION) else {
+                    return Ok(None); // built before the export existed: no opinion
+                };
+                self.with_instance(DEFAULT_RETENTION, |i| {
+                    let f = i
+                        .handle
+                        .get_typed_func::<(), (Option<String>,)>(&mut i.store, &index)
+                        .map_err(|e| {
+                            wasmtime::format_err!("is not `func() -> option<string>` ({e:#})")
+                        })?;
+                    Ok(f.call(&mut i.store, ())?.0)
+                })?
+            }
         };
-        let text = self.with_instance(DEFAULT_RETENTION, |i| {
-            let f = i
-                .handle
-                .get_typed_func::<(), (Option<String>,)>(&mut i.store, &index)
-                .map_err(|e| wasmtime::format_err!("is not `func() -> option<string>` ({e:#})"))?;
-            Ok(f.call(&mut i.store, ())?.0)
-        })?;
         let Some(text) = text else {
             return Ok(None);
         };
@@ -314,8 +511,8 @@ impl Plugin {
         })
     }
 
-    /// The optional `migrate-options` export, if the component has it. The export with another
-    /// signature refuses the plugin.
+    /// A 0.1.0 plugin's optional `migrate-options` export, if the component has it. The
+    /// export with another signature refuses the plugin.
     fn find_migrate_options(&self, component: &Component) -> Result<Option<ComponentExportIndex>> {
         let Some(index) = component.get_export_index(None, MIGRATE_OPTIONS) else {
             return Ok(None); // built before the export existed: migrates nothing
@@ -331,6 +528,33 @@ impl Plugin {
                 .map(drop)
         })?;
         Ok(Some(index))
+    }
+
+    /// Calls `migrate-options`: `None` when a 0.1.0 plugin does not have it.
+    fn migrate_options(&self, stored: &str) -> Result<Option<Result<String, String>>> {
+        match self.contract_kind {
+            Contract::V2 => self
+                .with_instance(MIGRATE_OPTIONS, |i| match &i.exports {
+                    Exports::V2(b) => b.call_migrate_options(&mut i.store, stored),
+                    Exports::V1(_) => unreachable!("a 0.2.0 plugin"),
+                })
+                .map(Some),
+            Contract::V1 => {
+                let Some(index) = self.migrate else {
+                    return Ok(None);
+                };
+                self.with_instance(MIGRATE_OPTIONS, |i| {
+                    let f = i
+                        .handle
+                        .get_typed_func::<(&str,), (Result<String, String>,)>(
+                            &mut i.store,
+                            &index,
+                        )?;
+                    Ok(f.call(&mut i.store, (stored,))?.0)
+                })
+                .map(Some)
+            }
+        }
     }
 
     /// The options a key defined with `stored` (JSON object text, what `define` gave) has
@@ -352,15 +576,9 @@ impl Plugin {
             code: code.clone(),
             message: format!("{message}; {more}"),
         };
-        let Some(index) = self.migrate else {
+        let Some(migrated) = self.migrate_options(stored)? else {
             return Err(refused(format!("this version has no {MIGRATE_OPTIONS}")));
         };
-        let migrated = self.with_instance(MIGRATE_OPTIONS, |i| {
-            let f = i
-                .handle
-                .get_typed_func::<(&str,), (Result<String, String>,)>(&mut i.store, &index)?;
-            Ok(f.call(&mut i.store, (stored,))?.0)
-        })?;
         let migrated =
             migrated.map_err(|why| refused(format!("{MIGRATE_OPTIONS} refused them: {why}")))?;
         if !serde_json::from_str::<serde_json::Value>(&migrated).is_ok_and(|j| j.is_object()) {
@@ -384,18 +602,22 @@ impl Plugin {
         (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
-    /// Runs one export of `key-type-base` on an idle (or new) instance. A failed instance is
-    /// dropped.
-    fn call<R>(
+    /// Runs `f` on an idle (or new) instance, within the bound of live instances and off the
+    /// async workers (see the module's doc). A failed instance is dropped.
+    fn with_instance<R>(
         &self,
         what: &str,
-        f: impl FnOnce(&KeyTypeBase, &mut Store<StoreData>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R> {
-        self.with_instance(what, |i| f(&i.bindings, &mut i.store))
+        off_the_workers(|| {
+            self.gate.enter();
+            let result = self.with_instance_inside(what, f);
+            self.gate.leave();
+            result
+        })
     }
 
-    /// Runs `f` on an idle (or new) instance. A failed instance is dropped.
-    fn with_instance<R>(
+    fn with_instance_inside<R>(
         &self,
         what: &str,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
@@ -448,17 +670,63 @@ impl Plugin {
 
     /// How strongly the type claims a new key first put with `sample`.
     pub fn guess(&self, sample: &Input) -> Result<u8> {
-        let sample = input_to_wit(sample);
-        self.call("guess", |b, s| b.call_guess(s, &sample))
+        self.with_instance("guess", |i| match &i.exports {
+            Exports::V2(b) => b.call_guess(&mut i.store, &input_to_v2(sample)),
+            Exports::V1(b) => b.call_guess(&mut i.store, &input_to_v1(sample)),
+        })
     }
 
-    /// Validates options and returns them complete (JSON object text).
+    /// Validates options and returns them complete (JSON object text). Their encoding is
+    /// kept, shared by every key with the same options ([`Plugin::encoded`]).
     pub fn check_options(&self, options: &str) -> Result<String> {
-        self.call("check-options", |b, s| b.call_check_options(s, options))?
-            .map_err(refused)
+        let (json, encoded) = self.check_options_encoded(options)?;
+        self.remember(&json, encoded);
+        Ok(json)
     }
 
-    /// Applies one operation at `time` given the latest stored point.
+    fn check_options_encoded(&self, options: &str) -> Result<(String, EncodedOptions)> {
+        let checked = self.with_instance("check-options", |i| match &i.exports {
+            Exports::V2(b) => Ok(b
+                .call_check_options(&mut i.store, options)?
+                .map(|c| (c.json, c.encoded))),
+            Exports::V1(b) => Ok(b
+                .call_check_options(&mut i.store, options)?
+                .map(|json| (json.clone(), json.into_bytes()))
+                .map_err(refusal_from_v1)),
+        })?;
+        let (json, encoded) = checked.map_err(refused)?;
+        Ok((json, encoded.into()))
+    }
+
+    fn remember(&self, json: &str, encoded: EncodedOptions) {
+        let mut memo = self.encoded.write().unwrap_or_else(PoisonError::into_inner);
+        if memo.len() >= MAX_ENCODED_OPTIONS {
+            memo.clear();
+        }
+        memo.insert(json.into(), encoded);
+    }
+
+    /// The encoding of a key's complete options (what [`Plugin::check_options`] returned),
+    /// shared by every key with the same options: kept from `check-options`, or asked again
+    /// (after this plugin forgot it).
+    pub fn encoded(&self, options: &str) -> Result<EncodedOptions> {
+        if let Some(e) = self
+            .encoded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(options)
+        {
+            return Ok(e.clone());
+        }
+        let (json, encoded) = self.check_options_encoded(options)?;
+        self.remember(options, encoded.clone());
+        if json != options {
+            self.remember(&json, encoded.clone());
+        }
+        Ok(encoded)
+    }
+
+    /// Applies one operation at `time` given the latest stored point (a batch of one).
     pub fn apply(
         &self,
         options: &str,
@@ -466,26 +734,120 @@ impl Plugin {
         op: &Operation,
         time: Time,
     ) -> Result<Outcome> {
-        let previous = previous.map(point_to_wit);
-        let op = match op {
-            Operation::Set(input) => wit::Operation::Set(input_to_wit(input)),
-            Operation::Add(step) => wit::Operation::Add(*step),
+        let encoded = self.encoded(options)?;
+        let ops = [(op.clone(), time)];
+        let mut results = self.apply_batch(&[KeyOps {
+            options: &encoded,
+            latest: previous,
+            ops: &ops,
+        }])?;
+        results
+            .pop()
+            .and_then(|mut key| key.pop())
+            .unwrap_or_else(|| {
+                Err(Error::PluginFailed {
+                    plugin: self.label(),
+                    message: "apply returned no result".into(),
+                })
+            })
+    }
+
+    /// Applies a batch of operations on keys of this type in one call: for each key, one
+    /// result per operation, in order. Within a key, each operation sees as the latest point
+    /// the one the operation before it stored (when its time is not before the latest
+    /// point's), else the one it saw itself; a refused operation changes nothing. A failed
+    /// call (trap, deadline, malformed answer) fails the whole batch.
+    pub fn apply_batch(&self, batch: &[KeyOps<'_>]) -> Result<Vec<Vec<Result<Outcome>>>> {
+        let results = match self.contract_kind {
+            Contract::V2 => self.apply_v2(batch)?,
+            Contract::V1 => self.apply_v1(batch)?,
         };
-        let outcome = self
-            .call("apply", |b, s| {
-                b.call_apply(s, options, previous.as_ref(), &op, time)
-            })?
-            .map_err(refused)?;
-        let outcome = Outcome {
-            value: value_from_wit(outcome.value),
-            store: outcome.store,
-            schedule: outcome.schedule.map(scheduled_from_wit),
-        };
-        self.check_value("apply", &outcome.value)?;
-        if let Some(s) = &outcome.schedule {
-            self.check_scheduled("apply", s)?;
+        if results.len() != batch.len()
+            || results
+                .iter()
+                .zip(batch)
+                .any(|(r, k)| r.len() != k.ops.len())
+        {
+            return Err(Error::PluginFailed {
+                plugin: self.label(),
+                message: "apply returned another number of results than operations".into(),
+            });
         }
-        Ok(outcome)
+        for outcome in results.iter().flatten().flatten() {
+            self.check_value("apply", &outcome.value)?;
+            if let Some(s) = &outcome.schedule {
+                self.check_scheduled("apply", s)?;
+            }
+        }
+        Ok(results)
+    }
+
+    fn apply_v2(&self, batch: &[KeyOps<'_>]) -> Result<Vec<Vec<Result<Outcome>>>> {
+        let wit_batch: Vec<v2::wit::KeyOperations> = batch
+            .iter()
+            .map(|k| v2::wit::KeyOperations {
+                options: k.options.to_vec(),
+                latest: k.latest.map(point_to_v2),
+                ops: k
+                    .ops
+                    .iter()
+                    .map(|(op, time)| v2::wit::TimedOperation {
+                        op: op_to_v2(op),
+                        time: *time,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let results = self.with_instance("apply", |i| match &i.exports {
+            Exports::V2(b) => b.call_apply(&mut i.store, &wit_batch),
+            Exports::V1(_) => unreachable!("a 0.2.0 plugin"),
+        })?;
+        Ok(results
+            .into_iter()
+            .map(|key| {
+                key.into_iter()
+                    .map(|r| r.map(outcome_from_v2).map_err(refused))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The adapter: one 0.1.0 `apply` per operation, chained as the 0.2.0 batch is.
+    fn apply_v1(&self, batch: &[KeyOps<'_>]) -> Result<Vec<Vec<Result<Outcome>>>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for key in batch {
+            let options = std::str::from_utf8(key.options).map_err(|_| Error::PluginFailed {
+                plugin: self.label(),
+                message: "options of a 0.1.0 plugin are not JSON text".into(),
+            })?;
+            let mut latest = key.latest.cloned();
+            let mut out = Vec::with_capacity(key.ops.len());
+            for (op, time) in key.ops {
+                let previous = latest.as_ref().map(point_to_v1);
+                let wit_op = op_to_v1(op);
+                let result = self.with_instance("apply", |i| match &i.exports {
+                    Exports::V1(b) => {
+                        b.call_apply(&mut i.store, options, previous.as_ref(), &wit_op, *time)
+                    }
+                    Exports::V2(_) => unreachable!("a 0.1.0 plugin"),
+                })?;
+                let result = result
+                    .map(outcome_from_v1)
+                    .map_err(|r| refused(refusal_from_v1(r)));
+                if let Ok(outcome) = &result
+                    && outcome.store
+                    && latest.as_ref().is_none_or(|p| *time >= p.time)
+                {
+                    latest = Some(Point {
+                        time: *time,
+                        value: outcome.value.clone(),
+                    });
+                }
+                out.push(result);
+            }
+            results.push(out);
+        }
+        Ok(results)
     }
 
     /// Refuses values the host cannot store or serve: numbers must be finite.
@@ -511,10 +873,15 @@ impl Plugin {
 
     /// The pending automatic value given the latest point.
     pub fn reschedule(&self, options: &str, latest: &Point) -> Result<Option<Scheduled>> {
-        let latest = point_to_wit(latest);
-        let scheduled = self
-            .call("reschedule", |b, s| b.call_reschedule(s, options, &latest))?
-            .map(scheduled_from_wit);
+        let encoded = self.encoded(options)?;
+        let scheduled = self.with_instance("reschedule", |i| match &i.exports {
+            Exports::V2(b) => Ok(b
+                .call_reschedule(&mut i.store, &encoded.to_vec(), &point_to_v2(latest))?
+                .map(scheduled_from_v2)),
+            Exports::V1(b) => Ok(b
+                .call_reschedule(&mut i.store, options, &point_to_v1(latest))?
+                .map(scheduled_from_v1)),
+        })?;
         if let Some(s) = &scheduled {
             self.check_scheduled("reschedule", s)?;
         }
@@ -529,10 +896,24 @@ impl Plugin {
         carried: Option<&Point>,
         points: &[Point],
     ) -> Result<Vec<Vec<u8>>> {
-        let carried = carried.map(point_to_wit);
-        let points: Vec<wit::Point> = points.iter().map(point_to_wit).collect();
-        let summaries = self.call("summarize", |b, s| {
-            b.call_summarize(s, options, edges, carried.as_ref(), &points)
+        let encoded = self.encoded(options)?;
+        let summaries = self.with_instance("summarize", |i| match &i.exports {
+            Exports::V2(b) => {
+                let carried = carried.map(point_to_v2);
+                let points: Vec<v2::wit::Point> = points.iter().map(point_to_v2).collect();
+                b.call_summarize(
+                    &mut i.store,
+                    &encoded.to_vec(),
+                    edges,
+                    carried.as_ref(),
+                    &points,
+                )
+            }
+            Exports::V1(b) => {
+                let carried = carried.map(point_to_v1);
+                let points: Vec<v1::wit::Point> = points.iter().map(point_to_v1).collect();
+                b.call_summarize(&mut i.store, options, edges, carried.as_ref(), &points)
+            }
         })?;
         let expected = edges.len().saturating_sub(1);
         if summaries.len() != expected {
@@ -549,7 +930,11 @@ impl Plugin {
 
     /// Merges summaries of adjacent buckets.
     pub fn merge(&self, options: &str, parts: &[Vec<u8>]) -> Result<Vec<u8>> {
-        self.call("merge", |b, s| b.call_merge(s, options, parts))
+        let encoded = self.encoded(options)?;
+        self.with_instance("merge", |i| match &i.exports {
+            Exports::V2(b) => b.call_merge(&mut i.store, &encoded.to_vec(), parts),
+            Exports::V1(b) => b.call_merge(&mut i.store, options, parts),
+        })
     }
 
     /// Renders summaries as a JSON array, one element per summary.
@@ -559,9 +944,15 @@ impl Plugin {
         summaries: &[Vec<u8>],
         figures: &[String],
     ) -> Result<serde_json::Value> {
+        let encoded = self.encoded(options)?;
         let text = self
-            .call("render", |b, s| {
-                b.call_render(s, options, summaries, figures)
+            .with_instance("render", |i| match &i.exports {
+                Exports::V2(b) => {
+                    b.call_render(&mut i.store, &encoded.to_vec(), summaries, figures)
+                }
+                Exports::V1(b) => Ok(b
+                    .call_render(&mut i.store, options, summaries, figures)?
+                    .map_err(refusal_from_v1)),
             })?
             .map_err(refused)?;
         let json: serde_json::Value =
@@ -582,48 +973,129 @@ impl Plugin {
     }
 }
 
-fn refused(r: wit::Refusal) -> Error {
+/// Runs `f`, a plugin call, where it cannot starve the async runtime: on a worker thread of a
+/// multi-threaded tokio runtime under `block_in_place` (the worker's other tasks move to
+/// another thread for as long as the call lasts); elsewhere (a blocking thread, a
+/// current-thread runtime, no runtime) as it is.
+fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn refused(r: v2::wit::Refusal) -> Error {
     Error::Refused {
         code: r.code,
         message: r.message,
     }
 }
 
-fn input_to_wit(input: &Input) -> wit::Input {
+fn refusal_from_v1(r: v1::wit::Refusal) -> v2::wit::Refusal {
+    v2::wit::Refusal {
+        code: r.code,
+        message: r.message,
+    }
+}
+
+fn input_to_v2(input: &Input) -> v2::wit::Input {
     match input {
-        Input::Null => wit::Input::Null,
-        Input::Bool(b) => wit::Input::Boolean(*b),
-        Input::Number(n) => wit::Input::Number(*n),
-        Input::Text(t) => wit::Input::Text(t.clone()),
+        Input::Null => v2::wit::Input::Null,
+        Input::Bool(b) => v2::wit::Input::Boolean(*b),
+        Input::Number(n) => v2::wit::Input::Number(*n),
+        Input::Text(t) => v2::wit::Input::Text(t.clone()),
     }
 }
 
-fn value_to_wit(value: &Value) -> wit::Value {
-    match value {
-        Value::Bool(b) => wit::Value::Boolean(*b),
-        Value::Number(n) => wit::Value::Number(*n),
-        Value::Text(t) => wit::Value::Text(t.clone()),
+fn input_to_v1(input: &Input) -> v1::wit::Input {
+    match input {
+        Input::Null => v1::wit::Input::Null,
+        Input::Bool(b) => v1::wit::Input::Boolean(*b),
+        Input::Number(n) => v1::wit::Input::Number(*n),
+        Input::Text(t) => v1::wit::Input::Text(t.clone()),
     }
 }
 
-fn value_from_wit(value: wit::Value) -> Value {
-    match value {
-        wit::Value::Boolean(b) => Value::Bool(b),
-        wit::Value::Number(n) => Value::Number(n),
-        wit::Value::Text(t) => Value::Text(t),
+fn op_to_v2(op: &Operation) -> v2::wit::Operation {
+    match op {
+        Operation::Set(input) => v2::wit::Operation::Set(input_to_v2(input)),
+        Operation::Add(step) => v2::wit::Operation::Add(*step),
     }
 }
 
-fn point_to_wit(p: &Point) -> wit::Point {
-    wit::Point {
+fn op_to_v1(op: &Operation) -> v1::wit::Operation {
+    match op {
+        Operation::Set(input) => v1::wit::Operation::Set(input_to_v1(input)),
+        Operation::Add(step) => v1::wit::Operation::Add(*step),
+    }
+}
+
+fn point_to_v2(p: &Point) -> v2::wit::Point {
+    v2::wit::Point {
         time: p.time,
-        value: value_to_wit(&p.value),
+        value: match &p.value {
+            Value::Bool(b) => v2::wit::Value::Boolean(*b),
+            Value::Number(n) => v2::wit::Value::Number(*n),
+            Value::Text(t) => v2::wit::Value::Text(t.clone()),
+        },
     }
 }
 
-fn scheduled_from_wit(s: wit::Scheduled) -> Scheduled {
+fn point_to_v1(p: &Point) -> v1::wit::Point {
+    v1::wit::Point {
+        time: p.time,
+        value: match &p.value {
+            Value::Bool(b) => v1::wit::Value::Boolean(*b),
+            Value::Number(n) => v1::wit::Value::Number(*n),
+            Value::Text(t) => v1::wit::Value::Text(t.clone()),
+        },
+    }
+}
+
+fn value_from_v2(value: v2::wit::Value) -> Value {
+    match value {
+        v2::wit::Value::Boolean(b) => Value::Bool(b),
+        v2::wit::Value::Number(n) => Value::Number(n),
+        v2::wit::Value::Text(t) => Value::Text(t),
+    }
+}
+
+fn value_from_v1(value: v1::wit::Value) -> Value {
+    match value {
+        v1::wit::Value::Boolean(b) => Value::Bool(b),
+        v1::wit::Value::Number(n) => Value::Number(n),
+        v1::wit::Value::Text(t) => Value::Text(t),
+    }
+}
+
+fn scheduled_from_v2(s: v2::wit::Scheduled) -> Scheduled {
     Scheduled {
         at: s.at,
-        value: value_from_wit(s.value),
+        value: value_from_v2(s.value),
+    }
+}
+
+fn scheduled_from_v1(s: v1::wit::Scheduled) -> Scheduled {
+    Scheduled {
+        at: s.at,
+        value: value_from_v1(s.value),
+    }
+}
+
+fn outcome_from_v2(o: v2::wit::Outcome) -> Outcome {
+    Outcome {
+        value: value_from_v2(o.value),
+        store: o.store,
+        schedule: o.schedule.map(scheduled_from_v2),
+    }
+}
+
+fn outcome_from_v1(o: v1::wit::Outcome) -> Outcome {
+    Outcome {
+        value: value_from_v1(o.value),
+        store: o.store,
+        schedule: o.schedule.map(scheduled_from_v1),
     }
 }

@@ -450,18 +450,17 @@ fn summary(
 
     // Which figures: the caller's, or every one the type knows; coverage needs
     // `coverage_seconds` when the type has it.
-    // A plugin built before `["*"]` existed refuses it: it then answers named figures only.
-    let known = known_figures(plugin, options);
-    let asked = match (&q.figures, &known) {
-        (Some(asked), _) => asked.clone(),
-        (None, Ok(known)) => known.clone(),
-        (None, Err(e)) => {
-            return Err(Error::query(format!(
-                "name the figures: the type cannot list its own ({e})"
-            )));
+    // An old plugin that could not list its figures answers named figures only.
+    let known = &plugin.figures;
+    let asked = match &q.figures {
+        Some(asked) => asked.clone(),
+        None if !known.is_empty() => known.clone(),
+        None => {
+            return Err(Error::query(
+                "name the figures: the type cannot list its own (a komoku:types@0.1.0 plugin that refuses rendering \"*\")",
+            ));
         }
     };
-    let known = known.unwrap_or_default();
     let want_coverage = known.iter().any(|f| f == "coverage_seconds");
     let mut render_names = asked.clone();
     if want_coverage && !render_names.iter().any(|f| f == "coverage_seconds") {
@@ -556,17 +555,6 @@ fn summary(
         }
     }
     Ok(Json::Object(answer))
-}
-
-/// Every figure name the key's type knows (rendering an empty summary with `"*"`).
-fn known_figures(plugin: &Plugin, options: &str) -> Result<Vec<String>> {
-    let empty = plugin.merge(options, &[])?;
-    let rendered = plugin.render(options, &[empty], &["*".to_string()])?;
-    Ok(rendered
-        .get(0)
-        .and_then(Json::as_object)
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default())
 }
 
 /// The mean of a figure over a group's buckets: numbers average over the buckets where the
