@@ -411,3 +411,32 @@ describe("memory", () => {
     assert.equal(memory.buffer.byteLength, warm, `memory grew from ${warm} to ${memory.buffer.byteLength} bytes`);
   });
 });
+
+describe("conformance vectors (guest-types/conformance, shared with the Rust SDK)", () => {
+  const hex = (bytes) => Buffer.from(bytes).toString("hex");
+  const value = (v) => (typeof v === "number" ? num(v) : typeof v === "boolean" ? { tag: "boolean", val: v } : text(v));
+
+  test("number summaries: encodings, merges and figures match the vectors", async (t) => {
+    let vectors;
+    try {
+      vectors = JSON.parse(await readFile(join(SDK_DIR, "../conformance/number.json"), "utf8"));
+    } catch {
+      t.skip("not inside the Komoku repository");
+      return;
+    }
+    assert.ok(vectors.cases.length > 0);
+    for (const c of vectors.cases) {
+      const carried = c.carried ? point(c.carried[0], value(c.carried[1])) : undefined;
+      const points = c.points.map(([time, v]) => point(time, value(v)));
+      const summaries = plugin.summarize(D, Float64Array.from(c.edges), carried, points);
+      assert.deepEqual(summaries.map(hex), c.buckets.map((b) => b.encoded), `${c.name}: encodings`);
+      assert.deepEqual(JSON.parse(plugin.render(D, summaries, vectors.figures)), c.buckets.map((b) => b.figures), `${c.name}: figures`);
+      const merged = plugin.merge(D, summaries);
+      assert.equal(hex(merged), c.merged.encoded, `${c.name}: merged`);
+      assert.deepEqual(JSON.parse(plugin.render(D, [merged], vectors.figures)), [c.merged.figures], `${c.name}: merged figures`);
+      // Decoding the vector's bytes (not our own) renders the same figures.
+      const given = c.buckets.map((b) => Uint8Array.from(Buffer.from(b.encoded, "hex")));
+      assert.deepEqual(JSON.parse(plugin.render(D, given, vectors.figures)), c.buckets.map((b) => b.figures), `${c.name}: decoded`);
+    }
+  });
+});
