@@ -2,7 +2,8 @@
 # Builds the custom key type examples into wasm components:
 #   target/examples/temperature-rust.wasm   examples/temperature-rust (Rust, komoku-guest SDK)
 #   target/examples/temperature-as.wasm     examples/temperature-as (AssemblyScript SDK)
-# tests/tests/custom_types.rs loads both.
+#   target/examples/percent-as.wasm         examples/percent-as (AssemblyScript SDK)
+# tests/tests/custom_types.rs loads them all.
 #
 # Usage: scripts/build-examples.sh [--sdk-tests]
 #   --sdk-tests  also run the AssemblyScript SDK's own tests (npm test in
@@ -13,8 +14,10 @@
 # source, installed here when missing; KOMOKU_WASM_TOOLCHAIN=rustup|debian forces one),
 # sharing its <target>/wasm directory, then the komoku-componentize tool.
 # AssemblyScript: node >= 20 and npm (apt-get install nodejs npm when node is missing), then
-# `npm ci` in the SDK and in the example (both lockfiles are committed) and `npm run build`,
-# which compiles with asc and componentizes with node alone.
+# `npm ci` in each example (lockfiles committed; the examples' .npmrc sets install-links, so
+# the SDK is installed as a packed copy with its own dependencies, nothing written into
+# guest-types/assemblyscript) and `npm run build`, which compiles with asc and componentizes
+# with node alone. The SDK's own tests (--sdk-tests) need `npm ci` in the SDK.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,16 +81,18 @@ fi
 step "node $(node --version), npm $(npm --version)"
 
 npm_ci=(npm ci --prefer-offline --no-audit --no-fund)
-step "npm ci: guest-types/assemblyscript (the SDK: assemblyscript, jco-transpile)"
-(cd guest-types/assemblyscript && "${npm_ci[@]}")
 if $sdk_tests; then
-    step "npm test: guest-types/assemblyscript"
-    (cd guest-types/assemblyscript && npm test)
+    step "npm ci + npm test: guest-types/assemblyscript"
+    (cd guest-types/assemblyscript && "${npm_ci[@]}" && npm test)
 fi
-step "npm ci: examples/temperature-as"
-(cd examples/temperature-as && "${npm_ci[@]}")
-as_started=$SECONDS
-(cd examples/temperature-as && npm run --silent build)
-cp examples/temperature-as/build/temperature_celsius.wasm "$out_dir/temperature-as.wasm"
-step "built examples/temperature-as -> $out_dir/temperature-as.wasm ($(wc -c <"$out_dir/temperature-as.wasm") bytes, $((SECONDS - as_started)) s)"
+for example in temperature-as:temperature_celsius percent-as:percent; do
+    dir=examples/${example%%:*}
+    built=$dir/build/${example#*:}.wasm
+    step "npm ci: $dir"
+    (cd "$dir" && "${npm_ci[@]}")
+    as_started=$SECONDS
+    (cd "$dir" && npm run --silent build)
+    cp "$built" "$out_dir/${example%%:*}.wasm"
+    step "built $dir -> $out_dir/${example%%:*}.wasm ($(wc -c <"$out_dir/${example%%:*}.wasm") bytes, $((SECONDS - as_started)) s)"
+done
 step "done"
