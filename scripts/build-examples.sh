@@ -9,9 +9,9 @@
 #   --sdk-tests  also run the AssemblyScript SDK's own tests (npm test in
 #                guest-types/assemblyscript)
 #
-# Rust: the same toolchain and flags as scripts/build-plugins.sh (rustup's
-# wasm32-unknown-unknown target when installed, else Debian's rustc-web with std built from
-# source, installed here when missing; KOMOKU_WASM_TOOLCHAIN=rustup|debian forces one),
+# Rust: the same toolchain and flags as scripts/build-plugins.sh (Debian's rustc-web with std
+# built from source, installed here when missing; KOMOKU_WASM_TOOLCHAIN=rustup for rustup's
+# wasm32-unknown-unknown target instead),
 # sharing its <target>/wasm directory, then the komoku-componentize tool.
 # AssemblyScript: node >= 20 and npm (apt-get install nodejs npm when node is missing), then
 # `npm ci` in each example (lockfiles committed; the examples' .npmrc sets install-links, so
