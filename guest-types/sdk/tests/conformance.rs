@@ -10,7 +10,9 @@ use std::path::Path;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn vectors(file: &str) -> Result<Json, Box<dyn std::error::Error>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../conformance")
+        .join(file);
     Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
 }
 
