@@ -63,6 +63,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): bool {
 export abstract class KeyType<O extends Options, S extends Summary> extends Plugin {
   private memoBytes: Uint8Array[] = [];
   private memoOptions: O[] = [];
+  private figureNames: string[] | null = null;
 
   constructor(
     /** The name clients use (`temperature_celsius`, ...). */
@@ -186,10 +187,16 @@ export abstract class KeyType<O extends Options, S extends Summary> extends Plug
     return new Info(this.name, PACKAGE_VERSION, this.description, this.worldCheckOptions("{}").unwrap().json);
   }
 
+  /** The names an empty summary reports (with the default options), worked out once. */
   worldFigures(): string[] {
-    const out = new Figures();
-    instantiate<S>().figures(out, this.options(this.worldCheckOptions("{}").unwrap().encoded));
-    return out.names;
+    let names = this.figureNames;
+    if (names == null) {
+      const out = new Figures();
+      instantiate<S>().figures(out, this.options(this.worldCheckOptions("{}").unwrap().encoded));
+      names = out.names;
+      this.figureNames = names;
+    }
+    return names;
   }
 
   worldGuess(sample: Input): u8 {
