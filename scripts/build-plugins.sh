@@ -9,7 +9,11 @@
 #                                              and reload_v1-before-default-retention.wasm the
 #                                              bytes of reload_v1.wasm as built before the WIT
 #                                              gained `default-retention` (an old plugin, kept
-#                                              as committed: neither built nor checked)
+#                                              as committed: neither built nor checked);
+#                                              numeric-0.1.0.wasm is plugins/numeric.wasm as
+#                                              built for komoku:types@0.1.0 (the adapter's
+#                                              test; kept as committed, neither built nor
+#                                              checked)
 #
 # Usage: scripts/build-plugins.sh [--check]
 #   --check  build into a temporary directory and exit non-zero, listing the stale files,

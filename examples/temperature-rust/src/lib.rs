@@ -46,7 +46,7 @@ mod tests {
     use super::*;
     use komoku_guest::serde_json::json;
     use komoku_guest::testing::{point, rendered};
-    use komoku_guest::world::{apply, check_options, guess, info};
+    use komoku_guest::world::json::{apply, check_options, guess, info};
     use komoku_guest::{Operation, Outcome};
 
     const DEFAULTS: &str = r#"{"min_resolution":0,"same_value_resolution":0}"#;

@@ -44,7 +44,7 @@ mod tests {
     use super::*;
     use komoku_guest::serde_json::json;
     use komoku_guest::testing::{point, rendered};
-    use komoku_guest::world::{apply, check_options, guess};
+    use komoku_guest::world::json::{apply, check_options, guess};
     use komoku_guest::{Operation, Point};
 
     const DEFAULTS: &str = r#"{"min_resolution":0,"same_value_resolution":0}"#;
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn merged_summary_joins_runs_across_buckets() -> Result<(), Refusal> {
-        use komoku_guest::world::{merge, render, summarize};
+        use komoku_guest::world::json::{merge, render, summarize};
         let points = vec![
             point(0.0, Value::Boolean(true)),
             point(25.0, Value::Boolean(false)),

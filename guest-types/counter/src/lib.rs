@@ -8,7 +8,7 @@
 //! and `rate` besides numeric's.
 
 use komoku_guest::serde_json::json;
-use komoku_guest::summary::NumberSummary;
+use komoku_guest::summary::{Bucket, DecodeError, Figures, NumberSummary, Summary};
 use komoku_guest::{
     Input, Json, KeyType, OpKind, Point, Refusal, Resolution, Value, cast, export_key_type,
 };
@@ -20,10 +20,9 @@ impl KeyType for Counter {
     const NAME: &'static str = "counter";
     const DESCRIPTION: &'static str =
         "A number that supports increment and decrement (starting at 0)";
-    const FIGURES: &'static [&'static str] = NumberSummary::COUNTER_FIGURES;
 
     type Options = Resolution;
-    type Summary = NumberSummary;
+    type Summary = CounterSummary;
 
     /// Like numeric (counters are sampled as often): raw 7 days, then 1-minute summaries 30
     /// days, 1-hour summaries 2 years, 1-day summaries forever.
@@ -52,6 +51,45 @@ impl KeyType for Counter {
     }
 }
 
+/// A counter's summary: numeric's, encoded the same way (tag `N`), with the figures
+/// `increase` and `rate` besides numeric's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CounterSummary(pub NumberSummary);
+
+impl<O> Summary<O> for CounterSummary {
+    fn empty() -> Self {
+        Self::default()
+    }
+
+    fn from_bucket(bucket: &Bucket<'_>, _options: &O) -> Self {
+        Self(NumberSummary::from_bucket(bucket))
+    }
+
+    fn merge(self, next: Self, _options: &O) -> Self {
+        Self(self.0.merge(next.0))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.0.encode()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        NumberSummary::decode(bytes).map(Self)
+    }
+
+    fn figures(&self, options: &O, out: &mut Figures<'_>) {
+        Summary::<O>::figures(&self.0, options, out);
+        out.add("increase", || {
+            self.0.figure("increase").unwrap_or(Json::Null)
+        });
+        out.add("rate", || self.0.figure("rate").unwrap_or(Json::Null));
+    }
+
+    fn default_figure(&self, _options: &O) -> Json {
+        self.0.default_figure()
+    }
+}
+
 export_key_type!(Counter);
 
 #[cfg(test)]
@@ -59,7 +97,7 @@ mod tests {
     use super::*;
     use komoku_guest::serde_json::json;
     use komoku_guest::testing::{point, rendered};
-    use komoku_guest::world::{apply, check_options, guess};
+    use komoku_guest::world::json::{apply, check_options, guess};
     use komoku_guest::{Operation, Outcome};
 
     const DEFAULTS: &str = r#"{"min_resolution":0,"same_value_resolution":0}"#;

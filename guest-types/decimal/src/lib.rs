@@ -132,7 +132,6 @@ impl KeyType for Decimal {
     const NAME: &'static str = "decimal";
     const DESCRIPTION: &'static str =
         "An exact number with a fixed number of digits after the point (option scale)";
-    const FIGURES: &'static [&'static str] = DecimalSummary::FIGURES_ALL;
 
     type Options = DecimalOptions;
     type Summary = DecimalSummary;
@@ -197,14 +196,6 @@ impl KeyType for Decimal {
             OpKind::Add => !options.resolution.is_close_repeat(previous, point),
         }
     }
-
-    fn figure(options: &DecimalOptions, summary: &DecimalSummary, name: &str) -> Json {
-        summary.figure_at(name, options.scale, options.as_text)
-    }
-
-    fn default_figure(options: &DecimalOptions, summary: &DecimalSummary) -> Json {
-        summary.figure_at("mean", options.scale, options.as_text)
-    }
 }
 
 export_key_type!(Decimal);
@@ -213,7 +204,7 @@ export_key_type!(Decimal);
 mod tests {
     use super::*;
     use komoku_guest::testing::point;
-    use komoku_guest::world::{apply, check_options, guess, render, summarize};
+    use komoku_guest::world::json::{apply, check_options, guess, render, summarize};
     use komoku_guest::{Operation, Outcome};
 
     fn options(extra: Json) -> String {
@@ -378,7 +369,7 @@ mod tests {
         // (0.3*10 + 1.02*10) / 20 = 0.66, whatever the double's last bits.
         assert_eq!(rendered[1]["mean"], json!(0.66));
         // Merged: the whole window.
-        let merged = komoku_guest::world::merge::<Decimal>(o.clone(), summaries);
+        let merged = komoku_guest::world::json::merge::<Decimal>(o.clone(), summaries);
         let whole: Json = komoku_guest::serde_json::from_str(&render::<Decimal>(
             options(json!({"render": "string"})),
             vec![merged],

@@ -1,9 +1,10 @@
 //! The summary of a decimal over a bucket: numeric's time-weighted summary, plus the exact
 //! sum of the points.
 
-use komoku_guest::summary::{Bucket, DecodeError, NumberSummary, Reader, Summary, Writer};
+use komoku_guest::summary::{Bucket, DecodeError, Figures, NumberSummary, Reader, Summary, Writer};
 use komoku_guest::{Json, Point, Value};
 
+use crate::DecimalOptions;
 use crate::dec::{Dec, MAX_SCALE, Rounding};
 
 /// [`NumberSummary`] over the values as numbers (text values read as the digits they are),
@@ -91,14 +92,9 @@ fn as_number(value: &Value) -> Option<Value> {
     }
 }
 
-impl Summary for DecimalSummary {
-    const FIGURES: &'static [&'static str] = Self::FIGURES_ALL;
-
-    fn empty() -> Self {
-        Self::default()
-    }
-
-    fn from_bucket(bucket: &Bucket<'_>) -> Self {
+impl DecimalSummary {
+    /// Summarises one bucket.
+    pub fn from_bucket(bucket: &Bucket<'_>) -> Self {
         let initial = bucket.initial.and_then(as_number);
         let points: Vec<Point> = bucket
             .points
@@ -124,21 +120,24 @@ impl Summary for DecimalSummary {
         Self { number, sum }
     }
 
-    fn merge(self, next: Self) -> Self {
+    /// The summary of this bucket followed by `next`.
+    pub fn merge(self, next: Self) -> Self {
         Self {
             number: self.number.merge(next.number),
             sum: self.sum + next.sum,
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The binary encoding.
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG);
         w.text(&self.sum.to_string());
         w.bytes(&self.number.encode());
         w.finish()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Reads an encoding back.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, TAG)?;
         let sum = r
             .text()?
@@ -148,15 +147,40 @@ impl Summary for DecimalSummary {
         r.finish()?;
         Ok(Self { number, sum })
     }
+}
 
-    fn figure(&self, name: &str) -> Option<Json> {
-        Self::FIGURES_ALL
-            .contains(&name)
-            .then(|| self.figure_at(name, MAX_SCALE, false))
+impl Summary<DecimalOptions> for DecimalSummary {
+    fn empty() -> Self {
+        Self::default()
     }
 
-    fn default_figure(&self) -> Json {
-        self.figure_at("mean", MAX_SCALE, false)
+    fn from_bucket(bucket: &Bucket<'_>, _options: &DecimalOptions) -> Self {
+        DecimalSummary::from_bucket(bucket)
+    }
+
+    fn merge(self, next: Self, _options: &DecimalOptions) -> Self {
+        DecimalSummary::merge(self, next)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        DecimalSummary::encode(self)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        DecimalSummary::decode(bytes)
+    }
+
+    /// Exact at the key's scale, as text when the key's values are text.
+    fn figures(&self, options: &DecimalOptions, out: &mut Figures<'_>) {
+        for name in Self::FIGURES_ALL {
+            out.add(name, || {
+                self.figure_at(name, options.scale, options.as_text)
+            });
+        }
+    }
+
+    fn default_figure(&self, options: &DecimalOptions) -> Json {
+        self.figure_at("mean", options.scale, options.as_text)
     }
 }
 

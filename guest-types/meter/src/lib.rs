@@ -19,7 +19,7 @@
 
 use komoku_guest::options::OptionsReader;
 use komoku_guest::serde_json::json;
-use komoku_guest::summary::{self, Bucket, DecodeError, NumberSummary, Reader, Summary, Writer};
+use komoku_guest::summary::{Bucket, DecodeError, Figures, NumberSummary, Reader, Summary, Writer};
 use komoku_guest::{
     Input, Json, KeyType, OpKind, Options, Point, Refusal, Resolution, Value, cast, export_key_type,
 };
@@ -92,17 +92,6 @@ pub struct MeterSummary {
 const TAG: u8 = b'M';
 
 impl MeterSummary {
-    /// The figures of a meter.
-    pub const FIGURES_ALL: &'static [&'static str] = &[
-        "increase",
-        "rate",
-        "resets",
-        "first",
-        "last",
-        "count",
-        "coverage_seconds",
-    ];
-
     /// One bucket, with the key's options.
     pub fn from_bucket_with(bucket: &Bucket<'_>, options: &MeterOptions) -> Self {
         let mut summary = Self {
@@ -130,18 +119,9 @@ impl MeterSummary {
     }
 }
 
-impl Summary for MeterSummary {
-    const FIGURES: &'static [&'static str] = Self::FIGURES_ALL;
-
-    fn empty() -> Self {
-        Self::default()
-    }
-
-    fn from_bucket(bucket: &Bucket<'_>) -> Self {
-        Self::from_bucket_with(bucket, &MeterOptions::default())
-    }
-
-    fn merge(self, next: Self) -> Self {
+impl MeterSummary {
+    /// The summary of this bucket followed by `next`.
+    pub fn merge(self, next: Self) -> Self {
         Self {
             readings: self.readings.merge(next.readings),
             increase: self.increase + next.increase,
@@ -149,7 +129,8 @@ impl Summary for MeterSummary {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The binary encoding: the meter's own figures, then the readings' whole encoding.
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG);
         w.f64(self.increase);
         w.varint(self.resets);
@@ -157,7 +138,8 @@ impl Summary for MeterSummary {
         w.finish()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Reads an encoding back.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, TAG)?;
         let increase = r.f64()?;
         let resets = r.varint()?;
@@ -169,21 +151,51 @@ impl Summary for MeterSummary {
             resets,
         })
     }
+}
 
-    fn figure(&self, name: &str) -> Option<Json> {
-        let known = !self.readings.is_empty();
-        Some(match name {
-            "increase" if known => cast::number_json(self.increase),
-            "increase" => Json::Null,
-            "rate" => self.rate().map_or(Json::Null, cast::number_json),
-            "resets" => Json::from(self.resets),
-            "first" | "last" | "count" | "coverage_seconds" => self.readings.figure(name)?,
-            _ => return None,
-        })
+impl Summary<MeterOptions> for MeterSummary {
+    fn empty() -> Self {
+        Self::default()
     }
 
-    fn default_figure(&self) -> Json {
-        self.figure("increase").unwrap_or(Json::Null)
+    fn from_bucket(bucket: &Bucket<'_>, options: &MeterOptions) -> Self {
+        Self::from_bucket_with(bucket, options)
+    }
+
+    fn merge(self, next: Self, _options: &MeterOptions) -> Self {
+        MeterSummary::merge(self, next)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        MeterSummary::encode(self)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        MeterSummary::decode(bytes)
+    }
+
+    fn figures(&self, _options: &MeterOptions, out: &mut Figures<'_>) {
+        let known = !self.readings.is_empty();
+        out.add("increase", || {
+            if known {
+                cast::number_json(self.increase)
+            } else {
+                Json::Null
+            }
+        });
+        out.add("rate", || self.rate().map_or(Json::Null, cast::number_json));
+        out.add("resets", || Json::from(self.resets));
+        for name in ["first", "last", "count", "coverage_seconds"] {
+            out.add(name, || self.readings.figure(name).unwrap_or(Json::Null));
+        }
+    }
+
+    fn default_figure(&self, _options: &MeterOptions) -> Json {
+        if self.readings.is_empty() {
+            Json::Null
+        } else {
+            cast::number_json(self.increase)
+        }
     }
 }
 
@@ -232,18 +244,6 @@ impl KeyType for Meter {
             OpKind::Add => !options.resolution.is_close_repeat(previous, point),
         }
     }
-
-    fn summarize(
-        options: &MeterOptions,
-        edges: &[f64],
-        carried: Option<&Point>,
-        points: &[Point],
-    ) -> Vec<MeterSummary> {
-        summary::buckets(edges, carried, points)
-            .iter()
-            .map(|b| MeterSummary::from_bucket_with(b, options))
-            .collect()
-    }
 }
 
 export_key_type!(Meter);
@@ -252,7 +252,7 @@ export_key_type!(Meter);
 mod tests {
     use super::*;
     use komoku_guest::testing::point;
-    use komoku_guest::world::{apply, merge, render, summarize};
+    use komoku_guest::world::json::{apply, merge, render, summarize};
     use komoku_guest::{Operation, serde_json};
 
     fn figures(options: &str, edges: Vec<f64>, readings: &[(f64, f64)]) -> Json {
@@ -356,12 +356,15 @@ mod tests {
             point(1.0, Value::Number(3.0)),
             point(2.0, Value::Number(1.0)),
         ];
-        let s = MeterSummary::from_bucket(&Bucket {
-            start: 0.0,
-            end: 3.0,
-            initial: None,
-            points: &points,
-        });
+        let s = MeterSummary::from_bucket_with(
+            &Bucket {
+                start: 0.0,
+                end: 3.0,
+                initial: None,
+                points: &points,
+            },
+            &MeterOptions::default(),
+        );
         assert_eq!(MeterSummary::decode(&s.encode())?, s);
         assert_eq!(s.resets, 1);
         Ok(())

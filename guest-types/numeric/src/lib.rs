@@ -65,7 +65,7 @@ mod tests {
     use super::*;
     use komoku_guest::serde_json::json;
     use komoku_guest::testing::{point, rendered};
-    use komoku_guest::world::{apply, check_options, guess, info};
+    use komoku_guest::world::json::{apply, check_options, guess, info};
     use komoku_guest::{Json, Operation, Point};
 
     const DEFAULTS: &str = r#"{"min_resolution":0,"same_value_resolution":0}"#;
@@ -216,9 +216,12 @@ mod tests {
         let refusal = rendered::<Numeric>(DEFAULTS, &[0.0, 10.0], None, &points, &["increase"])
             .expect_err("counter figure");
         assert_eq!(refusal.code, "unknown_figure");
-        let refusal =
-            komoku_guest::world::render::<Numeric>(DEFAULTS.into(), vec![b"B".to_vec()], vec![])
-                .expect_err("bad summary");
+        let refusal = komoku_guest::world::json::render::<Numeric>(
+            DEFAULTS.into(),
+            vec![b"B".to_vec()],
+            vec![],
+        )
+        .expect_err("bad summary");
         assert_eq!(refusal.code, "invalid_summary");
         assert_eq!(
             rendered::<Numeric>(DEFAULTS, &[0.0], None, &points, &[])?,

@@ -58,7 +58,8 @@ pub mod bindings {
 }
 
 pub use bindings::komoku::types::types::{
-    Info, Input, Operation, Outcome, Point, Refusal, Scheduled, Value,
+    CheckedOptions, Info, Input, KeyOperations, Operation, Outcome, Point, Refusal, Scheduled,
+    TimedOperation, Value,
 };
 pub use options::{Options, OptionsReader, Resolution};
 pub use summary::Summary;
@@ -142,21 +143,19 @@ pub enum OpKind {
 /// A key type: every rule of one type of key. Implement what differs from the defaults and
 /// export it with [`export_key_type!`].
 ///
-/// Options arrive as the JSON object that [`Options::read`] completed; the SDK parses each
-/// distinct options string once and memoizes the result, so methods receive the parsed
-/// [`KeyType::Options`].
+/// Options are read once, by `check-options` ([`Options::read`] over the JSON a client gave),
+/// which also encodes them; every later call decodes that encoding (a few bytes, no JSON),
+/// so methods receive the parsed [`KeyType::Options`]. The summary gets them too, so a
+/// figure may depend on an option. The figures are what [`Summary::figures`] declares.
 pub trait KeyType: 'static {
     /// The name clients use (`numeric`, `uptime`, ...).
     const NAME: &'static str;
     /// One line for humans.
     const DESCRIPTION: &'static str;
-    /// The figure names `render` accepts. Default = the summary's own figures.
-    const FIGURES: &'static [&'static str] = <Self::Summary as Summary>::FIGURES;
-
     /// The key's options, parsed.
     type Options: Options;
-    /// The summary of one bucket of history.
-    type Summary: Summary;
+    /// The summary of one bucket of history (it gets the key's options).
+    type Summary: Summary<Self::Options>;
 
     /// How strongly this type claims a key created by a first `put` of `sample`.
     /// Default = 0 (never).
@@ -207,28 +206,17 @@ pub trait KeyType: 'static {
     }
 
     /// Summarises consecutive buckets (see [`summary::buckets`]). Default = one
-    /// [`Summary::from_bucket`] per bucket.
+    /// [`Summary::from_bucket`] per bucket, with the key's options.
     fn summarize(
-        _options: &Self::Options,
+        options: &Self::Options,
         edges: &[f64],
         carried: Option<&Point>,
         points: &[Point],
     ) -> Vec<Self::Summary> {
         summary::buckets(edges, carried, points)
             .iter()
-            .map(Self::Summary::from_bucket)
+            .map(|bucket| Self::Summary::from_bucket(bucket, options))
             .collect()
-    }
-
-    /// One named figure of a summary; `name` is one of [`KeyType::FIGURES`].
-    /// Default = [`Summary::figure`], `null` for a name the summary does not know.
-    fn figure(_options: &Self::Options, summary: &Self::Summary, name: &str) -> Json {
-        summary.figure(name).unwrap_or(Json::Null)
-    }
-
-    /// The type's default figure, a bare JSON scalar. Default = [`Summary::default_figure`].
-    fn default_figure(_options: &Self::Options, summary: &Self::Summary) -> Json {
-        summary.default_figure()
     }
 
     /// The retention policy of this type's keys when no `retention` request covers them, in
@@ -278,46 +266,51 @@ macro_rules! export_key_type {
                 fn info() -> $crate::Info {
                     $crate::world::info::<$ty>(env!("CARGO_PKG_VERSION"))
                 }
+                fn figures() -> Vec<String> {
+                    $crate::world::figures::<$ty>()
+                }
                 fn guess(sample: $crate::Input) -> u8 {
                     $crate::world::guess::<$ty>(sample)
                 }
-                fn check_options(options: String) -> Result<String, $crate::Refusal> {
+                fn check_options(
+                    options: String,
+                ) -> Result<$crate::CheckedOptions, $crate::Refusal> {
                     $crate::world::check_options::<$ty>(options)
                 }
-                fn apply(
-                    options: String,
-                    previous: Option<$crate::Point>,
-                    op: $crate::Operation,
-                    time: f64,
-                ) -> Result<$crate::Outcome, $crate::Refusal> {
-                    $crate::world::apply::<$ty>(options, previous, op, time)
+                fn migrate_options(options: String) -> Result<String, String> {
+                    $crate::world::migrate_options::<$ty>(options)
                 }
-                fn reschedule(options: String, latest: $crate::Point) -> Option<$crate::Scheduled> {
+                fn default_retention() -> Option<String> {
+                    $crate::world::default_retention::<$ty>()
+                }
+                fn apply(
+                    batch: Vec<$crate::KeyOperations>,
+                ) -> Vec<Vec<Result<$crate::Outcome, $crate::Refusal>>> {
+                    $crate::world::apply::<$ty>(batch)
+                }
+                fn reschedule(
+                    options: Vec<u8>,
+                    latest: $crate::Point,
+                ) -> Option<$crate::Scheduled> {
                     $crate::world::reschedule::<$ty>(options, latest)
                 }
                 fn summarize(
-                    options: String,
+                    options: Vec<u8>,
                     edges: Vec<f64>,
                     carried: Option<$crate::Point>,
                     points: Vec<$crate::Point>,
                 ) -> Vec<Vec<u8>> {
                     $crate::world::summarize::<$ty>(options, edges, carried, points)
                 }
-                fn merge(options: String, parts: Vec<Vec<u8>>) -> Vec<u8> {
+                fn merge(options: Vec<u8>, parts: Vec<Vec<u8>>) -> Vec<u8> {
                     $crate::world::merge::<$ty>(options, parts)
                 }
                 fn render(
-                    options: String,
+                    options: Vec<u8>,
                     summaries: Vec<Vec<u8>>,
                     figures: Vec<String>,
                 ) -> Result<String, $crate::Refusal> {
                     $crate::world::render::<$ty>(options, summaries, figures)
-                }
-                fn default_retention() -> Option<String> {
-                    $crate::world::default_retention::<$ty>()
-                }
-                fn migrate_options(options: String) -> Result<String, String> {
-                    $crate::world::migrate_options::<$ty>(options)
                 }
             }
 

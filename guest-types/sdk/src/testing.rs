@@ -46,7 +46,7 @@ pub fn rendered<T: crate::KeyType>(
     points: &[crate::Point],
     figures: &[&str],
 ) -> Result<crate::Json, crate::Refusal> {
-    use crate::world;
+    use crate::world::json as world;
     let summaries =
         world::summarize::<T>(options.to_owned(), edges.to_vec(), carried, points.to_vec());
     let figures = figures.iter().map(|f| (*f).to_owned()).collect();

@@ -19,7 +19,7 @@
 
 use komoku_guest::serde_json::json;
 use komoku_guest::summary::{
-    self, Bucket, DecodeError, LogSummary, MAX_SAMPLE, StateSummary, Summary,
+    Bucket, DecodeError, Figures, LogSummary, MAX_SAMPLE, StateSummary, Summary,
 };
 use komoku_guest::{
     Input, Json, KeyType, OpKind, Options, OptionsReader, Point, Refusal, Resolution, Value, cast,
@@ -101,27 +101,31 @@ impl StringSummary {
     }
 }
 
-impl Summary for StringSummary {
-    /// The state figures, then the log's `sample`.
-    const FIGURES: &'static [&'static str] = &[
-        "time_per_state",
-        "transitions",
-        "count",
-        "first",
-        "last",
-        "coverage_seconds",
-        "sample",
-    ];
+/// The state figures, then the log's `sample`.
+const FIGURES: &[&str] = &[
+    "time_per_state",
+    "transitions",
+    "count",
+    "first",
+    "last",
+    "coverage_seconds",
+    "sample",
+];
 
+impl Summary<StringOptions> for StringSummary {
     fn empty() -> Self {
         Self::States(StateSummary::new())
     }
 
-    fn from_bucket(bucket: &Bucket<'_>) -> Self {
-        Self::States(StateSummary::from_bucket(bucket))
+    /// State mode: time per state; log mode: the entries, sampled as the key says.
+    fn from_bucket(bucket: &Bucket<'_>, options: &StringOptions) -> Self {
+        match options.mode {
+            Mode::State => Self::States(StateSummary::from_bucket(bucket)),
+            Mode::Log => Self::Log(LogSummary::sampled(bucket, options.sample)),
+        }
     }
 
-    fn merge(self, next: Self) -> Self {
+    fn merge(self, next: Self, _options: &StringOptions) -> Self {
         match (self, next) {
             (Self::States(a), Self::States(b)) => Self::States(a.merge(b)),
             (a, b) => Self::Log(a.into_log().merge(b.into_log())),
@@ -142,14 +146,19 @@ impl Summary for StringSummary {
         }
     }
 
-    fn figure(&self, name: &str) -> Option<Json> {
-        match self {
-            Self::States(states) => states.figure(name),
-            Self::Log(log) => Some(log.figure(name).unwrap_or(Json::Null)),
+    fn figures(&self, _options: &StringOptions, out: &mut Figures<'_>) {
+        for name in FIGURES {
+            out.add(name, || {
+                match self {
+                    Self::States(states) => states.figure(name),
+                    Self::Log(log) => log.figure(name),
+                }
+                .unwrap_or(Json::Null)
+            });
         }
     }
 
-    fn default_figure(&self) -> Json {
+    fn default_figure(&self, _options: &StringOptions) -> Json {
         match self {
             Self::States(states) => states.default_figure(),
             Self::Log(log) => log.default_figure(),
@@ -213,22 +222,6 @@ impl KeyType for Text {
             Mode::Log => !options.resolution.is_too_soon(previous, point),
         }
     }
-
-    fn summarize(
-        options: &StringOptions,
-        edges: &[f64],
-        carried: Option<&Point>,
-        points: &[Point],
-    ) -> Vec<StringSummary> {
-        let buckets = summary::buckets(edges, carried, points);
-        match options.mode {
-            Mode::State => buckets.iter().map(StringSummary::from_bucket).collect(),
-            Mode::Log => buckets
-                .iter()
-                .map(|b| StringSummary::Log(LogSummary::sampled(b, options.sample)))
-                .collect(),
-        }
-    }
 }
 
 export_key_type!(Text);
@@ -238,7 +231,7 @@ mod tests {
     use super::*;
     use komoku_guest::serde_json::json;
     use komoku_guest::testing::{point, rendered};
-    use komoku_guest::world::{apply, check_options, guess, info, merge, render, summarize};
+    use komoku_guest::world::json::{apply, check_options, guess, info, merge, render, summarize};
     use komoku_guest::{Operation, Outcome};
 
     fn put(

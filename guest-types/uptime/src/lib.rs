@@ -76,7 +76,7 @@ mod tests {
     use super::*;
     use komoku_guest::serde_json::json;
     use komoku_guest::testing::{point, rendered};
-    use komoku_guest::world::{apply, check_options, guess, info, reschedule};
+    use komoku_guest::world::json::{apply, check_options, guess, info, reschedule};
     use komoku_guest::{Operation, Outcome};
 
     fn put(

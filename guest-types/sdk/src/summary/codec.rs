@@ -71,6 +71,25 @@ impl Writer {
         self.bytes.extend_from_slice(bytes);
     }
 
+    /// The bytes as they are, without a length: to append another summary's whole encoding
+    /// at the end of this one (read back with [`Reader::rest`]).
+    ///
+    /// ```
+    /// use komoku_guest::summary::{Reader, Writer};
+    /// let inner = vec![b'N', 1, 2];
+    /// let mut w = Writer::new(b'P');
+    /// w.f64(12.5);
+    /// w.raw(&inner);
+    /// let bytes = w.finish();
+    /// let mut r = Reader::new(&bytes, b'P')?;
+    /// assert_eq!(r.f64()?, 12.5);
+    /// assert_eq!(r.rest(), &inner[..]);
+    /// # Ok::<(), komoku_guest::summary::DecodeError>(())
+    /// ```
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
     /// The encoding.
     pub fn finish(self) -> Vec<u8> {
         self.bytes
@@ -144,6 +163,12 @@ impl<'a> Reader<'a> {
         let len = usize::try_from(self.varint()?)
             .map_err(|_| DecodeError::new("byte length too large"))?;
         self.take(len)
+    }
+
+    /// Everything not read yet (another summary's encoding appended with [`Writer::raw`]);
+    /// the reader is used up.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.rest)
     }
 
     /// Checks that nothing is left.

@@ -1,7 +1,7 @@
 //! The summary of a text log (string keys in log mode): how many entries, first and last,
 //! and optionally a bounded sample of them.
 
-use super::{Bucket, DecodeError, Reader, State, StateSummary, Summary, Writer, point_json};
+use super::{Bucket, DecodeError, Reader, State, StateSummary, Writer, point_json};
 use crate::Json;
 
 /// How many texts were logged in a bucket, the first and last of them, and up to
@@ -92,14 +92,14 @@ impl From<StateSummary<String>> for LogSummary {
     }
 }
 
-impl Summary for LogSummary {
-    const FIGURES: &'static [&'static str] = &["count", "first", "last", "sample"];
+impl LogSummary {
+    pub const FIGURES: &'static [&'static str] = &["count", "first", "last", "sample"];
 
-    fn empty() -> Self {
+    pub fn empty() -> Self {
         Self::default()
     }
 
-    fn from_bucket(bucket: &Bucket<'_>) -> Self {
+    pub fn from_bucket(bucket: &Bucket<'_>) -> Self {
         let mut summary = Self::default();
         for point in bucket.points {
             let Some(text) = String::from_value(&point.value) else {
@@ -114,7 +114,7 @@ impl Summary for LogSummary {
         summary
     }
 
-    fn merge(self, next: Self) -> Self {
+    pub fn merge(self, next: Self) -> Self {
         let mut sample = self.sample;
         sample.extend(next.sample);
         let mut merged = Self {
@@ -128,7 +128,7 @@ impl Summary for LogSummary {
         merged
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG);
         match (&self.first, &self.last) {
             (Some((t1, first)), Some((t2, last))) => {
@@ -155,7 +155,7 @@ impl Summary for LogSummary {
         w.finish()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, TAG)?;
         let flags = r.u8()?;
         if flags & !(HAS_POINTS | HAS_SAMPLE) != 0 {
@@ -186,7 +186,7 @@ impl Summary for LogSummary {
         Ok(summary)
     }
 
-    fn figure(&self, name: &str) -> Option<Json> {
+    pub fn figure(&self, name: &str) -> Option<Json> {
         let point = |p: &Option<(f64, String)>| {
             p.as_ref()
                 .map_or(Json::Null, |(t, s)| point_json(*t, Json::String(s.clone())))
@@ -208,7 +208,7 @@ impl Summary for LogSummary {
     }
 
     /// The last entry's text.
-    fn default_figure(&self) -> Json {
+    pub fn default_figure(&self) -> Json {
         self.last
             .as_ref()
             .map_or(Json::Null, |(_, text)| Json::String(text.clone()))

@@ -1,6 +1,6 @@
 //! The time-weighted summary of a number (numeric and counter keys).
 
-use super::{Bucket, DecodeError, Reader, Summary, Writer, point_json, ratio_json};
+use super::{Bucket, DecodeError, Reader, Writer, point_json, ratio_json};
 use crate::Json;
 use crate::cast::number_json;
 
@@ -121,14 +121,14 @@ fn opt_json(n: Option<f64>) -> Json {
     n.map_or(Json::Null, number_json)
 }
 
-impl Summary for NumberSummary {
-    const FIGURES: &'static [&'static str] = Self::GAUGE_FIGURES;
+impl NumberSummary {
+    pub const FIGURES: &'static [&'static str] = Self::GAUGE_FIGURES;
 
-    fn empty() -> Self {
+    pub fn empty() -> Self {
         Self::default()
     }
 
-    fn from_bucket(bucket: &Bucket<'_>) -> Self {
+    pub fn from_bucket(bucket: &Bucket<'_>) -> Self {
         let mut summary = Self {
             start: bucket.initial.and_then(|v| v.as_number()),
             ..Self::default()
@@ -152,7 +152,7 @@ impl Summary for NumberSummary {
         summary
     }
 
-    fn merge(mut self, next: Self) -> Self {
+    pub fn merge(mut self, next: Self) -> Self {
         if self.is_empty() {
             return next;
         }
@@ -171,7 +171,7 @@ impl Summary for NumberSummary {
         self
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG);
         let mut flags = 0;
         if self.start.is_some() {
@@ -202,7 +202,7 @@ impl Summary for NumberSummary {
         w.finish()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, TAG)?;
         let flags = r.u8()?;
         if flags & !(HAS_START | HAS_RANGE | HAS_POINTS) != 0 {
@@ -228,7 +228,7 @@ impl Summary for NumberSummary {
         Ok(summary)
     }
 
-    fn figure(&self, name: &str) -> Option<Json> {
+    pub fn figure(&self, name: &str) -> Option<Json> {
         let point =
             |p: Option<(f64, f64)>| p.map_or(Json::Null, |(t, v)| point_json(t, number_json(v)));
         Some(match name {
@@ -246,7 +246,7 @@ impl Summary for NumberSummary {
         })
     }
 
-    fn default_figure(&self) -> Json {
+    pub fn default_figure(&self) -> Json {
         opt_json(self.mean())
     }
 }

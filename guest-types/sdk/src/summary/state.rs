@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use super::{Bucket, DecodeError, Reader, Summary, Writer, point_json, ratio_json};
+use super::{Bucket, DecodeError, Reader, Writer, point_json, ratio_json};
 use crate::cast::{number_json, number_text};
 use crate::{Json, Value};
 
@@ -429,8 +429,8 @@ impl<S: State> Default for StateSummary<S> {
     }
 }
 
-impl Summary for StateSummary<bool> {
-    const FIGURES: &'static [&'static str] = &[
+impl StateSummary<bool> {
+    pub const FIGURES: &'static [&'static str] = &[
         "time_true",
         "time_false",
         "fraction_true",
@@ -441,27 +441,7 @@ impl Summary for StateSummary<bool> {
         "coverage_seconds",
     ];
 
-    fn empty() -> Self {
-        Self::new()
-    }
-
-    fn from_bucket(bucket: &Bucket<'_>) -> Self {
-        StateSummary::from_bucket(bucket)
-    }
-
-    fn merge(self, next: Self) -> Self {
-        StateSummary::merge(self, next)
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        StateSummary::encode(self)
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        StateSummary::decode(bytes)
-    }
-
-    fn figure(&self, name: &str) -> Option<Json> {
+    pub fn figure(&self, name: &str) -> Option<Json> {
         let (on, off) = (self.stats(&true), self.stats(&false));
         Some(match name {
             "time_true" => number_json(on.time),
@@ -477,13 +457,13 @@ impl Summary for StateSummary<bool> {
     }
 
     /// `fraction_true`.
-    fn default_figure(&self) -> Json {
+    pub fn default_figure(&self) -> Json {
         ratio_json(self.stats(&true).time, self.known)
     }
 }
 
-impl Summary for StateSummary<String> {
-    const FIGURES: &'static [&'static str] = &[
+impl StateSummary<String> {
+    pub const FIGURES: &'static [&'static str] = &[
         "time_per_state",
         "transitions",
         "count",
@@ -492,27 +472,7 @@ impl Summary for StateSummary<String> {
         "coverage_seconds",
     ];
 
-    fn empty() -> Self {
-        Self::new()
-    }
-
-    fn from_bucket(bucket: &Bucket<'_>) -> Self {
-        StateSummary::from_bucket(bucket)
-    }
-
-    fn merge(self, next: Self) -> Self {
-        StateSummary::merge(self, next)
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        StateSummary::encode(self)
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        StateSummary::decode(bytes)
-    }
-
-    fn figure(&self, name: &str) -> Option<Json> {
+    pub fn figure(&self, name: &str) -> Option<Json> {
         let point = |p: &Option<(f64, String)>| {
             p.as_ref()
                 .map_or(Json::Null, |(t, s)| point_json(*t, s.to_json()))
@@ -543,7 +503,7 @@ impl Summary for StateSummary<String> {
     }
 
     /// The state with the most time.
-    fn default_figure(&self) -> Json {
+    pub fn default_figure(&self) -> Json {
         self.dominant().map_or(Json::Null, State::to_json)
     }
 }
