@@ -2,6 +2,7 @@
 # Builds the custom key type examples into wasm components:
 #   target/examples/temperature-rust.wasm   examples/temperature-rust (Rust, komoku-guest SDK)
 #   target/examples/temperature-as.wasm     examples/temperature-as (AssemblyScript SDK)
+#   target/examples/percent-rust.wasm       examples/percent-rust (Rust, komoku-guest SDK)
 #   target/examples/percent-as.wasm         examples/percent-as (AssemblyScript SDK)
 # tests/tests/custom_types.rs loads them all.
 #
@@ -55,18 +56,25 @@ mkdir -p "$out_dir"
 # shellcheck source=scripts/wasm-env.sh
 source "$root/scripts/wasm-env.sh"
 
-crate=komoku-example-temperature
-step "building $crate for wasm32-unknown-unknown (profile wasm)"
+# crate:component
+rust_examples=(komoku-example-temperature:temperature-rust komoku-example-percent:percent-rust)
+crates=()
+for example in "${rust_examples[@]}"; do crates+=(-p "${example%%:*}"); done
+step "building ${rust_examples[*]%%:*} for wasm32-unknown-unknown (profile wasm)"
 env "${wasm_env[@]}" CARGO_ENCODED_RUSTFLAGS="$encoded_rustflags" \
     "${wasm_cargo[@]}" --locked --profile wasm --target wasm32-unknown-unknown \
-    --target-dir "$wasm_target" -p "$crate"
+    --target-dir "$wasm_target" "${crates[@]}"
 
 host_cargo=$(command -v cargo || echo /usr/bin/cargo)
 step "building komoku-componentize"
 "$host_cargo" build --locked --quiet -p komoku-componentize
-"$target_base/debug/komoku-componentize" \
-    "$wasm_target/wasm32-unknown-unknown/wasm/${crate//-/_}.wasm" "$out_dir/temperature-rust.wasm"
-step "componentized $crate -> $out_dir/temperature-rust.wasm ($(wc -c <"$out_dir/temperature-rust.wasm") bytes)"
+for example in "${rust_examples[@]}"; do
+    crate=${example%%:*}
+    out=$out_dir/${example#*:}.wasm
+    "$target_base/debug/komoku-componentize" \
+        "$wasm_target/wasm32-unknown-unknown/wasm/${crate//-/_}.wasm" "$out"
+    step "componentized $crate -> $out ($(wc -c <"$out") bytes)"
+done
 
 # --- AssemblyScript ---------------------------------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

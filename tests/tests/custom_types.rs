@@ -184,11 +184,18 @@ async fn percent_behaves(component: &str) -> Result<()> {
         let put = json!({"put": {"key": "disk", "value": value, "time": time}});
         assert_eq!(c.request(put).await?, json!("ack"), "{component}");
     }
-    let query = json!({"query": {"key": "disk", "since": 0, "until": 60, "figures": ["time_above"]}});
+    let query =
+        json!({"query": {"key": "disk", "since": 0, "until": 60, "figures": ["time_above"]}});
     let answer = c.request(query).await?;
-    assert_eq!(answer["total"], json!({"time_above": 60}), "{component}: {answer}");
+    assert_eq!(
+        answer["total"],
+        json!({"time_above": 60}),
+        "{component}: {answer}"
+    );
 
-    let refused = c.request(json!({"put": {"key": "cpu", "value": 120}})).await?;
+    let refused = c
+        .request(json!({"put": {"key": "cpu", "value": 120}}))
+        .await?;
     assert_eq!(refused, json!({"error": "out_of_range"}), "{component}");
     let define = json!({"define": {"cpu": {"type": "percent", "threshold": "high"}}});
     assert_eq!(
@@ -199,6 +206,11 @@ async fn percent_behaves(component: &str) -> Result<()> {
     c.close().await?;
     s.stop().await?;
     Ok(())
+}
+
+#[tokio::test]
+async fn percent_in_rust_loads_and_behaves() -> Result<()> {
+    percent_behaves("percent-rust.wasm").await
 }
 
 #[tokio::test]

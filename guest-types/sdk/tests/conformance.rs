@@ -3,7 +3,7 @@
 //! the same figures in both SDKs.
 
 use komoku_guest::serde_json::{self, Value as JsonValue};
-use komoku_guest::summary::{NumberSummary, Summary, buckets};
+use komoku_guest::summary::{NumberSummary, buckets};
 use komoku_guest::{Json, Point, Value};
 use std::path::Path;
 
