@@ -2,19 +2,23 @@
 # Builds the custom key type examples into wasm components:
 #   target/examples/temperature-rust.wasm   examples/temperature-rust (Rust, komoku-guest SDK)
 #   target/examples/temperature-as.wasm     examples/temperature-as (AssemblyScript SDK)
-# tests/tests/custom_types.rs loads both.
+#   target/examples/percent-rust.wasm       examples/percent-rust (Rust, komoku-guest SDK)
+#   target/examples/percent-as.wasm         examples/percent-as (AssemblyScript SDK)
+# tests/tests/custom_types.rs loads them all.
 #
 # Usage: scripts/build-examples.sh [--sdk-tests]
 #   --sdk-tests  also run the AssemblyScript SDK's own tests (npm test in
 #                guest-types/assemblyscript)
 #
-# Rust: the same toolchain and flags as scripts/build-plugins.sh (rustup's
-# wasm32-unknown-unknown target when installed, else Debian's rustc-web with std built from
-# source, installed here when missing; KOMOKU_WASM_TOOLCHAIN=rustup|debian forces one),
+# Rust: the same toolchain and flags as scripts/build-plugins.sh (Debian's rustc-web with std
+# built from source, installed here when missing; KOMOKU_WASM_TOOLCHAIN=rustup for rustup's
+# wasm32-unknown-unknown target instead),
 # sharing its <target>/wasm directory, then the komoku-componentize tool.
 # AssemblyScript: node >= 20 and npm (apt-get install nodejs npm when node is missing), then
-# `npm ci` in the SDK and in the example (both lockfiles are committed) and `npm run build`,
-# which compiles with asc and componentizes with node alone.
+# `npm ci` in each example (lockfiles committed; the examples' .npmrc sets install-links, so
+# the SDK is installed as a packed copy with its own dependencies, nothing written into
+# guest-types/assemblyscript) and `npm run build`, which compiles with asc and componentizes
+# with node alone. The SDK's own tests (--sdk-tests) need `npm ci` in the SDK.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,18 +56,25 @@ mkdir -p "$out_dir"
 # shellcheck source=scripts/wasm-env.sh
 source "$root/scripts/wasm-env.sh"
 
-crate=komoku-example-temperature
-step "building $crate for wasm32-unknown-unknown (profile wasm)"
+# crate:component
+rust_examples=(komoku-example-temperature:temperature-rust komoku-example-percent:percent-rust)
+crates=()
+for example in "${rust_examples[@]}"; do crates+=(-p "${example%%:*}"); done
+step "building ${rust_examples[*]%%:*} for wasm32-unknown-unknown (profile wasm)"
 env "${wasm_env[@]}" CARGO_ENCODED_RUSTFLAGS="$encoded_rustflags" \
     "${wasm_cargo[@]}" --locked --profile wasm --target wasm32-unknown-unknown \
-    --target-dir "$wasm_target" -p "$crate"
+    --target-dir "$wasm_target" "${crates[@]}"
 
 host_cargo=$(command -v cargo || echo /usr/bin/cargo)
 step "building komoku-componentize"
 "$host_cargo" build --locked --quiet -p komoku-componentize
-"$target_base/debug/komoku-componentize" \
-    "$wasm_target/wasm32-unknown-unknown/wasm/${crate//-/_}.wasm" "$out_dir/temperature-rust.wasm"
-step "componentized $crate -> $out_dir/temperature-rust.wasm ($(wc -c <"$out_dir/temperature-rust.wasm") bytes)"
+for example in "${rust_examples[@]}"; do
+    crate=${example%%:*}
+    out=$out_dir/${example#*:}.wasm
+    "$target_base/debug/komoku-componentize" \
+        "$wasm_target/wasm32-unknown-unknown/wasm/${crate//-/_}.wasm" "$out"
+    step "componentized $crate -> $out ($(wc -c <"$out") bytes)"
+done
 
 # --- AssemblyScript ---------------------------------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -78,16 +89,18 @@ fi
 step "node $(node --version), npm $(npm --version)"
 
 npm_ci=(npm ci --prefer-offline --no-audit --no-fund)
-step "npm ci: guest-types/assemblyscript (the SDK: assemblyscript, jco-transpile)"
-(cd guest-types/assemblyscript && "${npm_ci[@]}")
 if $sdk_tests; then
-    step "npm test: guest-types/assemblyscript"
-    (cd guest-types/assemblyscript && npm test)
+    step "npm ci + npm test: guest-types/assemblyscript"
+    (cd guest-types/assemblyscript && "${npm_ci[@]}" && npm test)
 fi
-step "npm ci: examples/temperature-as"
-(cd examples/temperature-as && "${npm_ci[@]}")
-as_started=$SECONDS
-(cd examples/temperature-as && npm run --silent build)
-cp examples/temperature-as/build/temperature_celsius.wasm "$out_dir/temperature-as.wasm"
-step "built examples/temperature-as -> $out_dir/temperature-as.wasm ($(wc -c <"$out_dir/temperature-as.wasm") bytes, $((SECONDS - as_started)) s)"
+for example in temperature-as:temperature_celsius percent-as:percent; do
+    dir=examples/${example%%:*}
+    built=$dir/build/${example#*:}.wasm
+    step "npm ci: $dir"
+    (cd "$dir" && "${npm_ci[@]}")
+    as_started=$SECONDS
+    (cd "$dir" && npm run --silent build)
+    cp "$built" "$out_dir/${example%%:*}.wasm"
+    step "built $dir -> $out_dir/${example%%:*}.wasm ($(wc -c <"$out_dir/${example%%:*}.wasm") bytes, $((SECONDS - as_started)) s)"
+done
 step "done"

@@ -19,10 +19,11 @@
 #   --check  build into a temporary directory and exit non-zero, listing the stale files,
 #            if a committed component differs from the fresh build (what CI runs).
 #
-# Toolchain: rustup's wasm32-unknown-unknown target when it is installed, else Debian's
-# rustc-web, cargo-web, rust-web-src and lld-22 (installed here when missing), which build
-# std from source. KOMOKU_WASM_TOOLCHAIN=rustup|debian forces one. The committed components
-# come from the Debian toolchain (what CI machines get); another compiler gives other bytes.
+# Toolchain: Debian's rustc-web, cargo-web, rust-web-src and lld-22 (installed here when
+# missing), which build std from source; the committed components come from it (what CI
+# machines get). KOMOKU_WASM_TOOLCHAIN=rustup uses rustup's wasm32-unknown-unknown target
+# instead, only when asked (another compiler gives other bytes: --check then fails). See
+# scripts/wasm-env.sh.
 #
 # The build is reproducible across checkout directories: the repository, target, cargo home
 # and Rust source paths are remapped, and componentizing depends only on the pinned

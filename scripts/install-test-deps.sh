@@ -7,7 +7,7 @@
 #   scripts/install-test-deps.sh
 #
 # - rustc-web cargo-web rust-web-src lld-22: the Debian wasm toolchain (scripts/wasm-env.sh;
-#   not needed when rustup has the wasm32-unknown-unknown target)
+#   not needed with KOMOKU_WASM_TOOLCHAIN=rustup), also what docs/writing-a-key-type.md installs
 # - nodejs npm: AssemblyScript examples and the AS SDK (scripts/build-examples.sh), uPlot
 #   (scripts/vendor-uplot.sh)
 # - g++: libFuzzer (scripts/fuzz.sh)
@@ -33,8 +33,7 @@ want chromium chromium
 want chromedriver chromium-driver
 want systemd-analyze systemd
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
-if ! { command -v rustup >/dev/null &&
-    rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; }; then
+if [[ ${KOMOKU_WASM_TOOLCHAIN:-debian} == debian ]]; then
     for package in rustc-web cargo-web rust-web-src lld-22; do
         if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
             missing+=("$package")

@@ -5,18 +5,28 @@
 #   encoded_rustflags          path remaps that make the modules reproducible across checkouts
 # Needs $root (the repository) and a `step` function for progress lines.
 #
-# Toolchain: rustup's wasm32-unknown-unknown target when it is installed, else Debian's
-# rustc-web, cargo-web, rust-web-src and lld-22 (installed here when missing), which build
-# std from source. KOMOKU_WASM_TOOLCHAIN=rustup|debian forces one.
+# Toolchain, chosen explicitly (never switched behind your back): KOMOKU_WASM_TOOLCHAIN=debian
+# (the default; the toolchain the committed components come from, so `build-plugins.sh
+# --check` compares like with like) uses Debian's rustc-web, cargo-web, rust-web-src and
+# lld-22 (installed here when missing), which build std from source;
+# KOMOKU_WASM_TOOLCHAIN=rustup uses rustup's wasm32-unknown-unknown target (another compiler:
+# other bytes, so --check reports every component as stale). Without apt (not Debian), set
+# KOMOKU_WASM_TOOLCHAIN=rustup.
 
 # --- toolchain -------------------------------------------------------------------------
-toolchain=${KOMOKU_WASM_TOOLCHAIN:-auto}
-if [[ $toolchain == auto ]]; then
-    if command -v rustup >/dev/null 2>&1 &&
-        rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-        toolchain=rustup
-    else
-        toolchain=debian
+rustup_has_wasm=false
+if command -v rustup >/dev/null 2>&1 &&
+    rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    rustup_has_wasm=true
+fi
+toolchain=${KOMOKU_WASM_TOOLCHAIN:-debian}
+if [[ $toolchain == debian && -z ${KOMOKU_WASM_TOOLCHAIN:-} ]]; then
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        echo "no Debian packaging here: set KOMOKU_WASM_TOOLCHAIN=rustup (needs rustup's wasm32-unknown-unknown target)" >&2
+        exit 2
+    fi
+    if $rustup_has_wasm; then
+        step "note: rustup's wasm32-unknown-unknown is installed but not used (KOMOKU_WASM_TOOLCHAIN=rustup uses it; its bytes differ from the committed components)"
     fi
 fi
 

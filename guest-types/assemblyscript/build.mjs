@@ -15,7 +15,7 @@
 //   --debug  no optimisation, with debug names
 
 import { mkdir, readFile, realpath, writeFile } from "node:fs/promises";
-import { dirname, relative, resolve, sep } from "node:path";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import asc from "assemblyscript/asc";
@@ -62,8 +62,27 @@ async function abortPath(entry) {
   return "~lib/komoku-key-type/assembly/abort/trap";
 }
 
+/** The `version` of the package.json nearest to `entry` (walking up), or "0.0.0". */
+async function packageVersion(entry) {
+  let dir = dirname(await realpath(entry));
+  for (;;) {
+    try {
+      const pkg = JSON.parse(await readFile(join(dir, "package.json"), "utf8"));
+      if (typeof pkg.version !== "string") throw new Error(`${join(dir, "package.json")} has no "version"`);
+      return pkg.version;
+    } catch (e) {
+      if (e.code !== "ENOENT") throw e;
+    }
+    const up = dirname(dir);
+    if (up === dir) return "0.0.0";
+    dir = up;
+  }
+}
+
 /** Compiles the entry file to a core module with asc. */
 async function compile(entry, debug) {
+  const version = await packageVersion(entry);
+  const versionFile = await realpath(resolve(SDK_DIR, "assembly/package.ts"));
   const outFile = "plugin.wasm";
   let binary = null;
   const argv = [
@@ -77,6 +96,20 @@ async function compile(entry, debug) {
     ...(debug ? ["--debug"] : ["-O3"]),
   ];
   const { error, stderr } = await asc.main(argv, {
+    // The SDK's assembly/package.ts is read as the plugin's own version.
+    async readFile(name, baseDir) {
+      const path = resolve(baseDir, name);
+      let text;
+      try {
+        text = await readFile(path, "utf8");
+      } catch {
+        return null;
+      }
+      if ((await realpath(path)) === versionFile) {
+        return `export const PACKAGE_VERSION: string = ${JSON.stringify(version)};\n`;
+      }
+      return text;
+    },
     writeFile(name, contents) {
       if (name === outFile) binary = contents;
     },

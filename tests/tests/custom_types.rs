@@ -1,6 +1,8 @@
 //! Custom key types end to end: the `temperature_celsius` examples, one written in Rust
-//! (`examples/temperature-rust`) and one in AssemblyScript (`examples/temperature-as`), each
-//! loaded from a plugins directory of its own and put through the same test.
+//! (`examples/temperature-rust`) and one in AssemblyScript (`examples/temperature-as`), and
+//! the `percent` examples (`examples/percent-rust`, `examples/percent-as`: options of their
+//! own and a figure that depends on one), each loaded from a plugins directory of its own and
+//! put through the same test as its twin.
 //!
 //! The components are built by `scripts/build-examples.sh` into `target/examples/`; a
 //! missing one fails the test (it is not skipped).
@@ -135,4 +137,83 @@ async fn temperature_celsius_in_rust_loads_and_behaves() -> Result<()> {
 #[tokio::test]
 async fn temperature_celsius_in_assemblyscript_loads_and_behaves() -> Result<()> {
     temperature_celsius_behaves("temperature-as.wasm").await
+}
+
+/// The behaviour both implementations of `percent` must share: its own options (checked,
+/// completed, driving the store decision) and a figure that depends on one.
+async fn percent_behaves(component: &str) -> Result<()> {
+    let (s, _plugins) = server_with(component).await?;
+    let mut c = s.client().await?;
+
+    let types = c.request(json!({"types": {}})).await?;
+    assert_eq!(
+        types["types"]["percent"]["default_options"],
+        json!({"deadband": 0, "min_resolution": 0, "same_value_resolution": 0, "threshold": 80}),
+        "{component}: {types:#}"
+    );
+    let define = json!({"define": {"cpu": {"type": "percent", "deadband": 2, "threshold": 50}}});
+    assert_eq!(c.request(define).await?, json!("ack"), "{component}");
+
+    // 41 is within the deadband of 40: acknowledged, not stored. Stored: 40 (0..20),
+    // 60 (20..40), 20 (40..60): 20 s above the threshold of 50, a mean of 40.
+    for (time, value) in [(0, 40), (10, 41), (20, 60), (40, 20)] {
+        let put = json!({"put": {"key": "cpu", "value": value, "time": time}});
+        assert_eq!(c.request(put).await?, json!("ack"), "{component}");
+    }
+    let query = json!({"query": {"key": "cpu", "since": 0, "until": 60,
+                                  "figures": ["time_above", "count", "mean", "max"]}});
+    let answer = c.request(query).await?;
+    assert_eq!(
+        answer["total"],
+        json!({"time_above": 20, "count": 3, "mean": 40, "max": 60}),
+        "{component}: {answer}"
+    );
+    let query = json!({"query": {"key": "cpu", "since": 0, "until": 60, "step": "30S",
+                                  "figures": ["time_above"]}});
+    let answer = c.request(query).await?;
+    assert_eq!(
+        answer["buckets"],
+        json!([{"time_above": 10}, {"time_above": 10}]),
+        "{component}: {answer}"
+    );
+
+    // Another threshold, another figure: the option reaches the summary.
+    let define = json!({"define": {"disk": {"type": "percent", "threshold": 10}}});
+    assert_eq!(c.request(define).await?, json!("ack"), "{component}");
+    for (time, value) in [(0, 40), (20, 60), (40, 20)] {
+        let put = json!({"put": {"key": "disk", "value": value, "time": time}});
+        assert_eq!(c.request(put).await?, json!("ack"), "{component}");
+    }
+    let query =
+        json!({"query": {"key": "disk", "since": 0, "until": 60, "figures": ["time_above"]}});
+    let answer = c.request(query).await?;
+    assert_eq!(
+        answer["total"],
+        json!({"time_above": 60}),
+        "{component}: {answer}"
+    );
+
+    let refused = c
+        .request(json!({"put": {"key": "cpu", "value": 120}}))
+        .await?;
+    assert_eq!(refused, json!({"error": "out_of_range"}), "{component}");
+    let define = json!({"define": {"cpu": {"type": "percent", "threshold": "high"}}});
+    assert_eq!(
+        c.request(define).await?,
+        json!({"error": "invalid_option"}),
+        "{component}"
+    );
+    c.close().await?;
+    s.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn percent_in_rust_loads_and_behaves() -> Result<()> {
+    percent_behaves("percent-rust.wasm").await
+}
+
+#[tokio::test]
+async fn percent_in_assemblyscript_loads_and_behaves() -> Result<()> {
+    percent_behaves("percent-as.wasm").await
 }

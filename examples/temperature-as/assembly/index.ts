@@ -1,14 +1,15 @@
 // temperature_celsius: a gauge of degrees Celsius that refuses values below absolute zero.
 // The same type as examples/temperature-rust, written with the AssemblyScript SDK.
 
-import { castNumber, Input, KeyType, numberText, Options, Refusal, register, Result, Value } from "komoku-key-type/assembly";
+import { castNumber, Input, KeyType, NumberSummary, numberText, Options, Refusal, register, Result, Value } from "komoku-key-type/assembly";
 
 /** Absolute zero in degrees Celsius: nothing is colder. */
 const ABSOLUTE_ZERO: f64 = -273.15;
 
-class TemperatureCelsius extends KeyType {
+/** The SDK's options (`Options`: the resolution options) and number summaries. */
+class TemperatureCelsius extends KeyType<Options, NumberSummary> {
   constructor() {
-    super("temperature_celsius", "A temperature in degrees Celsius (not below -273.15), summarised time-weighted", "0.1.0");
+    super("temperature_celsius", "A temperature in degrees Celsius (not below -273.15), summarised time-weighted");
   }
 
   // Finite numbers and numeric text, as numeric keys accept them, but nothing below absolute

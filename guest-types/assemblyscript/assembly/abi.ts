@@ -8,12 +8,18 @@
 //
 // Layouts (size/alignment; variants: u8 case, then the payload at the payload's alignment):
 //   string, list<T>        8/4   ptr u32, len u32 (len in elements; bytes for strings)
-//   value                 16/8   case u8 @0; bool u8 @8 | f64 @8 | string @8
+//   value, input          16/8   case u8 @0; bool u8 @8 | f64 @8 | string @8
 //   point, scheduled      24/8   f64 @0, value @8
-//   option<scheduled>     32/8   case u8 @0, scheduled @8
+//   option<point>,
+//   option<scheduled>     32/8   case u8 @0, point/scheduled @8
+//   operation             24/8   case u8 @0; input @8 (set) | f64 @8 (add)
+//   timed-operation       32/8   operation @0, time f64 @24
+//   key-operations        48/8   options list<u8> @0, latest option<point> @8, ops list @40
 //   outcome               56/8   value @0, store u8 @16, option<scheduled> @24
 //   refusal               16/4   code @0, message @8
-//   result<string,refusal>  20/4   case u8 @0, payload @4
+//   checked-options       16/4   json @0, encoded list<u8> @8
+//   result<string,refusal>,
+//   result<checked-options,refusal>  20/4   case u8 @0, payload @4
 //   result<outcome,refusal> 64/8   case u8 @0, payload @8
 //   info                  32/4   name @0, version @8, description @16, default-options @24
 //   option<string>        12/4   case u8 @0, string @4
@@ -24,7 +30,7 @@
 //   point         [f64 time, ...value]
 //   operation     [i32 case, i64 (input case | f64 bits of add's step), i64 input payload, i32 input len]
 
-import { Input, InputKind, Point, Value, ValueKind } from "./types";
+import { Input, InputKind, Operation, Point, TimedOperation, Value, ValueKind } from "./types";
 
 /** The static return area: large enough for the largest result (`result<outcome, refusal>`). */
 export const RET_AREA: usize = memory.data(64, 16);
@@ -120,6 +126,43 @@ export function loadValue(at: usize): Value {
       unreachable();
       return Value.ofNumber(0);
   }
+}
+
+/** An `input` in memory (16 bytes). */
+export function loadInput(at: usize): Input {
+  const kind = <i32>load<u8>(at);
+  switch (kind) {
+    case InputKind.Null:
+      return Input.ofNull();
+    case InputKind.Boolean:
+      return Input.ofBoolean(load<u8>(at, 8) != 0);
+    case InputKind.Number:
+      return Input.ofNumber(load<f64>(at, 8));
+    case InputKind.Text:
+      return Input.ofText(liftString(load<u32>(at, 8), load<u32>(at, 12)));
+    default:
+      unreachable();
+      return Input.ofNull();
+  }
+}
+
+/** A `list<timed-operation>` argument (32 bytes each), copied out; its texts and buffer are freed. */
+export function liftTimedOperations(ptr: usize, len: usize): TimedOperation[] {
+  const out = new Array<TimedOperation>(<i32>len);
+  for (let i: usize = 0; i < len; i++) {
+    const at = ptr + (i << 5);
+    const kind = <i32>load<u8>(at);
+    let op: Operation;
+    if (kind == 0) op = Operation.set(loadInput(at + 8));
+    else if (kind == 1) op = Operation.add(load<f64>(at, 8));
+    else {
+      unreachable();
+      op = Operation.add(0);
+    }
+    out[<i32>i] = new TimedOperation(op, load<f64>(at, 24));
+  }
+  free(ptr);
+  return out;
 }
 
 /** A `list<point>` argument (24 bytes each), copied out; its texts and buffer are freed. */

@@ -9,9 +9,22 @@
 // defaults after it; the SDK checks `refusal` once the type has read its fields.
 
 import { Json, JsonKind, JsonObjectWriter, numberJson, parseJson, stringJson } from "./json";
+import { Reader, Writer } from "./codec";
 import { Point, Refusal } from "./types";
 
-/** Reads typed fields out of a JSON options object, recording the complete object. */
+/** The tag byte of the options encoding `check-options` returns. */
+const OPTIONS_TAG: u8 = 0x4f; // 'O'
+
+/**
+ * Reads typed fields of a key's options. Your `Options.read` asks it for each field once,
+ * in a fixed order; the same method serves both ways the SDK reads options:
+ *
+ * - in `check-options`, from the JSON object `define` gave: it refuses unknown options,
+ *   wrong types and out-of-range values (`invalid_option`), fills in defaults, and records
+ *   the complete object (keys sorted) and a compact binary encoding of the values;
+ * - in every later call, from that encoding (handed back by the host): no JSON, no names,
+ *   just the values in the order they were read.
+ */
 export class OptionsReader {
   /** The first refusal, if any; later reads then return their defaults. */
   refusal: Refusal | null = null;
@@ -19,9 +32,12 @@ export class OptionsReader {
   private taken: bool[] = [];
   private complete: JsonObjectWriter = new JsonObjectWriter();
   private known: string[] = [];
+  private encoded: Writer = new Writer();
+  private input: Reader | null = null;
 
-  /** A reader over `text`, which must be a JSON object. */
+  /** A reader over JSON `text`, which must be a JSON object. */
   constructor(text: string) {
+    this.encoded.u8(OPTIONS_TAG);
     const parsed = parseJson(text);
     const value = parsed.value;
     if (value == null) {
@@ -32,6 +48,15 @@ export class OptionsReader {
       this.given = value;
     }
     for (let i = 0; i < this.given.keys.length; i++) this.taken.push(false);
+  }
+
+  /** A reader over options encoded by an earlier `check-options` (`encoding()`). */
+  static fromEncoding(bytes: Uint8Array): OptionsReader {
+    const reader = new OptionsReader("{}");
+    const input = new Reader(bytes);
+    input.tag(OPTIONS_TAG);
+    reader.input = input;
+    return reader;
   }
 
   private refuse(message: string): void {
@@ -58,6 +83,8 @@ export class OptionsReader {
 
   /** A number for which `valid` holds (described by `expected`, e.g. "a number >= 0"). */
   number(name: string, defaultValue: f64, expected: string, valid: (n: f64) => bool): f64 {
+    const input = this.input;
+    if (input != null) return input.f64();
     let value = defaultValue;
     const json = this.take(name);
     if (json != null) {
@@ -65,6 +92,7 @@ export class OptionsReader {
       else this.wrong(name, expected, json);
     }
     this.complete.set(name, numberJson(value));
+    this.encoded.f64(value);
     return value;
   }
 
@@ -80,6 +108,8 @@ export class OptionsReader {
 
   /** `true` or `false`. */
   boolean(name: string, defaultValue: bool): bool {
+    const input = this.input;
+    if (input != null) return input.u8() != 0;
     let value = defaultValue;
     const json = this.take(name);
     if (json != null) {
@@ -87,11 +117,14 @@ export class OptionsReader {
       else this.wrong(name, "true or false", json);
     }
     this.complete.set(name, value ? "true" : "false");
+    this.encoded.u8(value ? 1 : 0);
     return value;
   }
 
   /** One of `choices` (strings). */
   choice(name: string, choices: string[], defaultValue: string): string {
+    const input = this.input;
+    if (input != null) return input.text();
     let value = defaultValue;
     const json = this.take(name);
     if (json != null) {
@@ -103,11 +136,20 @@ export class OptionsReader {
       }
     }
     this.complete.set(name, stringJson(value));
+    this.encoded.text(value);
     return value;
   }
 
   /** `null` or a non-empty list of strings. Default = null. */
   stringList(name: string): string[] | null {
+    const input = this.input;
+    if (input != null) {
+      const n = input.varint();
+      if (n == 0) return null;
+      const list = new Array<string>(0);
+      for (let i: u64 = 1; i < n && input.ok; i++) list.push(input.text());
+      return list;
+    }
     const json = this.take(name);
     let value: string[] | null = null;
     if (json != null) {
@@ -123,16 +165,28 @@ export class OptionsReader {
     }
     if (value == null) {
       this.complete.set(name, "null");
+      this.encoded.varint(0);
     } else {
       const quoted = new Array<string>(value.length);
       for (let i = 0; i < value.length; i++) quoted[i] = stringJson(value[i]);
       this.complete.set(name, "[" + quoted.join(",") + "]");
+      this.encoded.varint(<u64>value.length + 1);
+      for (let i = 0; i < value.length; i++) this.encoded.text(value[i]);
     }
     return value;
   }
 
-  /** The complete options object as JSON text (keys sorted), or null after a refusal. */
+  /**
+   * Ends reading. From JSON: refuses options left over, and returns the complete object as
+   * JSON text (keys sorted), or null after a refusal. From an encoding: checks it was read
+   * to its end (null, with `refusal` set, when not).
+   */
   finish(): string | null {
+    const input = this.input;
+    if (input != null) {
+      if (!input.finish()) this.refuse("options encoded by another version of the type: " + input.error);
+      return this.refusal == null ? "" : null;
+    }
     for (let i = 0; i < this.given.keys.length; i++) {
       if (!this.taken[i]) {
         this.refuse("unknown option " + stringJson(this.given.keys[i]) + "; known options: " + this.known.join(", "));
@@ -141,6 +195,11 @@ export class OptionsReader {
     }
     if (this.refusal != null) return null;
     return this.complete.toString();
+  }
+
+  /** The binary encoding of the values read from JSON (after `finish`). */
+  encoding(): Uint8Array {
+    return this.encoded.finish();
   }
 }
 
@@ -201,9 +260,16 @@ export class Resolution {
 }
 
 /**
- * A key's options, parsed. Extend it to add fields (read them in `KeyType.readOptions`);
- * `resolution` drives the default store decision.
+ * A key's options, parsed. Extend it to add fields, and override `read` to read them (call
+ * `super.read(reader)` first for the resolution options): the one description of your
+ * options serves `check-options` (JSON in, complete JSON and an encoding out) and every
+ * later call (the encoding in). `resolution` drives the default store decision.
  */
 export class Options {
   resolution: Resolution = new Resolution();
+
+  /** Reads every field from `reader`. Default = the resolution options. */
+  read(reader: OptionsReader): void {
+    this.resolution = Resolution.read(reader);
+  }
 }

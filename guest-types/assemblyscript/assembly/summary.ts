@@ -8,7 +8,9 @@
 // counted). Summaries of adjacent buckets merge, oldest first, into exactly the summary of
 // their union.
 
+import { Reader, Writer } from "./codec";
 import { numberJson } from "./json";
+import { Options } from "./options";
 import { codes, Point, Refusal, Result, Value } from "./types";
 
 /** One bucket's share of a `summarize` call. */
@@ -72,21 +74,42 @@ export function sortByTime(points: Point[]): Point[] {
 }
 
 /**
- * A mergeable summary of one bucket of a key's history. Implementations also need a way
- * to be decoded and an empty value: see `KeyType.decodeSummary` and `KeyType.emptySummary`.
+ * A mergeable summary of one bucket of a key's history. Extend it, give the class a
+ * constructor without arguments (the empty summary: nothing known), implement `encode` and
+ * `decode`, and give it three more methods, typed with your own classes (the SDK calls them
+ * on your class itself, so no downcast is needed anywhere):
+ *
+ * ```ts
+ * summarize(bucket: Bucket, options: MyOptions): void   // fill this empty summary from one bucket
+ * merge(next: MySummary, options: MyOptions): void      // become this bucket followed by `next`
+ * figures(out: Figures, options: MyOptions): void        // report every figure; the first is the default
+ * ```
+ *
+ * `figures` is the one place that names the figures: the SDK asks an empty summary for the
+ * list (the world's `figures` export) and picks what `render` asked for.
  */
 export abstract class Summary {
-  /** The summary of this bucket followed by the adjacent, later `next` (of the same kind). */
-  abstract merge(next: Summary): Summary;
+  /** Writes the encoding: a tag byte naming the format, then the fields. */
+  abstract encode(w: Writer): void;
 
-  /** The binary encoding (first byte: the format's tag). */
-  abstract encode(): Uint8Array;
+  /** Reads what `encode` wrote (tag included) into this empty summary; failures go to `r`. */
+  abstract decode(r: Reader): void;
+}
 
-  /** One named figure as JSON text, or null for a name this summary does not know. */
-  abstract figure(name: string): string | null;
+/** The encoding of `summary`, as bytes. */
+export function encodeSummary<S extends Summary>(summary: S): Uint8Array {
+  const w = new Writer();
+  summary.encode(w);
+  return w.finish();
+}
 
-  /** The default figure, a bare JSON scalar (`null` when nothing is known). */
-  abstract defaultFigure(): string;
+/** The summary `bytes` encode, or a refusal (`invalid_summary`) saying why not. */
+export function decodeSummary<S extends Summary>(bytes: Uint8Array): Result<S> {
+  const s = instantiate<S>();
+  const r = new Reader(bytes);
+  s.decode(r);
+  if (!r.finish()) return Result.err<S>(new Refusal(codes.INVALID_SUMMARY, r.error));
+  return Result.ok<S>(s);
 }
 
 /** A point as a figure: `{"time": t, "value": v}` (`value` is JSON text). */
@@ -99,134 +122,44 @@ export function ratioJson(numerator: f64, denominator: f64): string {
   return denominator > 0 ? numberJson(numerator / denominator) : "null";
 }
 
-// --- encodings --------------------------------------------------------------------------
+/**
+ * The figures of one summary, as its `figures` method reports them (name, JSON text), in
+ * the order reported. The first is the type's default figure.
+ */
+export class Figures {
+  names: string[] = [];
+  values: string[] = [];
 
-/** Writes an encoding: a tag byte, little-endian f64s, LEB128 varints, texts. */
-export class Writer {
-  private buf: Uint8Array = new Uint8Array(64);
-  private len: i32 = 0;
-
-  constructor(tag: u8) {
-    this.u8(tag);
+  /** A figure given as JSON text. */
+  json(name: string, json: string): void {
+    this.names.push(name);
+    this.values.push(json);
   }
 
-  private reserve(n: i32): void {
-    if (this.len + n <= this.buf.length) return;
-    let capacity = this.buf.length * 2;
-    while (capacity < this.len + n) capacity *= 2;
-    const grown = new Uint8Array(capacity);
-    grown.set(this.buf);
-    this.buf = grown;
+  /** A number (integral ones without a fraction, non-finite ones `null`). */
+  number(name: string, n: f64): void {
+    this.json(name, numberJson(n));
   }
 
-  u8(byte: u8): void {
-    this.reserve(1);
-    this.buf[this.len++] = byte;
+  /** A number when `present`, else `null`. */
+  optional(name: string, present: bool, n: f64): void {
+    this.json(name, present ? numberJson(n) : "null");
   }
 
-  f64(n: f64): void {
-    this.reserve(8);
-    store<f64>(this.buf.dataStart + <usize>this.len, n);
-    this.len += 8;
+  /** A count. */
+  count(name: string, n: u64): void {
+    this.json(name, n.toString());
   }
 
-  varint(n: u64): void {
-    while (true) {
-      const low = <u8>(n & 0x7f);
-      n >>= 7;
-      if (n == 0) {
-        this.u8(low);
-        return;
-      }
-      this.u8(low | 0x80);
-    }
+  /** `numerator / denominator`, `null` when the denominator is 0. */
+  ratio(name: string, numerator: f64, denominator: f64): void {
+    this.json(name, ratioJson(numerator, denominator));
   }
 
-  /** A varint byte length, then UTF-8 (lone surrogates become U+FFFD). */
-  text(text: string): void {
-    const bytes = String.UTF8.encode(text, false, String.UTF8.ErrorMode.REPLACE);
-    this.varint(<u64>bytes.byteLength);
-    this.reserve(bytes.byteLength);
-    memory.copy(this.buf.dataStart + <usize>this.len, changetype<usize>(bytes), bytes.byteLength);
-    this.len += bytes.byteLength;
-  }
-
-  finish(): Uint8Array {
-    return this.buf.slice(0, this.len);
-  }
-}
-
-/** Reads an encoding written by [`Writer`]; the first failure is kept in `error`. */
-export class Reader {
-  private pos: i32 = 1;
-  /** Why decoding failed ("" while it has not). */
-  error: string = "";
-
-  /** A reader over `bytes`, which must start with `tag`. */
-  constructor(
-    private bytes: Uint8Array,
-    tag: u8,
-  ) {
-    if (bytes.length == 0) this.fail("empty summary");
-    else if (bytes[0] != tag) {
-      this.fail("tag " + String.fromCharCode(bytes[0]) + " instead of " + String.fromCharCode(tag));
-    }
-  }
-
-  get ok(): bool {
-    return this.error.length == 0;
-  }
-
-  private fail(what: string): void {
-    if (this.ok) this.error = what;
-  }
-
-  private take(n: i32): bool {
-    if (!this.ok) return false;
-    if (this.bytes.length - this.pos < n) {
-      this.fail("summary cut short");
-      return false;
-    }
-    this.pos += n;
-    return true;
-  }
-
-  u8(): u8 {
-    return this.take(1) ? this.bytes[this.pos - 1] : 0;
-  }
-
-  f64(): f64 {
-    return this.take(8) ? load<f64>(this.bytes.dataStart + <usize>(this.pos - 8)) : 0;
-  }
-
-  varint(): u64 {
-    let n: u64 = 0;
-    for (let shift: u64 = 0; shift < 64; shift += 7) {
-      const byte = this.u8();
-      if (!this.ok) return 0;
-      n |= (<u64>(byte & 0x7f)) << shift;
-      if ((byte & 0x80) == 0) return n;
-    }
-    this.fail("varint too long");
-    return 0;
-  }
-
-  text(): string {
-    const len = this.varint();
-    if (len > <u64>(this.bytes.length - this.pos)) {
-      this.fail("summary cut short");
-      return "";
-    }
-    if (!this.take(<i32>len)) return "";
-    return String.UTF8.decodeUnsafe(this.bytes.dataStart + <usize>(this.pos - <i32>len), <usize>len);
-  }
-
-  /** Checks that nothing is left; false (with `error` set) otherwise. */
-  finish(): bool {
-    if (this.ok && this.pos != this.bytes.length) {
-      this.fail((this.bytes.length - this.pos).toString() + " trailing bytes");
-    }
-    return this.ok;
+  /** The JSON text of figure `name`, or null when it was not reported. */
+  get(name: string): string | null {
+    for (let i = 0; i < this.names.length; i++) if (this.names[i] == name) return this.values[i];
+    return null;
   }
 }
 
@@ -237,24 +170,10 @@ const HAS_START: u8 = 1;
 const HAS_RANGE: u8 = 2;
 const HAS_POINTS: u8 = 4;
 
-/** The figures of a gauge: what [`NumberSummary.figure`] knows. */
-export const GAUGE_FIGURES: string[] = [
-  "mean",
-  "min",
-  "max",
-  "first",
-  "last",
-  "count",
-  "integral",
-  "coverage_seconds",
-];
-
-function optJson(present: bool, n: f64): string {
-  return present ? numberJson(n) : "null";
-}
-
 /**
- * The time-weighted summary of a number over a bucket (the Rust SDK's `NumberSummary`).
+ * The time-weighted summary of a number over a bucket (the Rust SDK's `NumberSummary`,
+ * byte for byte). Figures: `mean` (the default), `min`, `max`, `first`, `last`, `count`,
+ * `integral`, `coverage_seconds`.
  *
  * Encoding (tag `N`):
  *
@@ -265,7 +184,7 @@ function optJson(present: bool, n: f64): string {
  * f64 integral     sum of value × seconds
  * varint count     points in the bucket
  * [f64 start]                      the value in force at the bucket's start
- * [f64 min, f64 max]               over start and the bucket's points
+ * [f64 min, f64 max]               over the values held for some time in the bucket
  * [f64 t, f64 v, f64 t, f64 v]     first point, last point
  * ```
  */
@@ -279,7 +198,11 @@ export class NumberSummary extends Summary {
   /** The value in force at the bucket's start (carried in), when `hasStart`. */
   hasStart: bool = false;
   start: f64 = 0;
-  /** The least and greatest values in force during the bucket, when `hasRange`. */
+  /**
+   * The least and greatest values held for some time in the bucket, when `hasRange`: the
+   * start value unless a point replaces it at the bucket's very start, and the points
+   * (a point replaced at the same instant held for no time and does not count).
+   */
   hasRange: bool = false;
   min: f64 = 0;
   max: f64 = 0;
@@ -291,16 +214,14 @@ export class NumberSummary extends Summary {
   lastValue: f64 = 0;
 
   /** Summarises one bucket; values that are not numbers are skipped. */
-  static fromBucket(bucket: Bucket): NumberSummary {
-    const s = new NumberSummary();
+  summarize(bucket: Bucket, options: Options): void {
     const initial = bucket.initial;
     let holding = false;
     let held: f64 = 0;
     let since: f64 = 0;
     if (initial != null && initial.isNumber) {
-      s.hasStart = true;
-      s.start = initial.num;
-      s.widen(initial.num);
+      this.hasStart = true;
+      this.start = initial.num;
       holding = true;
       held = initial.num;
       since = bucket.start;
@@ -309,22 +230,20 @@ export class NumberSummary extends Summary {
       const point = bucket.points[i];
       if (!point.value.isNumber) continue;
       const value = point.value.num;
-      if (holding) s.hold(held, point.time - since);
+      if (holding) this.hold(held, point.time - since);
       holding = true;
       held = value;
       since = point.time;
-      s.count++;
-      if (!s.hasPoints) {
-        s.hasPoints = true;
-        s.firstTime = point.time;
-        s.firstValue = value;
+      this.count++;
+      if (!this.hasPoints) {
+        this.hasPoints = true;
+        this.firstTime = point.time;
+        this.firstValue = value;
       }
-      s.lastTime = point.time;
-      s.lastValue = value;
-      s.widen(value);
+      this.lastTime = point.time;
+      this.lastValue = value;
     }
-    if (holding) s.hold(held, bucket.end - since);
-    return s;
+    if (holding) this.hold(held, bucket.end - since);
   }
 
   /** Whether nothing at all is known about the bucket. */
@@ -348,55 +267,56 @@ export class NumberSummary extends Summary {
     }
   }
 
+  /** Counts `value` holding for `seconds` (among the values in force if `seconds > 0`). */
   private hold(value: f64, seconds: f64): void {
+    if (seconds > 0) this.widen(value);
     this.known += seconds;
     this.integral += value * seconds;
   }
 
-  merge(other: Summary): Summary {
-    const next = <NumberSummary>other;
-    if (this.isEmpty) return next;
-    if (next.isEmpty) return this;
-    const m = this.copy();
-    m.known += next.known;
-    m.integral += next.integral;
-    m.count += next.count;
-    if (next.hasRange) {
-      m.widen(next.min);
-      m.widen(next.max);
+  /** Becomes the summary of this bucket followed by the adjacent, later `next`. */
+  merge(next: NumberSummary, options: Options): void {
+    if (next.isEmpty) return;
+    if (this.isEmpty) {
+      this.copyFrom(next);
+      return;
     }
-    if (!m.hasPoints && next.hasPoints) {
-      m.hasPoints = true;
-      m.firstTime = next.firstTime;
-      m.firstValue = next.firstValue;
+    this.known += next.known;
+    this.integral += next.integral;
+    this.count += next.count;
+    if (next.hasRange) {
+      this.widen(next.min);
+      this.widen(next.max);
+    }
+    if (!this.hasPoints && next.hasPoints) {
+      this.hasPoints = true;
+      this.firstTime = next.firstTime;
+      this.firstValue = next.firstValue;
     }
     if (next.hasPoints) {
-      m.lastTime = next.lastTime;
-      m.lastValue = next.lastValue;
+      this.lastTime = next.lastTime;
+      this.lastValue = next.lastValue;
     }
-    return m;
   }
 
-  private copy(): NumberSummary {
-    const c = new NumberSummary();
-    c.known = this.known;
-    c.integral = this.integral;
-    c.count = this.count;
-    c.hasStart = this.hasStart;
-    c.start = this.start;
-    c.hasRange = this.hasRange;
-    c.min = this.min;
-    c.max = this.max;
-    c.hasPoints = this.hasPoints;
-    c.firstTime = this.firstTime;
-    c.firstValue = this.firstValue;
-    c.lastTime = this.lastTime;
-    c.lastValue = this.lastValue;
-    return c;
+  private copyFrom(c: NumberSummary): void {
+    this.known = c.known;
+    this.integral = c.integral;
+    this.count = c.count;
+    this.hasStart = c.hasStart;
+    this.start = c.start;
+    this.hasRange = c.hasRange;
+    this.min = c.min;
+    this.max = c.max;
+    this.hasPoints = c.hasPoints;
+    this.firstTime = c.firstTime;
+    this.firstValue = c.firstValue;
+    this.lastTime = c.lastTime;
+    this.lastValue = c.lastValue;
   }
 
-  encode(): Uint8Array {
-    const w = new Writer(NUMBER_TAG);
+  encode(w: Writer): void {
+    w.u8(NUMBER_TAG);
     let flags: u8 = 0;
     if (this.hasStart) flags |= HAS_START;
     if (this.hasRange) flags |= HAS_RANGE;
@@ -416,55 +336,42 @@ export class NumberSummary extends Summary {
       w.f64(this.lastTime);
       w.f64(this.lastValue);
     }
-    return w.finish();
   }
 
-  /** Reads an encoding back, or refuses it (`invalid_summary`, saying why). */
-  static decode(bytes: Uint8Array): Result<Summary> {
-    const r = new Reader(bytes, NUMBER_TAG);
+  decode(r: Reader): void {
+    r.tag(NUMBER_TAG);
     const flags = r.u8();
-    if (r.ok && (flags & ~(HAS_START | HAS_RANGE | HAS_POINTS)) != 0) {
-      return Result.err<Summary>(new Refusal(codes.INVALID_SUMMARY, "unknown flags " + flags.toString()));
-    }
-    const s = new NumberSummary();
-    s.known = r.f64();
-    s.integral = r.f64();
-    s.count = r.varint();
+    if ((flags & ~(HAS_START | HAS_RANGE | HAS_POINTS)) != 0) r.fail("unknown flags " + flags.toString());
+    this.known = r.f64();
+    this.integral = r.f64();
+    this.count = r.varint();
     if (flags & HAS_START) {
-      s.hasStart = true;
-      s.start = r.f64();
+      this.hasStart = true;
+      this.start = r.f64();
     }
     if (flags & HAS_RANGE) {
-      s.hasRange = true;
-      s.min = r.f64();
-      s.max = r.f64();
+      this.hasRange = true;
+      this.min = r.f64();
+      this.max = r.f64();
     }
     if (flags & HAS_POINTS) {
-      s.hasPoints = true;
-      s.firstTime = r.f64();
-      s.firstValue = r.f64();
-      s.lastTime = r.f64();
-      s.lastValue = r.f64();
+      this.hasPoints = true;
+      this.firstTime = r.f64();
+      this.firstValue = r.f64();
+      this.lastTime = r.f64();
+      this.lastValue = r.f64();
     }
-    if (!r.finish()) return Result.err<Summary>(new Refusal(codes.INVALID_SUMMARY, r.error));
-    return Result.ok<Summary>(s);
   }
 
-  figure(name: string): string | null {
-    if (name == "mean") return ratioJson(this.integral, this.known);
-    if (name == "min") return optJson(this.hasRange, this.min);
-    if (name == "max") return optJson(this.hasRange, this.max);
-    if (name == "first") {
-      return this.hasPoints ? pointJson(this.firstTime, numberJson(this.firstValue)) : "null";
-    }
-    if (name == "last") return this.hasPoints ? pointJson(this.lastTime, numberJson(this.lastValue)) : "null";
-    if (name == "count") return this.count.toString();
-    if (name == "integral") return numberJson(this.integral);
-    if (name == "coverage_seconds") return numberJson(this.known);
-    return null;
-  }
-
-  defaultFigure(): string {
-    return ratioJson(this.integral, this.known);
+  /** A gauge's figures; `mean` first, the default. */
+  figures(out: Figures, options: Options): void {
+    out.ratio("mean", this.integral, this.known);
+    out.optional("min", this.hasRange, this.min);
+    out.optional("max", this.hasRange, this.max);
+    out.json("first", this.hasPoints ? pointJson(this.firstTime, numberJson(this.firstValue)) : "null");
+    out.json("last", this.hasPoints ? pointJson(this.lastTime, numberJson(this.lastValue)) : "null");
+    out.count("count", this.count);
+    out.number("integral", this.integral);
+    out.number("coverage_seconds", this.known);
   }
 }

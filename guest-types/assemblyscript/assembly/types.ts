@@ -214,3 +214,19 @@ export class Result<T> {
     return value!;
   }
 }
+
+/** An operation and the time it applies at (WIT `timed-operation`). */
+export class TimedOperation {
+  constructor(
+    public op: Operation,
+    public time: f64,
+  ) {}
+}
+
+/** Options `check-options` accepted: the complete JSON object and its encoding (WIT `checked-options`). */
+export class CheckedOptions {
+  constructor(
+    public json: string,
+    public encoded: Uint8Array,
+  ) {}
+}

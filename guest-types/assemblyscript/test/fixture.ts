@@ -7,12 +7,12 @@ import {
   Input,
   InputKind,
   KeyType,
+  NumberSummary,
   Options,
   OptionsReader,
   Point,
   Refusal,
   register,
-  Resolution,
   Result,
   Scheduled,
   Value,
@@ -22,29 +22,23 @@ class FixtureOptions extends Options {
   expireAfter: f64 = 0;
   allowed: string[] | null = null;
   mode: string = "number";
+
+  read(reader: OptionsReader): void {
+    super.read(reader);
+    this.expireAfter = reader.seconds("expire_after", 0);
+    this.allowed = reader.stringList("allowed");
+    this.mode = reader.choice("mode", ["number", "text"], "number");
+  }
 }
 
 /** Numbers (like numeric, with add), or any text when mode is "text"; a value expires to "expired". */
-class Fixture extends KeyType {
-  constructor() {
-    super("as_fixture", "Test fixture of the AssemblyScript SDK", "0.0.1");
-  }
-
-  readOptions(reader: OptionsReader): Options {
-    const o = new FixtureOptions();
-    o.resolution = Resolution.read(reader);
-    o.expireAfter = reader.seconds("expire_after", 0);
-    o.allowed = reader.stringList("allowed");
-    o.mode = reader.choice("mode", ["number", "text"], "number");
-    return o;
-  }
+class Fixture extends KeyType<FixtureOptions, NumberSummary> {
 
   guess(sample: Input): u8 {
     return sample.kind == InputKind.Text ? 7 : 0;
   }
 
-  cast(options: Options, input: Input): Result<Value> {
-    const o = options as FixtureOptions;
+  cast(o: FixtureOptions, input: Input): Result<Value> {
     if (o.mode == "text") {
       if (input.kind != InputKind.Text) return Result.err<Value>(Refusal.invalidValue("text only, got " + describe(input)));
       const allowed = o.allowed;
@@ -56,12 +50,11 @@ class Fixture extends KeyType {
     return castNumber(this.name, input);
   }
 
-  add(options: Options, previous: Point | null, step: f64): Result<Value> {
+  add(options: FixtureOptions, previous: Point | null, step: f64): Result<Value> {
     return addNumber(previous, step);
   }
 
-  schedule(options: Options, latest: Point): Scheduled | null {
-    const o = options as FixtureOptions;
+  schedule(o: FixtureOptions, latest: Point): Scheduled | null {
     if (o.expireAfter <= 0) return null;
     return new Scheduled(latest.time + o.expireAfter, Value.ofText("expired"));
   }
@@ -77,6 +70,6 @@ class Fixture extends KeyType {
   }
 }
 
-register(new Fixture());
+register(new Fixture("as_fixture", "Test fixture of the AssemblyScript SDK"));
 
 export * from "../assembly/exports";
