@@ -11,7 +11,7 @@ use crate::db::{Retention, TimeWindow};
 use crate::mqtt::MqttConfig;
 use crate::plugins::Limits;
 use crate::retention::PolicySpec;
-use crate::session::ConnectionLimits;
+use crate::limits::ConnectionLimits;
 use crate::store::Durability;
 use crate::tls::TlsConfig;
 
@@ -313,5 +313,11 @@ mod tests {
             "unknown fields are refused"
         );
         Ok(())
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        crate::Config::default().connection_limits()
     }
 }

@@ -12,6 +12,7 @@
 //! - [`tls`]: wss:// with rustls, from the certificate and key in the config;
 //! - [`mqtt`]: the MQTT bridge, another transport: topics into keys, keys out to topics;
 //! - [`session`]: one connection's access and limits, asked before every command;
+//! - [`limits`]: the per-connection limits every transport and session reads;
 //! - [`live`]: what a config reload (SIGHUP, `reload`) changes while clients stay connected;
 //! - [`auth`]: tokens (kept as hashes) and the key patterns each may read, write,
 //!   subscribe to and define;
@@ -45,6 +46,7 @@ pub mod db;
 pub mod dump;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod live;
 pub mod mqtt;
 pub mod pattern;

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::db::Db;
-use crate::session::ConnectionLimits;
+use crate::limits::ConnectionLimits;
 
 /// Reads the config again, as the server was first configured (file plus overrides); also
 /// returns the text it was read from, whose hash `stats` shows.
@@ -282,7 +282,7 @@ impl Control {
         self.db
             .set_default_retention(kept.retention.clone(), default_retention);
         self.connections
-            .resize(crate::server::connection_cap(kept.max_connections));
+            .resize(connection_cap(kept.max_connections));
         self.unauthenticated.resize(kept.max_unauthenticated.max(1));
         self.live.send_replace(Arc::new(live));
         if let Ok(mut f) = self.in_force.lock() {
@@ -292,5 +292,45 @@ impl Control {
             .stats()
             .config_loaded(text.map(crate::auth::hash_token));
         Ok(report)
+    }
+}
+
+/// File descriptors of the process's limit kept for storage (journal, tables, their
+/// compactions) and the plugins folder: connections never take these, so a flood of them
+/// cannot leave fjall unable to open a file.
+pub const STORAGE_FDS: u64 = 256;
+
+/// Raises the soft limit of open files to the hard limit and returns how many connections
+/// fit beside [`STORAGE_FDS`]: at most `wanted`, at least 1.
+pub fn connection_cap(wanted: usize) -> usize {
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return wanted.max(1);
+        }
+    };
+    let fit = usize::try_from(files.saturating_sub(STORAGE_FDS)).unwrap_or(usize::MAX);
+    if fit < wanted {
+        tracing::warn!(
+            open_files = files,
+            max_connections = fit.max(1),
+            "the open-files limit leaves room for fewer connections than max_connections; \
+             raise it (ulimit -n, LimitNOFILE=) to allow more"
+        );
+    }
+    wanted.min(fit).max(1)
+}
+
+impl crate::session::Reload for Control {
+    fn reload_config(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<Json>> + Send + '_>> {
+        Box::pin(async move {
+            self.reload()
+                .await
+                .map(|report| report.to_json())
+                .map_err(|e| crate::Error::ConfigRefused(format!("{e:#}")))
+        })
     }
 }

@@ -14,7 +14,7 @@ use crate::db::Db;
 use crate::live::{Control, Live};
 use crate::plugins::Registry;
 use crate::protocol::Dialect;
-pub use crate::session::ConnectionLimits;
+pub use crate::limits::ConnectionLimits;
 use crate::store::Store;
 
 /// How long shutdown waits for connections to finish their current request.
@@ -23,37 +23,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new connection has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// File descriptors of the process's limit kept for storage (journal, tables, their
-/// compactions) and the plugins folder: connections never take these, so a flood of them
-/// cannot leave fjall unable to open a file.
-pub const STORAGE_FDS: u64 = 256;
-
 /// What every connection of a listener shares: the live settings (tokens, limits, TLS) and
 /// the connection counts, both behind the server's [`Control`].
 #[derive(Clone)]
 pub struct Policy {
     pub control: Arc<Control>,
-}
-/// Raises the soft limit of open files to the hard limit and returns how many connections
-/// fit beside [`STORAGE_FDS`]: at most `wanted`, at least 1.
-pub fn connection_cap(wanted: usize) -> usize {
-    let files = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => limit,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
-            return wanted.max(1);
-        }
-    };
-    let fit = usize::try_from(files.saturating_sub(STORAGE_FDS)).unwrap_or(usize::MAX);
-    if fit < wanted {
-        tracing::warn!(
-            open_files = files,
-            max_connections = fit.max(1),
-            "the open-files limit leaves room for fewer connections than max_connections; \
-             raise it (ulimit -n, LimitNOFILE=) to allow more"
-        );
-    }
-    wanted.min(fit).max(1)
 }
 
 /// A running server.
@@ -81,7 +55,7 @@ impl Server {
     pub async fn start_from(config: &Config, text: Option<&str>) -> anyhow::Result<Server> {
         config.check()?;
         let live = Live::from_config(config)?;
-        let connections = connection_cap(config.max_connections);
+        let connections = crate::live::connection_cap(config.max_connections);
         let store = Store::open(&config.data_dir)?;
         let shutdown = CancellationToken::new();
         let fatal = shutdown.clone();

@@ -2,37 +2,22 @@
 //! that keep one client from using up the server. The protocol asks it before every command.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use crate::auth::{Access, Auth, Permission};
 use crate::cmd::Command;
 use crate::error::{Error, Result};
-use crate::live::Control;
+use crate::limits::ConnectionLimits;
 
-/// Per-connection limits (each a config setting; defaults in [`crate::Config`]).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Largest websocket message accepted.
-    pub max_frame_bytes: usize,
-    /// Pushes queued before the connection is closed as too slow.
-    pub push_queue: usize,
-    /// Bytes of pushes queued before the connection is closed as too slow.
-    pub push_queue_bytes: usize,
-    /// How long a connection may stay unauthenticated (with auth on).
-    pub auth_timeout: Duration,
-    /// Most requests in one array frame.
-    pub max_batch: usize,
-    /// Most keys one connection may be subscribed to at once.
-    pub max_subscriptions: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        crate::Config::default().connection_limits()
-    }
+/// What a `reload` request runs: reading the config again and applying it, answering the
+/// report as JSON or `config_refused` (implemented by [`crate::live::Control`]; a trait so
+/// that sessions, below the server's live state, do not depend on it).
+pub trait Reload: Send + Sync {
+    fn reload_config(&self) -> Pin<Box<dyn Future<Output = Result<Json>> + Send + '_>>;
 }
 
 /// One connection's access and the bookkeeping its limits need.
@@ -42,7 +27,7 @@ pub struct Session {
     limits: ConnectionLimits,
     subscriptions: HashSet<String>,
     /// The server's live configuration, for a `reload` request.
-    control: Option<Arc<Control>>,
+    control: Option<Arc<dyn Reload>>,
     /// The peer is on this machine (a loopback address): only such a peer may `reload`.
     local: bool,
 }
@@ -61,7 +46,7 @@ impl Session {
     }
 
     /// Lets the connection ask for a config reload, if the peer is `local`.
-    pub fn with_control(mut self, control: Arc<Control>, local: bool) -> Session {
+    pub fn with_control(mut self, control: Arc<dyn Reload>, local: bool) -> Session {
         self.control = Some(control);
         self.local = local;
         self
@@ -109,11 +94,7 @@ impl Session {
             .control
             .as_ref()
             .ok_or_else(|| Error::ConfigRefused("this server cannot reload".into()))?;
-        control
-            .reload()
-            .await
-            .map(|report| report.to_json())
-            .map_err(|e| Error::ConfigRefused(format!("{e:#}")))
+        control.reload_config().await
     }
 
     /// A connection of a server without auth and with the default limits.

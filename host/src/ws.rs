@@ -20,7 +20,8 @@ use crate::db::Db;
 use crate::live::{Control, Live};
 use crate::protocol::{self, Dialect};
 use crate::pubsub::Subscriber;
-use crate::session::{ConnectionLimits, Session};
+use crate::limits::ConnectionLimits;
+use crate::session::Session;
 
 /// Longest a refused connection's leftover input is read (and dropped) after its close
 /// frame, so that it gets the close frame rather than a TCP reset.

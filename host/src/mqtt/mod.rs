@@ -35,7 +35,8 @@ use crate::auth::{Access, Auth, Permission};
 use crate::cmd::{Command, Definition};
 use crate::db::{Db, Durable};
 use crate::pubsub::Subscriber;
-use crate::session::{ConnectionLimits, Session};
+use crate::limits::ConnectionLimits;
+use crate::session::Session;
 
 use client::{Client, Connection, Message, Polled};
 pub use config::{IngestConfig, MqttConfig, PayloadFormat, PublishConfig};
