@@ -1,24 +1,35 @@
 //! `komoku export` and `komoku import`: a server's keys as JSON lines, through the client.
 //!
-//! The format (version 1), one JSON object per line:
+//! The format (version 2), one JSON object per line:
 //!
 //! ```text
-//! {"komoku_export": 1, "until": T}                          the header; T is the snapshot time
+//! {"komoku_export": 2, "until": T}                          the header; T is the snapshot time
 //! {"retention": {"key": "sensor.*", "raw": "1d", "tiers": [...]}}   a policy, as set
 //! {"define": {"key": "k", "type": "numeric", "opts": {...}}}        a key
 //! {"points": {"key": "k", "rows": [[t, v], ...]}}                   up to 1000 raw points
+//! {"tiers": {"key": "k", "type": .., "version": .., "opts": {..}, "state": {..}, ...}}
+//!                                                  up to 1000 summary rows (a `tiers` answer)
 //! {"end": {"keys": N, "points": M}}                                  the last line
 //! ```
 //!
 //! Export asks for every key's points up to the header's time `T`, in pages of 1000 newest
-//! first (memory stays bounded by a page): later writes are not in the file, so a dump of a
-//! live server is the state at `T` for keys written in time order. Import defines each key
-//! with its type, puts every point at its own time, then sets the key's options. A put at a
-//! time the key already has overwrites that point, so importing twice changes nothing, and a
-//! killed import run again finishes without doubling anything.
+//! first (memory stays bounded by a page), and for a key with compacted history, its
+//! `tiers` pages (summaries, gaps, watermarks, the value carried into the raw period, with
+//! the type, plugin version and effective options that made them), after its points.
+//! Import defines each key with its type, puts every point at its own time, then sets the
+//! key's late options, then loads its compacted history (`load_tiers`, refused when the
+//! type, version or options differ). A put at a time the key already has overwrites that
+//! point and a page of summaries loads over itself, so importing twice changes nothing, and
+//! a killed import run again finishes without doubling anything.
 //!
-//! Not in version 1: compacted summaries (the history older than a key's raw retention).
-//! Export says on stderr which keys have some and from when the file holds raw points only.
+//! What a dump of a live server holds: each `tiers` page is read from one store snapshot
+//! and each `points` page from another, so the dump is not one instant for the whole server.
+//! It guarantees: points written after `T` are not in the file; a write at or before `T`
+//! that lands during the export (a backfill) is in the file exactly when the page covering
+//! its time is read after it is durable, so it is wholly in or wholly absent, never torn; a
+//! compaction that moves a key's watermark while that key is exported fails the export
+//! with `compacted` (run it again) rather than writing a dump with a hole.
+//! Version-1 files (raw points only) are still imported.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -62,7 +73,7 @@ pub async fn export(
         .await
         .map(|_| crate::value::now())
         .map_err(|e| anyhow!("{e}"))?;
-    writeln!(out, "{}", json!({"komoku_export": 1, "until": until}))?;
+    writeln!(out, "{}", json!({"komoku_export": 2, "until": until}))?;
     let retention = client
         .request(json!({"retention": {}}))
         .await
@@ -91,12 +102,21 @@ pub async fn export(
             "{}",
             json!({"define": {"key": name, "type": info.type_name, "opts": info.opts}})
         )?;
+        // Compacted history first read, so the points are asked from its watermark on.
+        let first_tiers = client
+            .request(json!({"tiers": {"key": name, "limit": PAGE}}))
+            .await
+            .map_err(|e| anyhow!("{name}: tiers: {e}"))?;
+        let raw_from = first_tiers["state"]["raw_from"].as_f64();
         let mut page_until = until;
         let mut oldest_seen: Option<f64> = None;
         loop {
+            let mut opts = json!({"until": page_until, "limit": PAGE});
+            if let Some(from) = raw_from {
+                opts["since"] = json!(from);
+            }
             let rows = client
-                .request(json!({"fetch": {"key": name, "opts": {
-                    "until": page_until, "limit": PAGE}}}))
+                .request(json!({"fetch": {"key": name, "opts": opts}}))
                 .await
                 .map_err(|e| anyhow!("{name}: {e}"))?;
             let Json::Array(mut rows) = rows else {
@@ -120,20 +140,27 @@ pub async fn export(
                 break;
             }
         }
-        // Compacted history is not in version 1 of the file: say so.
-        if let Ok(summary) = client
-            .query(
-                json!({"key": name, "since": 0, "until": until, "figures": ["coverage_seconds"]}),
-            )
-            .await
-            && summary
-                .get("resolution")
-                .and_then(Json::as_str)
-                .is_some_and(|r| r != "raw")
-        {
-            eprintln!(
-                "komoku export: {name} has compacted history; only its raw points are exported"
-            );
+        if raw_from.is_some() {
+            let mut page = first_tiers;
+            loop {
+                let next = page.get("next").cloned().unwrap_or(Json::Null);
+                let Json::Object(mut line) = page else {
+                    bail!("{name}: tiers answered {page}");
+                };
+                line.remove("next");
+                line.insert("key".into(), json!(name));
+                writeln!(out, "{}", json!({ "tiers": line }))?;
+                if next.is_null() {
+                    break;
+                }
+                page = client
+                    .request(json!({"tiers": {"key": name, "after": next, "limit": PAGE}}))
+                    .await
+                    .map_err(|e| anyhow!("{name}: tiers: {e}"))?;
+                if page["state"]["raw_from"].as_f64() != raw_from {
+                    bail!("{name}: compacted while it was exported; export again");
+                }
+            }
         }
         progress.inc(1);
     }
@@ -169,8 +196,8 @@ pub async fn import(client: &Client, input: impl BufRead) -> anyhow::Result<()> 
         };
         if !header {
             ensure!(
-                kind == "komoku_export" && body == &json!(1),
-                "line {number}: not a komoku export (version 1) header"
+                kind == "komoku_export" && (body == &json!(1) || body == &json!(2)),
+                "line {number}: not a komoku export (version 1 or 2) header"
             );
             header = true;
             continue;
@@ -216,6 +243,26 @@ pub async fn import(client: &Client, input: impl BufRead) -> anyhow::Result<()> 
                     }
                 }
                 progress.set_prefix(points.to_string());
+            }
+            "tiers" => {
+                let key = body["key"].as_str().context("tiers without a key")?;
+                // Its points first (a load moves the key's watermark), then the options
+                // set late (the summaries were made under all of them).
+                while let Some((ack, line)) = pending.pop_front() {
+                    ack.await
+                        .map_err(|e| anyhow!("line {line}: put {key}: {e}"))?;
+                }
+                if let Some(i) = late.iter().position(|(k, _, _)| k == key) {
+                    let (key, type_name, opts) = late.remove(i);
+                    client
+                        .define(&key, &type_name, opts)
+                        .await
+                        .map_err(|e| anyhow!("line {number}: define {key}: {e}"))?;
+                }
+                client
+                    .request(json!({ "load_tiers": body }))
+                    .await
+                    .map_err(|e| anyhow!("line {number}: load_tiers {key}: {e}"))?;
             }
             "end" => {
                 let expected = body["points"].as_u64().unwrap_or(points);

@@ -137,7 +137,8 @@ pub enum Remote {
         conn: Conn,
     },
     /// Writes the keys matching PATTERN (every key without one) to stdout as JSON lines:
-    /// retention policies, definitions with options, and raw points (see `komoku import`).
+    /// retention policies, definitions with options, raw points and compacted history (tier
+    /// summaries; see `komoku import`).
     Export {
         pattern: Option<String>,
         #[command(flatten)]

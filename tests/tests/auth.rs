@@ -414,6 +414,34 @@ async fn retention_needs_define_on_the_pattern_and_compact_needs_write() -> Resu
 }
 
 #[tokio::test]
+async fn reading_compacted_history_needs_read_and_loading_it_define() -> Result<()> {
+    let s = server().await?;
+    let mut sensors = connect_as(&s, "sensor-secret").await?;
+    let put = json!({"put": {"key": "sensor.t", "value": 1}});
+    assert_eq!(sensors.request(put).await?, json!("ack"));
+    let page = sensors
+        .request(json!({"tiers": {"key": "sensor.t"}}))
+        .await?;
+    assert_eq!(page["type"], "numeric", "{page}");
+    assert!(page["state"].is_null(), "{page}");
+    let load = json!({"load_tiers": {"key": "sensor.t", "type": "numeric",
+        "version": page["version"], "opts": page["opts"], "state": null}});
+    assert_eq!(sensors.request(load.clone()).await?, json!("ack"));
+    let mut watcher = connect_as(&s, "watcher-secret").await?;
+    assert_eq!(
+        watcher
+            .request(json!({"tiers": {"key": "sensor.t"}}))
+            .await?,
+        json!({"error": "forbidden", "permission": "read", "key": "sensor.t"})
+    );
+    assert_eq!(
+        watcher.request(load).await?,
+        json!({"error": "forbidden", "permission": "define", "key": "sensor.t"})
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn creating_a_key_by_a_write_and_deleting_one_need_define() -> Result<()> {
     let s = TestServer::start_with(|cfg| {
         cfg.auth.enabled = true;

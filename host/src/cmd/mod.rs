@@ -20,12 +20,13 @@ mod reload;
 mod retention;
 mod stats;
 mod sub;
+mod tiers;
 mod types;
 
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{Access, Needs, Permission};
-use crate::db::{Db, Durable};
+use crate::db::{Db, Durable, TierPage};
 use crate::error::{Error, Result};
 use crate::pubsub::Subscriber;
 use crate::query::Query;
@@ -113,6 +114,18 @@ pub enum Command {
     Compact {
         key: Option<String>,
     },
+    /// `tiers`: a page of a key's compacted history (summaries, gaps, watermarks), after
+    /// `(step, bucket start)`, at most `limit` summary rows.
+    Tiers {
+        key: String,
+        after: Option<(f64, f64)>,
+        limit: usize,
+    },
+    /// `load_tiers`: stores a page `tiers` gave into a key of the same type and options.
+    LoadTiers {
+        key: String,
+        page: Box<TierPage>,
+    },
     /// `reload`: read the config again and apply it (answered by the session, which holds
     /// the server's live configuration; see [`crate::live`]).
     Reload,
@@ -160,6 +173,8 @@ impl Command {
             Command::Delete { .. } => "delete",
             Command::Retention { .. } => "retention",
             Command::Compact { .. } => "compact",
+            Command::Tiers { .. } => "tiers",
+            Command::LoadTiers { .. } => "load_tiers",
             Command::Reload => "reload",
             Command::Unknown(_) => "unknown",
         }
@@ -190,6 +205,8 @@ impl Command {
             "delete" => delete::parse(args),
             "retention" => retention::parse(args),
             "compact" => compact::parse(args),
+            "tiers" => tiers::parse(args),
+            "load_tiers" => tiers::parse_load(args),
             "reload" => Ok(Command::Reload),
             other => Ok(Command::Unknown(other.to_string())),
         }
@@ -258,6 +275,8 @@ impl Command {
             Command::Ping(payload) => Ok(ping::apply(payload)),
             Command::Delete { key } => delete::apply(db, &key).await,
             Command::Compact { key } => compact::apply(db, key.as_deref()).await,
+            Command::Tiers { key, after, limit } => tiers::apply(db, &key, after, limit).await,
+            Command::LoadTiers { key, page } => tiers::apply_load(db, &key, *page).await,
             Command::Reload => reload::apply(),
             Command::Unknown(name) => Err(Error::query(format!("unknown request {name:?}"))),
         };
@@ -286,6 +305,8 @@ impl Needs for Command {
                 remove,
             } => retention::needs(pattern.as_deref(), spec.is_some() || *remove, require),
             Command::Compact { key } => compact::needs(key.as_deref(), require),
+            Command::Tiers { key, .. } => tiers::needs(key, require),
+            Command::LoadTiers { key, .. } => tiers::needs_load(key, require),
             Command::Reload => reload::needs(require),
             Command::Keys { .. }
             | Command::Unsub { .. }

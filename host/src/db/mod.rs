@@ -11,8 +11,10 @@ mod chunk_summaries;
 mod compaction;
 mod scheduler;
 mod table;
+mod transfer;
 
 pub use compaction::RunReport;
+pub use transfer::TierPage;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

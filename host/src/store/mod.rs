@@ -278,7 +278,8 @@ pub struct Gap {
 const GAP_FORMAT: u8 = 1;
 
 impl Gap {
-    fn encode(&self) -> Vec<u8> {
+    /// The stored form (`u8 format ‖ f64 BE end ‖ f64 BE carried time ‖ value`).
+    pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(26);
         v.push(GAP_FORMAT);
         v.extend_from_slice(&self.end.to_be_bytes());
@@ -287,7 +288,8 @@ impl Gap {
         v
     }
 
-    fn decode(start: Time, v: &[u8]) -> Result<Gap> {
+    /// Reads the stored form back (the start is the row's key).
+    pub fn decode(start: Time, v: &[u8]) -> Result<Gap> {
         let corrupt = || Error::Storage("a stored gap is unreadable".into());
         let (&format, rest) = v.split_first().ok_or_else(corrupt)?;
         if format != GAP_FORMAT || rest.len() < 16 {
