@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::db::{Retention, TimeWindow};
+use crate::limits::ConnectionLimits;
 use crate::mqtt::MqttConfig;
 use crate::plugins::Limits;
 use crate::retention::PolicySpec;
-use crate::limits::ConnectionLimits;
 use crate::store::Durability;
 use crate::tls::TlsConfig;
 
@@ -266,6 +266,12 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(|cache| cache.join("komoku"))
 }
 
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        crate::Config::default().connection_limits()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,11 +319,5 @@ mod tests {
             "unknown fields are refused"
         );
         Ok(())
-    }
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        crate::Config::default().connection_limits()
     }
 }

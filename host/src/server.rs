@@ -11,10 +11,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::Db;
+pub use crate::limits::ConnectionLimits;
 use crate::live::{Control, Live};
 use crate::plugins::Registry;
 use crate::protocol::Dialect;
-pub use crate::limits::ConnectionLimits;
 use crate::store::Store;
 
 /// How long shutdown waits for connections to finish their current request.

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
 use crate::db::Db;
+use crate::limits::ConnectionLimits;
 use crate::live::{Control, Live};
 use crate::protocol::{self, Dialect};
 use crate::pubsub::Subscriber;
-use crate::limits::ConnectionLimits;
 use crate::session::Session;
 
 /// Longest a refused connection's leftover input is read (and dropped) after its close

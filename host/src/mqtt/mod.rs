@@ -34,8 +34,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Access, Auth, Permission};
 use crate::cmd::{Command, Definition};
 use crate::db::{Db, Durable};
-use crate::pubsub::Subscriber;
 use crate::limits::ConnectionLimits;
+use crate::pubsub::Subscriber;
 use crate::session::Session;
 
 use client::{Client, Connection, Message, Polled};
