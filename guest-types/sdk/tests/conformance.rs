@@ -97,10 +97,7 @@ where
     for case in cases {
         let name = case["name"].as_str().ok_or("name")?;
         let name = format!("{file}: {name}");
-        assert!(
-            case["why"].is_string() || file == "number.json",
-            "{name}: no why"
-        );
+        assert!(case["why"].is_string(), "{name}: no why");
         let options = case.get("options").unwrap_or(&no_options);
         let edges: Vec<f64> = case["edges"]
             .as_array()
