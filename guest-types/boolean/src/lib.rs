@@ -155,4 +155,15 @@ mod tests {
         assert_eq!(text, r#"[{"longest_true":25,"rises":0}]"#);
         Ok(())
     }
+
+    /// The SDK's boolean conformance vectors, through this type as the host calls it.
+    #[test]
+    fn conformance_vectors() -> Result<(), String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance");
+        let cases = komoku_guest::testing::run_vectors::<Boolean>(&dir, "boolean.json", |_| {
+            DEFAULTS.to_owned()
+        })?;
+        assert!(cases > 0);
+        Ok(())
+    }
 }

@@ -445,4 +445,20 @@ mod tests {
         );
         Ok(())
     }
+
+    /// The SDK's conformance vectors, through this type as the host calls it: state mode
+    /// gives the text-state summaries, log mode the log ones, with the case's `sample`.
+    #[test]
+    fn conformance_vectors_of_state_and_log_mode() -> Result<(), String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance");
+        let states = komoku_guest::testing::run_vectors::<Text>(&dir, "text-state.json", |_| {
+            r#"{"mode": "state"}"#.to_owned()
+        })?;
+        let logs = komoku_guest::testing::run_vectors::<Text>(&dir, "log.json", |case| {
+            let sample = case["options"]["sample"].as_u64().unwrap_or(0);
+            format!(r#"{{"mode": "log", "sample": {sample}}}"#)
+        })?;
+        assert!(states > 0 && logs > 0);
+        Ok(())
+    }
 }

@@ -202,4 +202,15 @@ mod tests {
         );
         Ok(())
     }
+
+    /// Uptime summarises as boolean does: the boolean conformance vectors hold here too.
+    #[test]
+    fn conformance_vectors_of_boolean() -> Result<(), String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance");
+        let cases = komoku_guest::testing::run_vectors::<Uptime>(&dir, "boolean.json", |_| {
+            r#"{"max_time": 60}"#.to_owned()
+        })?;
+        assert!(cases > 0);
+        Ok(())
+    }
 }
