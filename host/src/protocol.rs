@@ -13,6 +13,10 @@ use crate::db::{Db, Durable};
 use crate::error::Error;
 use crate::pubsub::Subscriber;
 use crate::session::Session;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::auth::Access;
+use crate::live::Live;
 
 /// How replies are encoded on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,4 +297,25 @@ pub fn error_object(e: &Error, dialect: Dialect) -> Map<String, Json> {
         _ => {}
     }
     out
+}
+
+/// A connection's answer to a config reload, the same on every transport: its access is
+/// recomputed from the new tokens (`Err`: why the connection must close), a connection that
+/// is now authenticated gives back its unauthenticated slot, and the subscriptions it may no
+/// longer read are dropped. Returns those keys, for the transport to tell its client.
+pub fn reauthorize(
+    db: &Db,
+    me: &Subscriber,
+    session: &mut Session,
+    live: &Live,
+    unauthenticated: &mut Option<OwnedSemaphorePermit>,
+) -> Result<Vec<String>, &'static str> {
+    let lost = session.reauthorize(live.auth.clone())?;
+    if !matches!(session.access(), Access::Anonymous) {
+        *unauthenticated = None;
+    }
+    for key in &lost {
+        db.pubsub().unsubscribe(key, me.conn);
+    }
+    Ok(lost)
 }

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use crate::auth::{Access, Auth, Permission};
 use crate::cmd::Command;
 use crate::error::{Error, Result};
-use crate::limits::ConnectionLimits;
+pub use crate::limits::ConnectionLimits;
 
 /// What a `reload` request runs: reading the config again and applying it, answering the
 /// report as JSON or `config_refused` (implemented by [`crate::live::Control`]; a trait so

@@ -144,15 +144,9 @@ where
                 }
                 Ok(()) = live_changes.changed() => {
                     let live = live_changes.borrow_and_update().clone();
-                    match session.reauthorize(live.auth.clone()) {
+                    match protocol::reauthorize(&db, &me, &mut session, &live, &mut unauthenticated) {
                         Err(reason) => break Ok(Some(Ending::Revoked(reason))),
                         Ok(lost) => {
-                            if !matches!(session.access(), Access::Anonymous) {
-                                unauthenticated = None;
-                            }
-                            for key in &lost {
-                                db.pubsub().unsubscribe(key, me.conn);
-                            }
                             if !lost.is_empty() {
                                 // Pushes of those keys already queued are dropped too.
                                 stale = Some((pushes.len(), lost.clone()));
