@@ -612,6 +612,37 @@ fn tls_connector(options: &Options) -> Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+/// A TCP connection to `host:port` (no Nagle delay), wrapped in TLS when `tls`: the first
+/// leg of both transports (`ws`/`wss` and `tcp`/`tcps`). `url` names the server in errors.
+async fn connect_stream(
+    url: &str,
+    host: &str,
+    port: u16,
+    tls: bool,
+    options: &Options,
+) -> Result<Box<dyn Io>> {
+    let fail = |reason: String| Error::Connect {
+        url: url.to_string(),
+        reason,
+    };
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    if !tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| Error::BadUrl(format!("{url}: {e}")))?;
+    let connector = tls_connector(options)?;
+    Ok(Box::new(
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail(format!("TLS: {e}")))?,
+    ))
+}
+
 /// TCP, then TLS for `wss://`, then the websocket upgrade.
 async fn handshake(
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
@@ -630,23 +661,7 @@ async fn handshake(
         .trim_end_matches(']')
         .to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Io> = if tls {
-        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| Error::BadUrl(format!("{uri}: {e}")))?;
-        let connector = tls_connector(options)?;
-        Box::new(
-            connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| fail(format!("TLS: {e}")))?,
-        )
-    } else {
-        Box::new(tcp)
-    };
+    let stream = connect_stream(&uri.to_string(), &host, port, tls, options).await?;
     match tokio_tungstenite::client_async(request, stream).await {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(response))

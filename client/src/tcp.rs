@@ -7,7 +7,6 @@ use komoku_proto::{self as proto, Frames, Request, ServerFrame, request, server_
 use prost::Message as _;
 use serde_json::{Map, Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 
 use super::{Error, Io, Options, Result};
 
@@ -50,23 +49,7 @@ async fn handshake(url: &str, options: &Options) -> Result<Conn> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Io> = if scheme == "tcps" {
-        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| Error::BadUrl(format!("{url}: {e}")))?;
-        let connector = super::tls_connector(options)?;
-        Box::new(
-            connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| fail(format!("TLS: {e}")))?,
-        )
-    } else {
-        Box::new(tcp)
-    };
+    let stream = super::connect_stream(url, &host, port, scheme == "tcps", options).await?;
     let (reader, writer) = tokio::io::split(stream);
     let mut conn = Conn {
         reader,

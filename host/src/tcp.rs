@@ -38,9 +38,6 @@ use crate::session::Session;
 /// Longest the server waits for a client to take a [`Closing`] frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Longest a closed connection's leftover input is read (and dropped).
-const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(2);
-
 /// Why the server ends a connection.
 enum Ending {
     TooSlow,
@@ -218,7 +215,7 @@ where
             send_closing(&mut writer, &ending).await;
             // What the client still sends (the rest of a frame too big) is read and dropped,
             // so that the closing frame arrives instead of a reset.
-            drain(&mut reader, 2 * limits.max_frame_bytes + (64 << 10)).await;
+            crate::ws::drain(&mut reader, 2 * limits.max_frame_bytes + (64 << 10)).await;
             Ok(())
         }
         Ok(None) => Ok(()),
@@ -259,22 +256,6 @@ async fn send_closing<W: AsyncWrite + Unpin>(writer: &mut W, ending: &Ending) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         writer.write_all(&out).await?;
         writer.shutdown().await
-    })
-    .await;
-}
-
-/// Reads and drops what a client still sends after the closing frame, for at most
-/// [`DRAIN_AFTER_CLOSE`] and `budget` bytes.
-async fn drain<R: AsyncRead + Unpin>(reader: &mut R, budget: usize) {
-    let mut buf = vec![0u8; 16 << 10];
-    let mut left = budget;
-    let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE, async {
-        while left > 0 {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
     })
     .await;
 }

@@ -70,10 +70,11 @@ fn push_key(frame: &str) -> Option<String> {
     json.get("pub")?.get("key")?.as_str().map(str::to_string)
 }
 
-/// Reads and drops what a client still sends after its close frame, for at most
+/// Reads and drops what a client still sends after its close frame (a websocket close, or
+/// the binary protocol's `closing` frame), for at most
 /// [`DRAIN_AFTER_CLOSE`] and `budget` bytes, so that closing the socket does not reset the
 /// connection (a TCP reset would destroy the close frame on its way).
-async fn drain<S: AsyncRead + Unpin>(stream: &mut S, budget: usize) {
+pub(crate) async fn drain<S: AsyncRead + Unpin>(stream: &mut S, budget: usize) {
     let mut buf = vec![0u8; 16 << 10];
     let mut left = budget;
     let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE, async {
