@@ -3,7 +3,7 @@
 //! The format (version 2), one JSON object per line:
 //!
 //! ```text
-//! {"komoku_export": 2, "until": T}                          the header; T is the snapshot time
+//! {"komoku_export": 2, "until": T}                          the header; T is the snapshot's time
 //! {"retention": {"key": "sensor.*", "raw": "1d", "tiers": [...]}}   a policy, as set
 //! {"define": {"key": "k", "type": "numeric", "opts": {...}}}        a key
 //! {"points": {"key": "k", "rows": [[t, v], ...]}}                   up to 1000 raw points
@@ -12,23 +12,18 @@
 //! {"end": {"keys": N, "points": M}}                                  the last line
 //! ```
 //!
-//! Export asks for every key's points up to the header's time `T`, in pages of 1000 newest
-//! first (memory stays bounded by a page), and for a key with compacted history, its
-//! `tiers` pages (summaries, gaps, watermarks, the value carried into the raw period, with
-//! the type, plugin version and effective options that made them), after its points.
+//! Export reads the server's `export` pages: every line comes from one store snapshot the
+//! first page opened, so a dump of a live server is the server at one instant (a write is
+//! wholly in it or wholly absent, and so is every write acknowledged before it). Memory
+//! stays bounded by a page (1000 rows) on both sides. Per key: its definition, its raw
+//! points from the compacted watermark on, oldest first, then (for a key with compacted
+//! history) its `tiers` pages: summaries, gaps, watermarks and the value carried into the
+//! raw period, with the type, plugin version and effective options that made them.
 //! Import defines each key with its type, puts every point at its own time, then sets the
 //! key's late options, then loads its compacted history (`load_tiers`, refused when the
 //! type, version or options differ). A put at a time the key already has overwrites that
 //! point and a page of summaries loads over itself, so importing twice changes nothing, and
 //! a killed import run again finishes without doubling anything.
-//!
-//! What a dump of a live server holds: each `tiers` page is read from one store snapshot
-//! and each `points` page from another, so the dump is not one instant for the whole server.
-//! It guarantees: points written after `T` are not in the file; a write at or before `T`
-//! that lands during the export (a backfill) is in the file exactly when the page covering
-//! its time is read after it is durable, so it is wholly in or wholly absent, never torn; a
-//! compaction that moves a key's watermark while that key is exported fails the export
-//! with `compacted` (run it again) rather than writing a dump with a hole.
 //! Version-1 files (raw points only) are still imported.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -61,114 +56,52 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Writes the keys matching `pattern` (every key without one) to `out`.
+/// Writes the keys matching `pattern` (every key without one) to `out`, from one server
+/// snapshot (the server's `export` pages).
 pub async fn export(
     client: &Client,
     pattern: Option<&str>,
     out: &mut impl Write,
-    matches: impl Fn(&str, &str) -> bool,
 ) -> anyhow::Result<()> {
-    let until = client
-        .request(json!({"ping": "export"}))
-        .await
-        .map(|_| crate::value::now())
-        .map_err(|e| anyhow!("{e}"))?;
-    writeln!(out, "{}", json!({"komoku_export": 2, "until": until}))?;
-    let retention = client
-        .request(json!({"retention": {}}))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    if let Some(Json::Object(policies)) = retention.get("policies") {
-        for (key, spec) in policies {
-            if pattern.is_some_and(|p| !matches(p, key)) {
-                continue;
-            }
-            let mut line = spec.as_object().cloned().unwrap_or_default();
-            line.insert("key".into(), json!(key));
-            writeln!(out, "{}", json!({ "retention": line }))?;
-        }
-    }
-    let keys = client.keys().await.map_err(|e| anyhow!("{e}"))?;
-    let names: Vec<&String> = keys
-        .keys()
-        .filter(|k| pattern.is_none_or(|p| matches(p, k)))
-        .collect();
-    let progress = bar(names.len() as u64, "export");
-    let mut total = 0u64;
-    for name in &names {
-        let info = &keys[*name];
-        writeln!(
-            out,
-            "{}",
-            json!({"define": {"key": name, "type": info.type_name, "opts": info.opts}})
-        )?;
-        // Compacted history first read, so the points are asked from its watermark on.
-        let first_tiers = client
-            .request(json!({"tiers": {"key": name, "limit": PAGE}}))
+    let progress = bar(0, "export");
+    let (mut keys, mut points) = (0u64, 0u64);
+    let mut args = json!({"pattern": pattern, "limit": PAGE});
+    let mut header = false;
+    loop {
+        let page = client
+            .request(json!({ "export": args }))
             .await
-            .map_err(|e| anyhow!("{name}: tiers: {e}"))?;
-        let raw_from = first_tiers["state"]["raw_from"].as_f64();
-        let mut page_until = until;
-        let mut oldest_seen: Option<f64> = None;
-        loop {
-            let mut opts = json!({"until": page_until, "limit": PAGE});
-            if let Some(from) = raw_from {
-                opts["since"] = json!(from);
-            }
-            let rows = client
-                .request(json!({"fetch": {"key": name, "opts": opts}}))
-                .await
-                .map_err(|e| anyhow!("{name}: {e}"))?;
-            let Json::Array(mut rows) = rows else {
-                bail!("{name}: fetch answered {rows}");
-            };
-            // `until` may be inclusive: drop what the previous page already had.
-            if let Some(oldest) = oldest_seen {
-                rows.retain(|r| r[0].as_f64().is_some_and(|t| t < oldest));
-            }
-            if rows.is_empty() {
-                break;
-            }
-            let full = rows.len() >= PAGE - 1;
-            let first = rows[0][0].as_f64().context("a point without a time")?;
-            total += rows.len() as u64;
-            writeln!(out, "{}", json!({"points": {"key": name, "rows": rows}}))?;
-            oldest_seen = Some(first);
-            page_until = first;
-            progress.set_prefix(total.to_string());
-            if !full {
-                break;
-            }
+            .map_err(|e| anyhow!("export: {e}"))?;
+        if !header {
+            writeln!(
+                out,
+                "{}",
+                json!({"komoku_export": 2, "until": page["until"]})
+            )?;
+            header = true;
         }
-        if raw_from.is_some() {
-            let mut page = first_tiers;
-            loop {
-                let next = page.get("next").cloned().unwrap_or(Json::Null);
-                let Json::Object(mut line) = page else {
-                    bail!("{name}: tiers answered {page}");
-                };
-                line.remove("next");
-                line.insert("key".into(), json!(name));
-                writeln!(out, "{}", json!({ "tiers": line }))?;
-                if next.is_null() {
-                    break;
-                }
-                page = client
-                    .request(json!({"tiers": {"key": name, "after": next, "limit": PAGE}}))
-                    .await
-                    .map_err(|e| anyhow!("{name}: tiers: {e}"))?;
-                if page["state"]["raw_from"].as_f64() != raw_from {
-                    bail!("{name}: compacted while it was exported; export again");
-                }
+        let lines = page["lines"]
+            .as_array()
+            .with_context(|| format!("export answered {page}"))?;
+        for line in lines {
+            if line.get("define").is_some() {
+                keys += 1;
+                progress.inc_length(1);
+                progress.inc(1);
             }
+            if let Some(rows) = line["points"]["rows"].as_array() {
+                points += rows.len() as u64;
+                progress.set_prefix(points.to_string());
+            }
+            writeln!(out, "{line}")?;
         }
-        progress.inc(1);
+        if page["next"].is_null() {
+            break;
+        }
+        args["snapshot"] = page["snapshot"].clone();
+        args["after"] = page["next"].clone();
     }
-    writeln!(
-        out,
-        "{}",
-        json!({"end": {"keys": names.len(), "points": total}})
-    )?;
+    writeln!(out, "{}", json!({"end": {"keys": keys, "points": points}}))?;
     out.flush()?;
     progress.finish_and_clear();
     Ok(())

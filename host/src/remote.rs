@@ -259,7 +259,7 @@ pub async fn run(command: Remote) -> anyhow::Result<()> {
             let client = connect(&conn).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            crate::dump::export(&client, pattern.as_deref(), &mut out, glob).await?;
+            crate::dump::export(&client, pattern.as_deref(), &mut out).await?;
         }
         Remote::Import { conn } => {
             let client = connect(&conn).await?;

@@ -150,7 +150,7 @@ impl Session {
                     self.limits.max_subscriptions
                 )))
             }
-            Command::Keys { reader, .. } => {
+            Command::Keys { reader, .. } | Command::Export { reader, .. } => {
                 *reader = self.access.clone();
                 Ok(())
             }

@@ -616,3 +616,36 @@ async fn keys_pages_hold_only_readable_keys() -> Result<()> {
     assert_eq!(names, ["sensor.2"], "{rest}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_export_holds_only_readable_keys_page_after_page() -> Result<()> {
+    let s = server().await?;
+    let mut admin = connect_as(&s, "admin-secret").await?;
+    for name in ["a.0", "sensor.0", "sensor.1", "z.0"] {
+        admin
+            .request(json!({"put": {"key": name, "value": 1}}))
+            .await?;
+    }
+    let mut sensors = connect_as(&s, "sensor-secret").await?;
+    let mut args = json!({"limit": 1});
+    let mut defined = Vec::new();
+    loop {
+        let page = sensors.request(json!({ "export": args })).await?;
+        for line in page["lines"].as_array().into_iter().flatten() {
+            if let Some(key) = line["define"]["key"].as_str() {
+                defined.push(key.to_string());
+            }
+        }
+        if page["next"].is_null() {
+            break;
+        }
+        args = json!({"limit": 1, "snapshot": page["snapshot"], "after": page["next"]});
+    }
+    assert_eq!(defined, ["sensor.0", "sensor.1"]);
+    // The snapshot ended with its last page.
+    let gone = sensors
+        .request(json!({"export": {"snapshot": args["snapshot"], "after": {"key": "sensor.1"}}}))
+        .await?;
+    assert_eq!(gone, json!({"error": "invalid_query"}), "{gone}");
+    Ok(())
+}

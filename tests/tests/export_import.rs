@@ -210,6 +210,63 @@ async fn all_tiers(c: &Client, key: &str) -> Result<Vec<Json>> {
     Ok(pages)
 }
 
+/// Every line of an `export` request paged `limit` rows at a time.
+async fn export_lines(c: &Client, limit: u64) -> Result<Vec<Json>> {
+    let mut args = json!({ "limit": limit });
+    let mut lines = Vec::new();
+    loop {
+        let page = c.request(json!({ "export": args })).await?;
+        lines.extend(page["lines"].as_array().context("lines")?.iter().cloned());
+        if page["next"].is_null() {
+            return Ok(lines);
+        }
+        args = json!({"limit": limit, "snapshot": page["snapshot"], "after": page["next"]});
+    }
+}
+
+/// Export lines by what they say, whatever the paging: per key its definition, every point
+/// row and every summary row in order, and the first summary page's state, gaps and carry.
+fn by_key(lines: &[Json]) -> Map<String, Json> {
+    let mut out = Map::new();
+    let mut policies = Vec::new();
+    for line in lines {
+        let (kind, body) = line
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .expect("one record per line");
+        if kind == "retention" {
+            policies.push(body.clone());
+            continue;
+        }
+        let key = body["key"].as_str().expect("a key").to_string();
+        let entry = out
+            .entry(key)
+            .or_insert_with(|| json!({"points": [], "tier_rows": []}));
+        match kind.as_str() {
+            "define" => entry["define"] = body.clone(),
+            "points" => {
+                let rows = body["rows"].as_array().expect("rows").clone();
+                entry["points"].as_array_mut().expect("a list").extend(rows);
+            }
+            "tiers" => {
+                let rows = body["rows"].as_array().expect("rows").clone();
+                entry["tier_rows"]
+                    .as_array_mut()
+                    .expect("a list")
+                    .extend(rows);
+                if entry.get("tiers").is_none() {
+                    let mut meta = body.clone();
+                    meta.as_object_mut().expect("an object").remove("rows");
+                    entry["tiers"] = meta;
+                }
+            }
+            other => panic!("unexpected export record {other}"),
+        }
+    }
+    out.insert("retention".into(), Json::Array(policies));
+    out
+}
+
 /// A key with 20 days of 2-minute points (a six-hour hole on day 10), raw for 2 days, then
 /// minute summaries for 5 days and hour summaries forever, compacted: most of its history
 /// is summaries (several `tiers` pages) and gaps, the newest 2 days raw points.
@@ -258,6 +315,20 @@ async fn compacted_history_survives_export_and_import_exactly() -> Result<()> {
         .as_f64()
         .context("compacted")?;
     ensure!(raw_from > until - 3.0 * 86_400.0, "raw_from {raw_from}");
+
+    // Pages of a few rows cut inside definitions, points and summaries and say the same.
+    let whole = by_key(&export_lines(&src, 10_000).await?);
+    let paged = by_key(&export_lines(&src, 7).await?);
+    assert_eq!(paged, whole);
+    ensure!(
+        whole["hist.temp"]["tier_rows"]
+            .as_array()
+            .is_some_and(|r| r.len() > 7)
+            && whole["hist.temp"]["points"]
+                .as_array()
+                .is_some_and(|r| r.len() > 7),
+        "hist.temp has points and summaries over several pages"
+    );
 
     let dump = dir.path().join("dump.jsonl");
     export(&source.url(), &dump, None)?;
@@ -412,5 +483,82 @@ async fn an_export_of_a_live_server_holds_each_concurrent_write_whole_or_not_at_
     got.sort_by(|a, b| a.0.total_cmp(&b.0));
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert_eq!(got, rows, "the imported key holds the dump's points");
+    Ok(())
+}
+
+/// The dump of a live server is the server at one instant: a writer puts `i` to `seq.a`,
+/// then (once acknowledged) `i` to `seq.b`, over and over, while `seq.a`'s older history
+/// makes the export read it for many pages before it reaches `seq.b`. Any instant has `b`
+/// at `a` or one behind; an export that read each key at another moment would find `b`
+/// far ahead.
+#[tokio::test]
+async fn an_export_of_a_live_server_is_one_instant_across_keys() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let source = start_quiet(dir.path(), "a")?;
+    let c = Client::connect(&source.url(), Options::default()).await?;
+    let start = now() - 86_400.0;
+    let mut acks = Vec::new();
+    for i in 0..30_000u32 {
+        acks.push(c.put_at("seq.a", -1.0, start + f64::from(i)));
+    }
+    for a in acks {
+        a.await?;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (writer, done) = (c.clone(), stop.clone());
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let writing = tokio::spawn(async move {
+        let mut started_tx = Some(started_tx);
+        let mut i = 0u32;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            writer.put("seq.a", f64::from(i)).await?;
+            writer.put("seq.b", f64::from(i)).await?;
+            i += 1;
+            if i == 10
+                && let Some(tx) = started_tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+        anyhow::Ok(i)
+    });
+    started.await?;
+    let dump = dir.path().join("dump.jsonl");
+    let (url, file) = (source.url(), dump.clone());
+    tokio::task::spawn_blocking(move || export(&url, &file, Some("seq.*"))).await??;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writing.await??;
+
+    let (mut a, mut b, mut a_points) = (f64::NEG_INFINITY, -1.0_f64, 0);
+    for line in std::fs::read_to_string(&dump)?.lines().skip(1) {
+        let record: Json = serde_json::from_str(line)?;
+        let Some(p) = record.get("points") else {
+            continue;
+        };
+        for r in p["rows"].as_array().context("rows")? {
+            let v = r[1].as_f64().context("value")?;
+            match p["key"].as_str() {
+                Some("seq.a") => {
+                    a_points += 1;
+                    a = a.max(v);
+                }
+                Some("seq.b") => b = b.max(v),
+                other => anyhow::bail!("a key outside the pattern: {other:?}"),
+            }
+        }
+    }
+    println!("{written} writes; in the dump: a = {a}, b = {b}, {a_points} points of a");
+    ensure!(
+        a >= 9.0,
+        "the dump misses writes acknowledged before it began"
+    );
+    ensure!(
+        b == a || b == a - 1.0,
+        "the dump is not one instant: seq.a at {a}, seq.b at {b}"
+    );
+    ensure!(
+        f64::from(written) > a + 1.0,
+        "nothing was written while the export ran ({written} writes, a = {a})"
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@ mod add;
 mod compact;
 mod define;
 mod delete;
+mod export;
 mod get;
 mod history;
 mod keys;
@@ -26,7 +27,7 @@ mod types;
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{Access, Needs, Permission};
-use crate::db::{Db, Durable, TierPage};
+use crate::db::{Db, Durable, ExportCursor, TierPage};
 use crate::error::{Error, Result};
 use crate::pubsub::Subscriber;
 use crate::query::Query;
@@ -121,6 +122,16 @@ pub enum Command {
         after: Option<(f64, f64)>,
         limit: usize,
     },
+    /// `export`: a page of a consistent dump of the keys the reader may read (see
+    /// [`export`]), from the snapshot `snapshot` (a new one when unset) at `after`.
+    Export {
+        pattern: Option<String>,
+        snapshot: Option<u64>,
+        after: Option<ExportCursor>,
+        limit: usize,
+        /// Who exports (set by the session, as for `Keys`).
+        reader: Access,
+    },
     /// `load_tiers`: stores a page `tiers` gave into a key of the same type and options.
     LoadTiers {
         key: String,
@@ -175,6 +186,7 @@ impl Command {
             Command::Compact { .. } => "compact",
             Command::Tiers { .. } => "tiers",
             Command::LoadTiers { .. } => "load_tiers",
+            Command::Export { .. } => "export",
             Command::Reload => "reload",
             Command::Unknown(_) => "unknown",
         }
@@ -207,6 +219,7 @@ impl Command {
             "compact" => compact::parse(args),
             "tiers" => tiers::parse(args),
             "load_tiers" => tiers::parse_load(args),
+            "export" => export::parse(args),
             "reload" => Ok(Command::Reload),
             other => Ok(Command::Unknown(other.to_string())),
         }
@@ -277,6 +290,13 @@ impl Command {
             Command::Compact { key } => compact::apply(db, key.as_deref()).await,
             Command::Tiers { key, after, limit } => tiers::apply(db, &key, after, limit).await,
             Command::LoadTiers { key, page } => tiers::apply_load(db, &key, *page).await,
+            Command::Export {
+                pattern,
+                snapshot,
+                after,
+                limit,
+                reader,
+            } => export::apply(db, pattern, snapshot, after, limit, reader).await,
             Command::Reload => reload::apply(),
             Command::Unknown(name) => Err(Error::query(format!("unknown request {name:?}"))),
         };
@@ -308,7 +328,9 @@ impl Needs for Command {
             Command::Tiers { key, .. } => tiers::needs(key, require),
             Command::LoadTiers { key, .. } => tiers::needs_load(key, require),
             Command::Reload => reload::needs(require),
+            // Like `keys`: a page holds only what the reader may read.
             Command::Keys { .. }
+            | Command::Export { .. }
             | Command::Unsub { .. }
             | Command::Stats
             | Command::Types
@@ -396,6 +418,16 @@ mod tests {
             r#"{"keys": {"limit": "5"}}"#,
             r#"{"keys": {"pattern": 5}}"#,
             r#"{"keys": {"after": ["a"]}}"#,
+            r#"{"export": 5}"#,
+            r#"{"export": {"limit": 0}}"#,
+            r#"{"export": {"snapshot": -1}}"#,
+            r#"{"export": {"snapshot": "1"}}"#,
+            r#"{"export": {"after": {"key": "a"}}}"#,
+            r#"{"export": {"snapshot": 1, "after": {"points_after": 5}}}"#,
+            r#"{"export": {"snapshot": 1, "after": {"key": "a", "points_after": "x"}}}"#,
+            r#"{"export": {"snapshot": 1, "after": {"key": "a", "tiers_after": [1]}}}"#,
+            r#"{"export": {"snapshot": 1, "after": {"key": "a", "points_after": 1, "tiers_after": [1, 2]}}}"#,
+            r#"{"export": {"pattern": 5}}"#,
         ] {
             assert_eq!(
                 parse(bad)

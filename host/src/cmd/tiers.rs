@@ -151,9 +151,13 @@ pub(super) async fn apply(
     after: Option<(f64, f64)>,
     limit: usize,
 ) -> Result<Reply> {
-    let page = db.tiers(key, after, limit).await?;
+    Ok(Reply::Value(render(db.tiers(key, after, limit).await?)))
+}
+
+/// A page of compacted history as `tiers` answers it (and `export` carries it).
+pub(super) fn render(page: TierPage) -> Json {
     let opts: Json = serde_json::from_str(&page.opts).unwrap_or_else(|_| json!({}));
-    Ok(Reply::Value(json!({
+    json!({
         "type": page.type_name,
         "version": page.version,
         "opts": opts,
@@ -162,21 +166,21 @@ pub(super) async fn apply(
         "gaps": page.gaps.iter().map(|g| json!([g.start, to_hex(&g.encode())])).collect::<Vec<_>>(),
         "rows": page.rows.iter().map(|(s, t, b)| json!([s, t, to_hex(b)])).collect::<Vec<_>>(),
         "next": page.next.map(|(s, t)| json!([s, t])),
-    })))
+    })
 }
 
 pub(super) async fn apply_load(db: &Db, key: &str, page: TierPage) -> Result<Reply> {
     db.load_tiers(key, page).await.map(|()| Reply::Ack)
 }
 
-fn pair(v: &Json, what: &str) -> Result<(f64, f64)> {
+pub(super) fn pair(v: &Json, what: &str) -> Result<(f64, f64)> {
     match v.as_array().map(Vec::as_slice) {
         Some([a, b]) => Ok((number(a, what)?, number(b, what)?)),
         _ => Err(Error::query(format!("{what} must be [step, start]"))),
     }
 }
 
-fn number(v: &Json, what: &str) -> Result<f64> {
+pub(super) fn number(v: &Json, what: &str) -> Result<f64> {
     v.as_f64()
         .filter(|n| n.is_finite())
         .ok_or_else(|| Error::query(format!("{what}: a time or step must be a number")))

@@ -9,11 +9,13 @@
 mod adopt;
 mod chunk_summaries;
 mod compaction;
+mod export;
 mod scheduler;
 mod table;
 mod transfer;
 
 pub use compaction::RunReport;
+pub use export::{ExportCursor, ExportItem, ExportPage};
 pub use transfer::TierPage;
 
 use std::collections::BTreeMap;
@@ -153,6 +155,8 @@ pub struct Db {
     compact_lock: Mutex<()>,
     /// Each key's type and options, for the summaries of the chunks the writer stores.
     chunk_keys: Arc<chunk_summaries::ChunkKeys>,
+    /// The snapshots exports read from.
+    snapshots: export::Snapshots,
 }
 
 /// How a [`Db`] keeps history: which times it takes, how it compacts.
@@ -249,6 +253,7 @@ impl Db {
             policies: RwLock::new(checked),
             compaction: compaction::CompactionStats::default(),
             compact_lock: Mutex::new(()),
+            snapshots: export::Snapshots::default(),
         });
         let defs = tokio::task::spawn_blocking(move || {
             let defs = store.load_defs()?;

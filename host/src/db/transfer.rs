@@ -8,7 +8,7 @@
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::retention::CompactionState;
-use crate::store::{Gap, Write, WriteBatch};
+use crate::store::{Gap, View, Write, WriteBatch};
 use crate::value::{Point, Time};
 
 /// One page of a key's compacted history, read from one store snapshot.
@@ -58,54 +58,13 @@ impl Db {
         let key = name.to_string();
         let mut page = tokio::task::spawn_blocking(move || -> Result<TierPage> {
             let view = store.view();
-            let state = view.compaction_state(&key)?;
             // Without compacted history the type need not be loaded (nothing to describe).
-            let version = match (&state, plugin) {
+            let version = match (view.compaction_state(&key)?, plugin) {
                 (_, Ok(p)) => p.info.version.clone(),
                 (None, Err(_)) => String::new(),
                 (Some(_), Err(e)) => return Err(e),
             };
-            let mut page = TierPage {
-                type_name,
-                version,
-                opts: effective,
-                state: state.clone(),
-                carried: None,
-                gaps: Vec::new(),
-                rows: Vec::new(),
-                next: None,
-            };
-            let Some(state) = state else {
-                return Ok(page);
-            };
-            if after.is_none() {
-                page.carried = view.point_before(&key, state.raw_from)?;
-                for gap in view.gaps(&key, f64::NEG_INFINITY, f64::INFINITY) {
-                    page.gaps.push(gap?);
-                }
-            }
-            let first_tier = match after {
-                None => 0,
-                Some((step, _)) => state
-                    .tiers
-                    .iter()
-                    .position(|t| t.step == step)
-                    .ok_or_else(|| Error::query("after names a step the key has no tier of"))?,
-            };
-            for tier in &state.tiers[first_tier..] {
-                for row in view.summaries(&key, tier.step, f64::NEG_INFINITY, f64::INFINITY) {
-                    let (start, summary) = row?;
-                    if after.is_some_and(|(s, t)| s == tier.step && start <= t) {
-                        continue;
-                    }
-                    if page.rows.len() == limit {
-                        page.next = page.rows.last().map(|(s, t, _)| (*s, *t));
-                        return Ok(page);
-                    }
-                    page.rows.push((tier.step, start, summary));
-                }
-            }
-            Ok(page)
+            tier_page(&view, &key, type_name, version, effective, after, limit)
         })
         .await
         .map_err(|e| Error::Storage(format!("tiers task failed: {e}")))??;
@@ -211,4 +170,59 @@ impl Db {
         self.unlock_key(name, held, existed);
         result?.await.unwrap_or(Err(Error::ShuttingDown))
     }
+}
+
+/// Up to `limit` summary rows of `key` in `view` after `(step, start)` (from the first
+/// without), described as made by `type_name` at `version` under options `opts`.
+pub(super) fn tier_page(
+    view: &View,
+    key: &str,
+    type_name: String,
+    version: String,
+    opts: String,
+    after: Option<(f64, Time)>,
+    limit: usize,
+) -> Result<TierPage> {
+    let state = view.compaction_state(key)?;
+    let mut page = TierPage {
+        type_name,
+        version,
+        opts,
+        state: state.clone(),
+        carried: None,
+        gaps: Vec::new(),
+        rows: Vec::new(),
+        next: None,
+    };
+    let Some(state) = state else {
+        return Ok(page);
+    };
+    if after.is_none() {
+        page.carried = view.point_before(key, state.raw_from)?;
+        for gap in view.gaps(key, f64::NEG_INFINITY, f64::INFINITY) {
+            page.gaps.push(gap?);
+        }
+    }
+    let first_tier = match after {
+        None => 0,
+        Some((step, _)) => state
+            .tiers
+            .iter()
+            .position(|t| t.step == step)
+            .ok_or_else(|| Error::query("after names a step the key has no tier of"))?,
+    };
+    for tier in &state.tiers[first_tier..] {
+        for row in view.summaries(key, tier.step, f64::NEG_INFINITY, f64::INFINITY) {
+            let (start, summary) = row?;
+            if after.is_some_and(|(s, t)| s == tier.step && start <= t) {
+                continue;
+            }
+            if page.rows.len() == limit {
+                page.next = page.rows.last().map(|(s, t, _)| (*s, *t));
+                return Ok(page);
+            }
+            page.rows.push((tier.step, start, summary));
+        }
+    }
+    Ok(page)
 }

@@ -424,6 +424,8 @@ impl Store {
         View {
             snap: self.db.snapshot(),
             keys: self.keys.clone(),
+            defs: self.defs.clone(),
+            policies: self.policies.clone(),
             head: self.head.clone(),
             chunks: self.chunks.clone(),
             chunk_summaries: self.chunk_summaries.clone(),
@@ -596,16 +598,22 @@ fn load_json<T: serde::de::DeserializeOwned>(
     keyspace: &Keyspace,
     what: &str,
 ) -> Result<Vec<(String, T)>> {
-    let mut out = Vec::new();
-    for guard in keyspace.iter() {
-        let (k, v) = guard.into_inner()?;
-        let name = String::from_utf8(k.to_vec())
-            .map_err(|_| Error::Storage(format!("the name of a {what} on disk is not UTF-8")))?;
-        let record = serde_json::from_slice(&v)
-            .map_err(|e| Error::Storage(format!("{what} {name:?} is unreadable: {e}")))?;
-        out.push((name, record));
-    }
-    Ok(out)
+    keyspace
+        .iter()
+        .map(|guard| json_record(guard.into_inner()?, what))
+        .collect()
+}
+
+/// A row named by a key name and holding a JSON record.
+fn json_record<T: serde::de::DeserializeOwned>(
+    (k, v): (fjall::Slice, fjall::Slice),
+    what: &str,
+) -> Result<(String, T)> {
+    let name = String::from_utf8(k.to_vec())
+        .map_err(|_| Error::Storage(format!("the name of a {what} on disk is not UTF-8")))?;
+    let record = serde_json::from_slice(&v)
+        .map_err(|e| Error::Storage(format!("{what} {name:?} is unreadable: {e}")))?;
+    Ok((name, record))
 }
 
 fn decode_id(v: &[u8]) -> Result<KeyId> {
@@ -663,6 +671,8 @@ fn micros_bounds(since: Time, until: Time) -> (Micros, Micros) {
 pub struct View {
     snap: Snapshot,
     keys: Keyspace,
+    defs: Keyspace,
+    policies: Keyspace,
     head: Keyspace,
     chunks: Keyspace,
     chunk_summaries: Keyspace,
@@ -867,6 +877,52 @@ impl View {
 }
 
 impl View {
+    /// A key's definition.
+    pub fn def(&self, name: &str) -> Result<Option<KeyDef>> {
+        match self.snap.get(&self.defs, name.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Storage(format!("key definition {name:?} is unreadable: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` key definitions whose names `wanted` accepts, in name order, after the
+    /// name `after` (from the first without).
+    pub fn defs_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, KeyDef)>> {
+        let from = match after {
+            Some(name) => std::ops::Bound::Excluded(name.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for guard in self
+            .snap
+            .range(&self.defs, (from, std::ops::Bound::Unbounded))
+        {
+            if out.len() == limit {
+                break;
+            }
+            let (name, def) = json_record(guard.into_inner()?, "key definition")?;
+            if wanted(&name) {
+                out.push((name, def));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored retention policy, by key name or pattern.
+    pub fn policies(&self) -> Result<Vec<(String, PolicySpec)>> {
+        self.snap
+            .iter(&self.policies)
+            .map(|guard| json_record(guard.into_inner()?, "retention policy"))
+            .collect()
+    }
+
     /// Gaps with `since <= start < until`, oldest first, read lazily.
     pub fn gaps(
         &self,
