@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use super::{Command, Reply, key_arg, optional_string};
+use super::{Command, Reply, key_arg, optional_string, page_limit};
 use crate::auth::{Access, Permission};
 use crate::db::{Db, ExportCursor, ExportItem};
 use crate::error::{Error, Result};
@@ -48,18 +48,7 @@ pub(super) fn parse(args: &Json) -> Result<Command> {
             "export.after goes with the snapshot of the page that gave it",
         ));
     }
-    let limit = match args.get("limit") {
-        None | Some(Json::Null) => DEFAULT_LIMIT,
-        Some(v) => match v.as_u64() {
-            Some(0) | None => return Err(Error::query("export.limit must be a positive integer")),
-            Some(n) if n > MAX_EXPORT_ROWS as u64 => {
-                return Err(Error::LimitExceeded(format!(
-                    "export.limit is at most {MAX_EXPORT_ROWS}: page with after"
-                )));
-            }
-            Some(n) => n as usize,
-        },
-    };
+    let limit = page_limit(args, "export", MAX_EXPORT_ROWS)?.unwrap_or(DEFAULT_LIMIT);
     Ok(Command::Export {
         pattern: optional_string(args, "pattern")?,
         snapshot,

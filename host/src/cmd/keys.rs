@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::{Command, MAX_KEYS, Reply, optional_string};
+use super::{Command, MAX_KEYS, Reply, optional_string, page_limit};
 use crate::auth::{Access, Permission};
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -16,21 +16,7 @@ pub(super) fn parse(args: &Json) -> Result<Command> {
         Some(Json::Array(items)) => items.clone(),
         Some(_) => return Err(Error::query("keys.include must be a list")),
     };
-    let limit = match args.get("limit") {
-        None | Some(Json::Null) => None,
-        Some(v) => {
-            let n = v
-                .as_u64()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| Error::query("keys.limit must be a positive integer"))?;
-            if n > MAX_KEYS as u64 {
-                return Err(Error::LimitExceeded(format!(
-                    "keys.limit is at most {MAX_KEYS}: page with after"
-                )));
-            }
-            Some(n as usize)
-        }
-    };
+    let limit = page_limit(args, "keys", MAX_KEYS)?;
     Ok(Command::Keys {
         include_value: include.iter().any(|i| i == "value"),
         include_time: include.iter().any(|i| i == "time"),

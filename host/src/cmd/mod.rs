@@ -348,6 +348,23 @@ fn key_arg(args: &Json) -> Result<String> {
     }
 }
 
+/// The `limit` of a paged request (`keys`, `tiers`, `export`): unset, or a positive integer
+/// up to `max` (`limit_exceeded` beyond, saying to page with `after`).
+fn page_limit(args: &Json, command: &str, max: usize) -> Result<Option<usize>> {
+    match args.get("limit") {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(0) | None => Err(Error::query(format!(
+                "{command}.limit must be a positive integer"
+            ))),
+            Some(n) if n > max as u64 => Err(Error::LimitExceeded(format!(
+                "{command}.limit is at most {max}: page with after"
+            ))),
+            Some(n) => Ok(Some(n as usize)),
+        },
+    }
+}
+
 fn optional_string(args: &Json, name: &str) -> Result<Option<String>> {
     match args.get(name) {
         None | Some(Json::Null) => Ok(None),

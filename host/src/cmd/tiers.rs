@@ -17,7 +17,7 @@
 
 use serde_json::{Value as Json, json};
 
-use super::{Command, Reply, key_arg};
+use super::{Command, Reply, key_arg, page_limit};
 use crate::auth::Permission;
 use crate::db::{Db, TierPage};
 use crate::error::{Error, Result};
@@ -35,18 +35,7 @@ pub(super) fn parse(args: &Json) -> Result<Command> {
         None | Some(Json::Null) => None,
         Some(v) => Some(pair(v, "tiers.after")?),
     };
-    let limit = match args.get("limit") {
-        None | Some(Json::Null) => DEFAULT_LIMIT,
-        Some(v) => match v.as_u64() {
-            Some(0) | None => return Err(Error::query("tiers.limit must be a positive integer")),
-            Some(n) if n > MAX_TIER_ROWS as u64 => {
-                return Err(Error::LimitExceeded(format!(
-                    "tiers.limit is at most {MAX_TIER_ROWS}: page with after"
-                )));
-            }
-            Some(n) => n as usize,
-        },
-    };
+    let limit = page_limit(args, "tiers", MAX_TIER_ROWS)?.unwrap_or(DEFAULT_LIMIT);
     Ok(Command::Tiers {
         key: key_arg(args)?,
         after,
