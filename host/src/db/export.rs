@@ -156,11 +156,13 @@ impl Db {
                             .def(&key)?
                             .ok_or_else(|| Error::UnknownKey(key.clone()))?;
                         // The summaries were made under the key's effective options, as
-                        // `tiers` says: the type completes the options the client set.
+                        // `tiers` says: the options the type makes of the stored ones, as at
+                        // start-up and at a hot load (migrated when this version refuses
+                        // options stored before it came).
                         let plugin = registry.get(&def.type_name)?;
-                        let opts = plugin.check_options(
-                            &serde_json::Value::Object(def.opts.clone()).to_string(),
-                        )?;
+                        let opts = plugin
+                            .fit_options(&serde_json::Value::Object(def.opts.clone()).to_string())?
+                            .effective;
                         let version = plugin.info.version.clone();
                         let tiers = tier_page(
                             &view,

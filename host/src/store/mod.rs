@@ -879,12 +879,10 @@ impl View {
 impl View {
     /// A key's definition.
     pub fn def(&self, name: &str) -> Result<Option<KeyDef>> {
-        match self.snap.get(&self.defs, name.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| Error::Storage(format!("key definition {name:?} is unreadable: {e}"))),
-            None => Ok(None),
-        }
+        self.snap
+            .get(&self.defs, name.as_bytes())?
+            .map(|v| json_record((name.as_bytes().into(), v), "key definition").map(|(_, d)| d))
+            .transpose()
     }
 
     /// Up to `limit` key definitions whose names `wanted` accepts, in name order, after the
